@@ -1,0 +1,19 @@
+"""Config classes: every experiment setting with defaults, validation and a DataJoint key."""
+from .base import BaseConfig, field, resolve_import_path, to_jsonable, from_jsonable
+from .dataset import DatasetConfig, ImageDatasetConfig
+from .errors import ConfigError
+from .model import ModelConfig
+from .trainer import TrainerConfig
+
+__all__ = [
+    "BaseConfig",
+    "ConfigError",
+    "DatasetConfig",
+    "ImageDatasetConfig",
+    "ModelConfig",
+    "TrainerConfig",
+    "field",
+    "from_jsonable",
+    "resolve_import_path",
+    "to_jsonable",
+]

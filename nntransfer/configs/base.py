@@ -1,0 +1,395 @@
+"""Dataclass-style configs that hash into DataJoint keys.
+
+A config class declares typed fields with defaults::
+
+    class MyTrainer(TrainerConfig):
+        fn = "mypackage.training.train"
+        lr: float = 0.01
+        milestones: list[int] = [30, 60]        # mutable defaults are copied per instance
+        warmup: int = field(default=0, since="0.2")   # added later: keeps old keys
+
+Construction takes keyword overrides only. Values are validated and normalised against the
+declared types (``int`` -> ``float`` for float fields, lists <-> tuples as declared) *before* hashing,
+because nnfabrik's ``make_hash`` hashes leaves as ``str(x)`` and would otherwise let ``1`` and
+``"1"`` or ``(1, 2)`` and ``[1, 2]`` share a key.
+
+Key rule (documented in docs/configs.md): ``get_key()`` is
+``{"<name>_fn": fn, "<name>_hash": make_hash(cfg.hashed_dict())}`` where ``hashed_dict()`` is
+``to_dict()`` without ``comment`` and without every field declared with ``since=...`` whose value
+equals its default, with tuples written as lists.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from typing import Any, ClassVar, Literal, Union
+
+from .errors import ConfigError
+
+_MISSING = dataclasses.MISSING
+
+
+def field(default: Any = _MISSING, *, default_factory: Any = _MISSING, since: str | None = None, help: str = ""):
+    """Declare a config field with options.
+
+    ``since`` marks a field added after configs were already stored: while it equals its default it
+    is left out of the hash, so existing keys stay valid. ``help`` is shown by ``describe()``.
+    """
+    if default is not _MISSING and isinstance(default, (list, dict, set)):
+        default_factory, default = (lambda v=default: copy.deepcopy(v)), _MISSING
+    return dataclasses.field(
+        default=default, default_factory=default_factory, metadata={"since": since, "help": help}
+    )
+
+
+_REGISTRY: dict[str, type["BaseConfig"]] = {}
+
+
+def config_class(qualname: str) -> type["BaseConfig"]:
+    """Look up a config class by ``module.QualName`` among the classes defined so far."""
+    try:
+        return _REGISTRY[qualname]
+    except KeyError:
+        raise ConfigError(
+            f"unknown config class {qualname!r}: import the module that defines it first"
+        ) from None
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class BaseConfig:
+    """Base of all configs. Subclasses are turned into keyword-only dataclasses automatically."""
+
+    config_name: ClassVar[str] = ""
+    fn: ClassVar[str] = ""
+    comment: str = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__annotations__", {})
+        for name in own:
+            value = cls.__dict__.get(name, _MISSING)
+            if isinstance(value, (list, dict, set)):
+                setattr(cls, name, field(default=value))
+        dataclasses.dataclass(cls, init=False, repr=False, eq=False, kw_only=True)
+        cls._hints = typing.get_type_hints(cls)
+        _REGISTRY[_qualname(cls)] = cls
+
+    # -- construction -------------------------------------------------------------------------
+    def __init__(self, **overrides: Any):
+        fields = self.fields()
+        unknown = [k for k in overrides if k not in fields and k != "fn"]
+        if unknown:
+            name = unknown[0]
+            close = difflib.get_close_matches(name, list(fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"{type(self).__name__} has no field {name!r}{hint} "
+                f"(fields: {', '.join(sorted(fields))})"
+            )
+        if "fn" in overrides:
+            fn = overrides.pop("fn")
+            if not isinstance(fn, str) or "." not in fn:
+                raise ConfigError(f"fn must be an import path like 'package.module.function', got {fn!r}")
+            self.fn = fn
+        for name, f in fields.items():
+            if name in overrides:
+                value = overrides[name]
+            elif f.default is not _MISSING:
+                value = copy.deepcopy(f.default)
+            elif f.default_factory is not _MISSING:
+                value = f.default_factory()
+            else:
+                raise ConfigError(f"{type(self).__name__} needs a value for {name!r}")
+            object.__setattr__(self, name, _coerce(value, self._hints.get(name, Any), name, type(self)))
+        self.__post_init__()
+
+    def __post_init__(self) -> None:
+        """Hook for cross-field checks; raise ConfigError on inconsistent values."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        fields = self.fields()
+        if name in fields:
+            value = _coerce(value, self._hints.get(name, Any), name, type(self))
+        elif name != "fn":
+            close = difflib.get_close_matches(name, list(fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{type(self).__name__} has no field {name!r}{hint}")
+        object.__setattr__(self, name, value)
+
+    @classmethod
+    def fields(cls) -> dict[str, dataclasses.Field]:
+        return {f.name: f for f in dataclasses.fields(cls)}
+
+    # -- dict / JSON ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """All field values (deep copies), including ``comment``."""
+        return {name: copy.deepcopy(getattr(self, name)) for name in self.fields()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BaseConfig":
+        """Build a config from ``to_dict()`` output (or a JSON-decoded one; types are restored)."""
+        data = dict(data)
+        qual = data.pop("__class__", None)
+        target = config_class(qual) if qual else cls
+        if not issubclass(target, cls):
+            raise ConfigError(f"{qual} is not a {cls.__name__}")
+        return target(**data)
+
+    def to_json(self) -> str:
+        payload = {"__class__": _qualname(type(self)), "fn": self.fn, **self.to_dict()}
+        return json.dumps(to_jsonable(payload), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "BaseConfig":
+        return cls.from_dict(from_jsonable(json.loads(text)))
+
+    def replace(self, **changes: Any) -> "BaseConfig":
+        """A copy with some fields changed (validated like construction)."""
+        data = self.to_dict()
+        data.update(changes)
+        data.setdefault("fn", self.fn)
+        return type(self)(**data)
+
+    update = replace
+
+    # -- hashing --------------------------------------------------------------------------------
+    def hashed_dict(self) -> dict[str, Any]:
+        """The dict that ``get_key()`` hashes (see the module docstring for the rule)."""
+        out = {}
+        for name, f in self.fields().items():
+            if name == "comment":
+                continue
+            value = getattr(self, name)
+            if f.metadata.get("since") and value == _default_of(f):
+                continue
+            out[name] = _lists_for_tuples(value)
+        return out
+
+    def get_key(self) -> dict[str, str]:
+        from ..compat import make_hash
+
+        if not self.config_name:
+            raise ConfigError(f"{type(self).__name__} has no config_name; subclass DatasetConfig, ModelConfig or TrainerConfig")
+        if not self.fn:
+            raise ConfigError(f"{type(self).__name__} has no fn: set the class attribute fn to the builder's import path")
+        return {f"{self.config_name}_fn": self.fn, f"{self.config_name}_hash": make_hash(self.hashed_dict())}
+
+    def resolve_fn(self):
+        """Import and return the builder function, with a clear error when the path is wrong."""
+        return resolve_import_path(self.fn, what=f"{type(self).__name__}.fn")
+
+    def add_to_table(self) -> dict[str, str]:
+        """Insert fn, config and comment into this config's table if missing; returns the key."""
+        from .. import tables
+
+        return tables.insert_config(self)
+
+    # -- display --------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        changed = [
+            f"{name}={getattr(self, name)!r}"
+            for name, f in self.fields().items()
+            if getattr(self, name) != _default_of(f)
+        ]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.fn == other.fn and self.to_dict() == other.to_dict()
+
+    def describe(self) -> str:
+        """One line per field: name, type, value, help."""
+        lines = [f"{type(self).__name__} (fn={self.fn})"]
+        for name, f in self.fields().items():
+            tp = self._hints.get(name, Any)
+            lines.append(f"  {name}: {getattr(tp, '__name__', tp)} = {getattr(self, name)!r}  {f.metadata.get('help', '')}".rstrip())
+        return "\n".join(lines)
+
+
+# BaseConfig itself is a dataclass so that ``comment`` is inherited as a field.
+dataclasses.dataclass(BaseConfig, init=False, repr=False, eq=False, kw_only=True)
+BaseConfig._hints = typing.get_type_hints(BaseConfig)
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not _MISSING:
+        return f.default
+    if f.default_factory is not _MISSING:
+        return f.default_factory()
+    return _MISSING
+
+
+def resolve_import_path(path: str, what: str = "fn"):
+    """Resolve ``package.module.name`` to an object; ConfigError names the part that failed."""
+    import importlib
+
+    if not isinstance(path, str) or "." not in path:
+        raise ConfigError(f"{what} must be an import path like 'package.module.function', got {path!r}")
+    module_path, _, name = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_path)
+    except ImportError as err:
+        raise ConfigError(f"{what}={path!r}: cannot import module {module_path!r} ({err})") from err
+    try:
+        obj = getattr(module, name)
+    except AttributeError:
+        raise ConfigError(f"{what}={path!r}: module {module_path!r} has no attribute {name!r}") from None
+    if not callable(obj):
+        raise ConfigError(f"{what}={path!r} is not callable")
+    return obj
+
+
+# -- type validation ----------------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, path: str, owner: type) -> Any:
+    """Check ``value`` against ``tp`` and return it normalised; ConfigError otherwise."""
+
+    def fail() -> typing.NoReturn:
+        raise ConfigError(
+            f"{owner.__name__}.{path} must be {_type_name(tp)}, got {type(value).__name__} {value!r}"
+        )
+
+    if tp is Any or tp is object:
+        return _plain(value)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, path, owner)
+            except ConfigError as err:
+                errors.append(err)
+        fail()
+    if origin is Literal:
+        if value in args and any(type(value) is type(a) for a in args if a == value):
+            return value
+        raise ConfigError(f"{owner.__name__}.{path} must be one of {list(args)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        fail()
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if _is_numpy_scalar(value) and value.dtype.kind == "b":
+            return bool(value)
+        fail()
+    if tp is int:
+        if isinstance(value, bool):
+            fail()
+        if isinstance(value, int):
+            return int(value)
+        if _is_numpy_scalar(value) and value.dtype.kind in "iu":
+            return int(value)
+        fail()
+    if tp is float:
+        if isinstance(value, bool):
+            fail()
+        if isinstance(value, (int, float)) or (_is_numpy_scalar(value) and value.dtype.kind in "iuf"):
+            return float(value)
+        fail()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        fail()
+    if tp in (list, tuple, dict):
+        origin, args = tp, ()
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            fail()
+        item = args[0] if args else Any
+        return [_coerce(v, item, f"{path}[{i}]", owner) for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            fail()
+        if not args:
+            return tuple(_plain(v) for v in value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{path}[{i}]", owner) for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"{owner.__name__}.{path} must have {len(args)} items, got {value!r}")
+        return tuple(_coerce(v, a, f"{path}[{i}]", owner) for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            fail()
+        key_tp, val_tp = args if args else (Any, Any)
+        return {
+            _coerce(k, key_tp, f"{path}.<key>", owner): _coerce(v, val_tp, f"{path}[{k!r}]", owner)
+            for k, v in value.items()
+        }
+    if isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        fail()
+    return value
+
+
+def _is_numpy_scalar(value: Any) -> bool:
+    return type(value).__module__ == "numpy" and hasattr(value, "dtype") and getattr(value, "shape", None) == ()
+
+
+def _plain(value: Any) -> Any:
+    """Untyped values: numpy scalars to Python, containers recursively; everything must be JSON-like."""
+    if _is_numpy_scalar(value):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise ConfigError(
+        f"config values must be numbers, strings, booleans, None, lists, tuples or dicts; got {type(value).__name__}"
+    )
+
+
+def _lists_for_tuples(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_lists_for_tuples(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _lists_for_tuples(v) for k, v in value.items()}
+    return value
+
+
+# -- JSON with tuples and non-string keys -------------------------------------------------------
+def to_jsonable(value: Any) -> Any:
+    """Encode tuples as ``{"__tuple__": [...]}`` and dicts with non-string keys as ``{"__items__": [...]}``."""
+    if isinstance(value, tuple):
+        return {"__tuple__": [to_jsonable(v) for v in value]}
+    if isinstance(value, list):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value):
+            return {k: to_jsonable(v) for k, v in value.items()}
+        return {"__items__": [[to_jsonable(k), to_jsonable(v)] for k, v in value.items()]}
+    return value
+
+
+def from_jsonable(value: Any) -> Any:
+    if isinstance(value, list):
+        return [from_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        if set(value) == {"__tuple__"}:
+            return tuple(from_jsonable(v) for v in value["__tuple__"])
+        if set(value) == {"__items__"}:
+            return {_hashable(from_jsonable(k)): from_jsonable(v) for k, v in value["__items__"]}
+        return {k: from_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _hashable(key: Any) -> Any:
+    return tuple(_hashable(k) for k in key) if isinstance(key, (list, tuple)) else key

@@ -1,0 +1,2 @@
+class ConfigError(ValueError):
+    """A config has an unknown field, a value of the wrong type, or an unresolvable builder path."""

