@@ -3,6 +3,12 @@
 Importing this package never connects to a database; tables bind on first use.
 """
 import importlib
+import warnings
+
+# DataJoint warns on import when no datajoint.json exists (the normal case with the embedded database)
+# and about its own deprecated migrate module; neither is actionable for nntransfer users.
+warnings.filterwarnings("ignore", message="No datajoint.json found")
+warnings.filterwarnings("ignore", message="datajoint.migrate is deprecated", category=DeprecationWarning)
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,222 @@
+"""Experiments: dataset + model + trainer + seed, and chains of them (transfer experiments)."""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterable, NamedTuple
+
+from .configs.base import BaseConfig, config_class, from_jsonable, to_jsonable
+from .configs.dataset import DatasetConfig
+from .configs.errors import ConfigError
+from .configs.model import ModelConfig
+from .configs.trainer import TrainerConfig
+
+
+class Description(NamedTuple):
+    """The key recipes use for an experiment: a human-readable name and the seed."""
+
+    name: str
+    seed: int
+
+
+_PARTS = {"dataset": DatasetConfig, "model": ModelConfig, "trainer": TrainerConfig}
+
+
+def _config_to_dict(cfg: BaseConfig) -> dict:
+    return {"__class__": f"{type(cfg).__module__}.{type(cfg).__qualname__}", "fn": cfg.fn, **cfg.to_dict()}
+
+
+def _config_from_dict(data: dict, base: type[BaseConfig]) -> BaseConfig:
+    data = dict(data)
+    cls = config_class(data.pop("__class__")) if "__class__" in data else base
+    if not issubclass(cls, base):
+        raise ConfigError(f"{cls.__name__} is not a {base.__name__}")
+    return cls(**data)
+
+
+def set_path(cfg: BaseConfig, path: list[str], value: Any) -> BaseConfig:
+    """A copy of ``cfg`` with ``path`` (field, then dict keys) set to ``value``."""
+    field_name, *rest = path
+    if field_name not in cfg.fields():
+        cfg.replace(**{field_name: value})  # raises ConfigError naming the closest field
+    if not rest:
+        return cfg.replace(**{field_name: value})
+    container = cfg.to_dict()[field_name]
+    if not isinstance(container, dict):
+        raise ConfigError(f"{type(cfg).__name__}.{field_name} is not a dict; cannot set {'.'.join(path)}")
+    node = container
+    for part in rest[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {'.'.join(path)}: {part!r} is not a dict")
+    node[rest[-1]] = value
+    return cfg.replace(**{field_name: container})
+
+
+class Experiment:
+    """One training run: ``Experiment(dataset_cfg, model_cfg, trainer_cfg, seed)``."""
+
+    def __init__(self, dataset: DatasetConfig, model: ModelConfig, trainer: TrainerConfig, seed: int = 42):
+        for part, cfg in (("dataset", dataset), ("model", model), ("trainer", trainer)):
+            if not isinstance(cfg, _PARTS[part]):
+                raise ConfigError(f"Experiment {part} must be a {_PARTS[part].__name__}, got {type(cfg).__name__}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"Experiment seed must be an int, got {seed!r}")
+        self.dataset, self.model, self.trainer, self.seed = dataset, model, trainer, seed
+
+    @property
+    def configs(self) -> dict[str, BaseConfig]:
+        return {"dataset": self.dataset, "model": self.model, "trainer": self.trainer}
+
+    def get_key(self) -> dict:
+        """The TrainedModel key: dataset/model/trainer fn + hash, and the seed."""
+        return {**self.dataset.get_key(), **self.model.get_key(), **self.trainer.get_key(), "seed": self.seed}
+
+    def get_restrictions(self) -> dict:
+        return self.get_key()
+
+    def add_to_table(self) -> dict:
+        """Insert seed and configs in one transaction (all or nothing); returns the key."""
+        from . import db, tables
+
+        for cfg in self.configs.values():
+            cfg.resolve_fn()  # fail before anything is written
+        tables.bind()
+        conn = db.connection()
+        with conn.transaction:
+            tables.Seed().insert1({"seed": self.seed}, skip_duplicates=True)
+            for cfg in self.configs.values():
+                tables.insert_config(cfg)
+        return self.get_key()
+
+    def replace(self, **changes: Any) -> "Experiment":
+        """Copy with changes by dotted path: ``replace(**{"trainer.max_iter": 3, "seed": 1})``."""
+        parts = dict(self.configs)
+        seed = self.seed
+        for path, value in changes.items():
+            head, *rest = path.split(".")
+            if head == "seed" and not rest:
+                seed = value
+            elif head in parts and rest:
+                parts[head] = set_path(parts[head], rest, value)
+            else:
+                raise ConfigError(
+                    f"cannot set {path!r}: paths start with dataset., model., trainer. or are 'seed'"
+                )
+        return Experiment(parts["dataset"], parts["model"], parts["trainer"], seed)
+
+    @classmethod
+    def grid(cls, base: "Experiment", axes: dict[str, Iterable[Any]]) -> list["Experiment"]:
+        """All combinations: ``Experiment.grid(base, {"trainer.optimizer_options.lr": [.1, .01], "seed": [1, 2]})``."""
+        names = list(axes)
+        return [base.replace(**dict(zip(names, values))) for values in itertools.product(*(list(axes[n]) for n in names))]
+
+    def to_dict(self) -> dict:
+        return {**{part: _config_to_dict(cfg) for part, cfg in self.configs.items()}, "seed": self.seed}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Experiment":
+        parts = {part: _config_from_dict(data[part], base) for part, base in _PARTS.items()}
+        return cls(parts["dataset"], parts["model"], parts["trainer"], data["seed"])
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps(to_jsonable(self.to_dict()), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Experiment":
+        import json
+
+        return cls.from_dict(from_jsonable(json.loads(text)))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Experiment) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"Experiment({self.dataset!r}, {self.model!r}, {self.trainer!r}, seed={self.seed})"
+
+
+class TransferExperiment:
+    """A chain of experiments; step i starts from step i-1's trained parameters.
+
+    Where ``trainer.data_transfer`` is set on a step, the data it generates (``output["transfer_data"]``)
+    is handed to later steps' dataset loaders.
+    """
+
+    def __init__(self, experiments: list[Experiment]):
+        experiments = list(experiments)
+        if not experiments:
+            raise ConfigError("TransferExperiment needs at least one Experiment")
+        for i, exp in enumerate(experiments):
+            if not isinstance(exp, Experiment):
+                raise ConfigError(f"TransferExperiment step {i} must be an Experiment, got {type(exp).__name__}")
+        self.experiments = experiments
+
+    def __len__(self) -> int:
+        return len(self.experiments)
+
+    def __getitem__(self, level: int) -> Experiment:
+        return self.experiments[level]
+
+    def __iter__(self):
+        return iter(self.experiments)
+
+    def collapsed_history(self, level: int) -> str:
+        """Hash of the keys of all steps before ``level`` (equal for equal histories)."""
+        from .compat import make_hash
+
+        self._check_level(level)
+        return make_hash([exp.get_key() for exp in self.experiments[:level]])
+
+    def get_restrictions(self, level: int = 0) -> dict:
+        """The TransferredTrainedModel key of step ``level``."""
+        self._check_level(level)
+        return {
+            **self.experiments[level].get_key(),
+            "transfer_step": level,
+            "collapsed_history": self.collapsed_history(level),
+        }
+
+    def _check_level(self, level: int) -> None:
+        if not 0 <= level < len(self.experiments):
+            raise IndexError(f"level {level} out of range for a {len(self)}-step TransferExperiment")
+
+    def add_to_table(self) -> list[dict]:
+        return [exp.add_to_table() for exp in self.experiments]
+
+    def replace(self, **changes: Any) -> "TransferExperiment":
+        """Apply dotted-path changes to every step, or to one step with a leading index (``"1.trainer.max_iter"``)."""
+        steps = list(self.experiments)
+        for path, value in changes.items():
+            head, _, rest = path.partition(".")
+            if head.isdigit():
+                index = int(head)
+                self._check_level(index)
+                steps[index] = steps[index].replace(**{rest: value})
+            else:
+                steps = [step.replace(**{path: value}) for step in steps]
+        return TransferExperiment(steps)
+
+    def to_dict(self) -> dict:
+        return {"steps": [exp.to_dict() for exp in self.experiments]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TransferExperiment":
+        return cls([Experiment.from_dict(step) for step in data["steps"]])
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps(to_jsonable(self.to_dict()), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TransferExperiment":
+        import json
+
+        return cls.from_dict(from_jsonable(json.loads(text)))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TransferExperiment) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"TransferExperiment({self.experiments!r})"

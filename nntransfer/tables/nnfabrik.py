@@ -1,0 +1,184 @@
+"""nnfabrik's table layout (Fabrikant, Seed, Dataset, Model, Trainer) declared on DataJoint 2.
+
+``nnfabrik.main`` does not import on DataJoint 2, so the same tables (same names, keys and
+attributes) are declared here. The configs are stored as DataJoint blobs (plain dicts, no pickle).
+"""
+from __future__ import annotations
+
+import datajoint as dj
+
+from ..compat import make_hash
+from ..configs.base import resolve_import_path
+from ..configs.errors import ConfigError
+from .schema import schema
+
+
+@schema
+class Fabrikant(dj.Manual):
+    definition = """
+    fabrikant_name: varchar(32)       # name of the contributor that added this entry
+    ---
+    full_name="": varchar(128)        # full name of the person
+    email="": varchar(64)             # e-mail address
+    affiliation="": varchar(32)       # contributor's affiliation
+    dj_username: varchar(64)          # DataJoint username
+    """
+
+    def add_entry(self, name: str, email: str = "", affiliation: str = "", full_name: str = "", dj_username: str | None = None):
+        self.insert1(
+            dict(fabrikant_name=name, email=email, affiliation=affiliation, full_name=full_name,
+                 dj_username=dj_username or name),
+            skip_duplicates=True,
+        )
+        return {"fabrikant_name": name}
+
+    @classmethod
+    def get_current_user(cls) -> str:
+        """The current user's fabrikant name, registered automatically when missing."""
+        from ..db import user_name
+
+        name = user_name()[:32]
+        cls().add_entry(name)
+        return name
+
+
+@schema
+class Seed(dj.Manual):
+    definition = """
+    seed: int32     # random seed passed to the dataset, model and trainer builders
+    """
+
+
+class _ConfigTable:
+    """Shared behaviour of Dataset / Model / Trainer (nnfabrik's ``add_entry``, ``fn_config``, builders)."""
+
+    config_name: str = ""
+
+    @property
+    def fn_config(self):
+        name = self.config_name
+        fn, config = self.fetch1(f"{name}_fn", f"{name}_config")
+        return fn, dict(config)
+
+    def add_entry(self, fn: str, config: dict, comment: str = "", fabrikant: str | None = None, skip_duplicates: bool = True) -> dict:
+        """Insert ``fn`` + ``config`` (as nnfabrik does); returns the key. Checks that ``fn`` resolves."""
+        name = self.config_name
+        resolve_import_path(fn, what=f"{name}_fn")
+        if len(comment) > 256:
+            raise ConfigError(f"{name} comment is {len(comment)} characters; the table holds at most 256")
+        key = {f"{name}_fn": fn, f"{name}_hash": make_hash(config)}
+        return self._insert_config(key, config, comment, fabrikant, config, skip_duplicates)
+
+    def _insert_config(self, key: dict, config: dict, comment: str, fabrikant: str | None, hashed: dict, skip_duplicates: bool = True) -> dict:
+        """Insert unless present. ``hashed`` is what the key hashes: a stored row must agree on it."""
+        name = self.config_name
+        existing = self & key
+        if existing:
+            stored = _plain(existing.fetch1(f"{name}_config"))
+            if any(k not in stored or stored[k] != v for k, v in _plain(hashed).items()):
+                raise ConfigError(
+                    f"{name} key {key} already holds a different config (hash collision: make_hash hashes "
+                    f"values as strings). Stored: {stored}; new: {config}. Change a field's type or value."
+                )
+            if not skip_duplicates:
+                raise ConfigError(f"{name} entry {key} already exists")
+            return key
+        row = dict(key, **{
+            f"{name}_config": config,
+            f"{name}_fabrikant": fabrikant or Fabrikant.get_current_user(),
+            f"{name}_comment": comment,
+        })
+        self.insert1(row, skip_duplicates=True)  # another process may have inserted it meanwhile
+        return key
+
+    def build(self, key: dict | None = None, **extra):
+        """Resolve the stored fn and call it with the stored config (nnfabrik's ``build_*``)."""
+        restricted = self & key if key is not None else self
+        fn, config = restricted.fn_config
+        return resolve_import_path(fn, what=f"{self.config_name}_fn"), config
+
+
+def _plain(value):
+    """Compare configs as stored by the blob codec (tuples come back as tuples, numpy scalars as numbers)."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+@schema
+class Dataset(_ConfigTable, dj.Manual):
+    config_name = "dataset"
+    definition = """
+    dataset_fn:                     varchar(128)   # import path of the dataset loader function
+    dataset_hash:                   varchar(64)    # hash of the configuration
+    ---
+    dataset_config:                 <blob>         # keyword arguments of the loader
+    -> Fabrikant.proj(dataset_fabrikant='fabrikant_name')
+    dataset_comment="":             varchar(256)   # short description
+    dataset_ts=CURRENT_TIMESTAMP:   datetime       # time of insertion
+    """
+
+    def get_dataloader(self, seed: int, key: dict | None = None, **extra):
+        """nnfabrik's ``Dataset.get_dataloader``: build the loaders of one entry."""
+        fn, config = self.build(key)
+        return fn(seed=seed, **config, **extra)
+
+
+@schema
+class Model(_ConfigTable, dj.Manual):
+    config_name = "model"
+    definition = """
+    model_fn:                       varchar(128)   # import path of the model builder
+    model_hash:                     varchar(64)    # hash of the configuration
+    ---
+    model_config:                   <blob>         # keyword arguments of the builder
+    -> Fabrikant.proj(model_fabrikant='fabrikant_name')
+    model_comment="":               varchar(256)   # short description
+    model_ts=CURRENT_TIMESTAMP:     datetime       # time of insertion
+    """
+
+    def build_model(self, dataloaders, seed: int, key: dict | None = None):
+        fn, config = self.build(key)
+        return fn(dataloaders, seed=seed, **config)
+
+
+@schema
+class Trainer(_ConfigTable, dj.Manual):
+    config_name = "trainer"
+    definition = """
+    trainer_fn:                     varchar(128)   # import path of the trainer function
+    trainer_hash:                   varchar(64)    # hash of the configuration
+    ---
+    trainer_config:                 <blob>         # keyword arguments of the trainer
+    -> Fabrikant.proj(trainer_fabrikant='fabrikant_name')
+    trainer_comment="":             varchar(256)   # short description
+    trainer_ts=CURRENT_TIMESTAMP:   datetime       # time of insertion
+    """
+
+    def get_trainer(self, key: dict | None = None):
+        fn, config = self.build(key)
+        return fn, config
+
+
+CONFIG_TABLES = {"dataset": Dataset, "model": Model, "trainer": Trainer}
+
+
+def insert_config(cfg) -> dict:
+    """Insert a config object into its table (idempotent, safe under concurrency); returns its key."""
+    table = CONFIG_TABLES.get(cfg.config_name)
+    if table is None:
+        raise ConfigError(f"{type(cfg).__name__}.config_name={cfg.config_name!r} is not dataset, model or trainer")
+    cfg.resolve_fn()
+    if len(cfg.comment) > 256:
+        raise ConfigError(f"{type(cfg).__name__}.comment has {len(cfg.comment)} characters; at most 256 fit")
+    config = cfg.to_dict()
+    comment = config.pop("comment")
+    return table()._insert_config(cfg.get_key(), config, comment, None, cfg.hashed_dict())
