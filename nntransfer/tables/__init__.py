@@ -5,7 +5,7 @@ Importing this package does not connect to a database. Accessing a table name
 """
 import importlib
 
-from .schema import bind
+from . import schema as _schema
 
 _TABLE_MODULES = {
     "Fabrikant": "nnfabrik",
@@ -35,6 +35,12 @@ def _load_all():
                 raise
 
 
+def bind():
+    """Connect and declare every table (idempotent). Table modules must all be imported first."""
+    _load_all()
+    return _schema.bind()
+
+
 def insert_config(cfg):
     """Insert a config object into its table (see ``BaseConfig.add_to_table``)."""
     table(type(cfg).config_name.capitalize())
@@ -45,7 +51,6 @@ def table(name: str):
     """The bound table class called ``name``."""
     if name not in _TABLE_MODULES:
         raise AttributeError(f"nntransfer.tables has no table {name!r}; tables: {', '.join(sorted(_TABLE_MODULES))}")
-    _load_all()  # every table class must be registered before the schema is activated
     bind()
     return getattr(importlib.import_module(f"{__name__}.{_TABLE_MODULES[name]}"), name)
 
