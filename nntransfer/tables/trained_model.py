@@ -126,6 +126,11 @@ class TrainedModelBase:
         score, output, model_state = trainer(
             model, dataloaders, seed=seed, uid=make_hash(dict(key)), cb=keep_alive, checkpoints=store, **trainer_config
         )
+        if trainer_config.get("data_transfer") and self.stores_transfer_data and "transfer_data" not in output:
+            from ..transfer import generate_transfer_data
+
+            model.load_state_dict(model_state)
+            output = dict(output, transfer_data=generate_transfer_data(model, dataloaders))
         return float(score), output, model_state
 
     def make_insert(self, key, score, output, model_state):
@@ -137,10 +142,12 @@ class TrainedModelBase:
         self.insert_extra(key, transfer_data)
         TableCheckpointStore(self.table_name, key).clear()
 
+    stores_transfer_data = False
+
     def insert_extra(self, key, transfer_data) -> None:
         if transfer_data is not None:
-            raise ValueError("the trainer returned transfer_data, but TrainedModel does not store it; "
-                             "use a TransferExperiment for data transfer")
+            logger.warning("%s does not keep transfer_data; run the experiment as a TransferExperiment step",
+                           type(self).__name__)
 
     def comment_for(self, key) -> str:
         parts = [(Model & key).fetch1("model_comment"), (Dataset & key).fetch1("dataset_comment"),
