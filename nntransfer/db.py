@@ -221,3 +221,14 @@ def user_name() -> str:
         conn = connection()
         return conn.get_user().split("@")[0]
     return getpass.getuser()
+
+
+@contextlib.contextmanager
+def transaction():
+    """A transaction on the connection; joins the enclosing one if there is one (DataJoint does not nest)."""
+    conn = connection()
+    if conn.in_transaction:
+        yield conn
+    else:
+        with conn.transaction:
+            yield conn

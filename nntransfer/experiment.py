@@ -81,8 +81,7 @@ class Experiment:
         for cfg in self.configs.values():
             cfg.resolve_fn()  # fail before anything is written
         tables.bind()
-        conn = db.connection()
-        with conn.transaction:
+        with db.transaction():
             tables.Seed().insert1({"seed": self.seed}, skip_duplicates=True)
             for cfg in self.configs.values():
                 tables.insert_config(cfg)

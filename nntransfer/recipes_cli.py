@@ -1,6 +1,162 @@
-"""Recipe commands of the CLI (run, worker, status, results, clear-errors)."""
+"""Recipe commands of the CLI: run, worker, status, results, clear-errors."""
 from __future__ import annotations
+
+import argparse
+
+
+def _parse_value(text: str):
+    """CLI values are YAML scalars/lists: ``3`` -> int, ``0.1`` -> float, ``[1,2]`` -> list, ``adam`` -> str."""
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def _assignment(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected PATH=VALUE, got {text!r}")
+    path, _, value = text.partition("=")
+    return path.strip(), value
+
+
+def _experiments(args: argparse.Namespace) -> dict:
+    from .gridfiles import overrides_from_file
+    from .recipes import apply_overrides, load_recipe
+
+    experiments = load_recipe(args.recipe)
+    sets, grid = {}, {}
+    if args.config:
+        sets, grid = overrides_from_file(args.config)
+    sets.update({path: _parse_value(value) for path, value in args.set})
+    for path, values in args.grid:
+        grid[path] = [_parse_value(v) for v in values.split(",")]
+    return apply_overrides(experiments, sets, grid)
+
+
+def _targets(args, fill: bool):
+    from .recipes import fill_tables, plan
+
+    experiments = _experiments(args)
+    return fill_tables(experiments) if fill else plan(experiments)
+
+
+def _run(args) -> int:
+    from .recipes import format_table, plot, run_workers, summary, work
+
+    targets = _targets(args, fill=True)
+    print(f"{len(targets)} training job(s) in the plan; training what is missing with {args.workers} worker(s)")
+    if args.workers <= 1:
+        work(targets)
+    else:
+        run_workers(targets, args.workers)
+    rows = summary(targets)
+    print(format_table(rows))
+    if args.plot:
+        print(f"plot written to {plot(rows, args.plot)}")
+    return 1 if any(r["state"] in ("error", "blocked") for r in rows) else 0
+
+
+def _worker(args) -> int:
+    from .recipes import work
+
+    targets = _targets(args, fill=True)
+    if not args.slurm:
+        result = work(targets, poll=args.poll)
+        print(f"worker done: {result['trained']} trained, {len(result['errors'])} error(s)")
+        return 0
+    from .cluster import submit_workers
+
+    jobs = submit_workers(targets, jobs=args.jobs, folder=args.folder, cluster=args.cluster,
+                          partition=args.partition, gpus=args.gpus, cpus=args.cpus, time_min=args.time,
+                          mem_gb=args.mem_gb)
+    print("submitted:", " ".join(str(j.job_id) for j in jobs))
+    if args.wait:
+        for job in jobs:
+            result = job.result()
+            print(f"job {job.job_id}: {result['trained']} trained, {len(result['errors'])} error(s)")
+    return 0
+
+
+def _status(args) -> int:
+    from .recipes import format_table, states
+
+    targets = _targets(args, fill=False)
+    current = states(targets)
+    rows = [{"name": t.description.name, "seed": t.description.seed, "step": t.step, "state": current[t]["state"],
+             "score": current[t].get("score"),
+             "where": f"{current[t].get('host')}:{current[t].get('pid')}" if current[t]["state"] == "reserved" else "",
+             "error": (current[t].get("error") or "")[:60]} for t in targets]
+    print(format_table(rows))
+    counts = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return 0
+
+
+def _results(args) -> int:
+    from .recipes import format_table, plot, summary
+
+    rows = summary(_targets(args, fill=False))
+    print(format_table(rows))
+    if args.plot:
+        print(f"plot written to {plot(rows, args.plot)}")
+    return 0
+
+
+def _clear_errors(args) -> int:
+    from .recipes import clear_errors
+
+    n = clear_errors(_targets(args, fill=False))
+    print(f"cleared {n} error(s); run the recipe again to retrain them")
+    return 0
 
 
 def add_commands(sub) -> None:
-    """Register the recipe sub-commands (filled in with the transfer/recipes work)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("recipe", help="recipe file: Python defining transfer_experiments/experiments, or YAML/JSON")
+    common.add_argument("--set", action="append", default=[], type=_assignment, metavar="PATH=VALUE",
+                        help="override a setting of every experiment, e.g. trainer.max_iter=3 or 1.trainer.max_iter=3 "
+                             "for step 1 only (repeatable)")
+    common.add_argument("--grid", action="append", default=[], type=_assignment, metavar="PATH=V1,V2",
+                        help="one experiment per value, all combinations, e.g. trainer.optimizer_options.lr=0.1,0.01 "
+                             "or seed=1,2 (repeatable)")
+    common.add_argument("--config", metavar="FILE", help="YAML/JSON overrides; keys ending in _ hold grid values")
+
+    p = sub.add_parser("run", parents=[common], help="fill the tables and train what is missing",
+                       description="Fill the tables for a recipe and train every missing experiment, transfer "
+                                   "steps in order. Prints the results table.")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the database")
+    p.add_argument("--plot", metavar="FILE", help="also save a bar plot of the scores")
+    p.set_defaults(handler=_run)
+
+    p = sub.add_parser("worker", parents=[common], help="train pending jobs of a recipe (locally or via Slurm)",
+                       description="A worker that trains any pending job of the recipe until none is left. With "
+                                   "--slurm, submits JOBS such workers through submitit instead.")
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between looks for new work")
+    p.add_argument("--slurm", action="store_true", help="submit workers with submitit (pip install nntransfer[slurm])")
+    p.add_argument("--jobs", type=int, default=1, help="number of workers to submit")
+    p.add_argument("--cluster", default=None, choices=["slurm", "local", "debug"],
+                   help="submitit cluster (default: slurm when available, else local)")
+    p.add_argument("--folder", default="nntransfer_jobs", help="folder for submitit logs")
+    p.add_argument("--partition", help="Slurm partition")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs per worker")
+    p.add_argument("--cpus", type=int, default=4, help="CPU cores per worker")
+    p.add_argument("--mem-gb", type=int, default=16, help="memory per worker in GB")
+    p.add_argument("--time", type=int, default=24 * 60, help="time limit per worker in minutes")
+    p.add_argument("--wait", action="store_true", help="wait for the submitted workers and report")
+    p.set_defaults(handler=_worker)
+
+    p = sub.add_parser("status", parents=[common], help="state of every experiment of a recipe",
+                       description="pending / reserved (training, with host:pid) / done / error / blocked per "
+                                   "experiment and step, with scores.")
+    p.set_defaults(handler=_status)
+
+    p = sub.add_parser("results", parents=[common], help="scores and test metrics of a recipe",
+                       description="Scores and test metrics of every finished experiment of a recipe.")
+    p.add_argument("--plot", metavar="FILE", help="save a bar plot (mean ± std over seeds)")
+    p.set_defaults(handler=_results)
+
+    p = sub.add_parser("clear-errors", parents=[common], help="forget failed jobs so they run again",
+                       description="Delete the error records of a recipe's jobs; the next run retrains them.")
+    p.set_defaults(handler=_clear_errors)
+

@@ -10,6 +10,8 @@ _HOME = tempfile.mkdtemp(prefix="nntransfer-test-")
 os.environ["NNTRANSFER_HOME"] = _HOME
 os.environ["NNTRANSFER_SCHEMA"] = "nntransfer_test"
 os.environ["DJ_IGNORE_CONFIG_FILE"] = "true"
+# worker subprocesses must import tests/toy_pipeline.py
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(__file__), os.environ.get("PYTHONPATH")]))
 for _var in ("DJ_HOST", "DJ_USER", "DJ_PASS", "DJ_PORT", "DJ_BACKEND"):
     os.environ.pop(_var, None)
 

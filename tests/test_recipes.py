@@ -1,0 +1,180 @@
+"""Recipes, run(), workers, job errors, CLI overrides and grid files (real database, real processes)."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from nntransfer import Description, Experiment, TransferExperiment, run
+from nntransfer.recipes import apply_overrides, fill_tables, load_recipe, states
+from toy_pipeline import ToyData, ToyModel, ToyTrainer
+
+
+def toy(seed=1, **trainer):
+    return Experiment(ToyData(), ToyModel(), ToyTrainer(**trainer), seed)
+
+
+@pytest.fixture
+def train_log(tmp_path, monkeypatch):
+    log = tmp_path / "train.log"
+    monkeypatch.setenv("TOY_TRAIN_LOG", str(log))
+    return log
+
+
+def trained_uids(log):
+    return [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_three_steps_populate_in_order_and_hand_over_parameters(clean_db):
+    tex = TransferExperiment([toy(max_iter=1), toy(max_iter=2), toy(max_iter=3)])
+    rows = run({Description("chain", 1): tex}, quiet=True)
+    assert [r["state"] for r in rows] == ["done", "done", "done"]
+    TT = clean_db.TransferredTrainedModel
+    times = [(TT & tex.get_restrictions(i)).fetch1("transferredtrainedmodel_ts") for i in range(3)]
+    assert times == sorted(times)  # level 0, then 1, then 2
+    for level in (1, 2):
+        trained_before = (TT.ModelStorage & tex.get_restrictions(level - 1)).fetch1("model_state")
+        initial = (TT & tex.get_restrictions(level)).fetch1("output")["initial_state"]
+        for name, value in trained_before.items():
+            np.testing.assert_array_equal(initial[name], value.numpy())
+    # step 0 starts from its own fresh initialisation, not from anything trained
+    assert not np.array_equal((TT & tex.get_restrictions(0)).fetch1("output")["initial_state"]["0.weight"],
+                              (TT.ModelStorage & tex.get_restrictions(0)).fetch1("model_state")["0.weight"].numpy())
+
+
+def test_step_n_plus_1_is_not_populatable_before_step_n(clean_db):
+    tex = TransferExperiment([toy(max_iter=1), toy(max_iter=2)])
+    fill_tables({Description("c", 1): tex})
+    TT = clean_db.TransferredTrainedModel
+    source = TT.key_source & [tex.get_restrictions(0), tex.get_restrictions(1)]
+    assert [k["transfer_step"] for k in source.keys()] == [0]
+    TT.populate(tex.get_restrictions(0))
+    assert sorted(k["transfer_step"] for k in (TT.key_source & [tex.get_restrictions(1)]).keys()) == [1]
+
+
+def test_shared_first_step_is_trained_once(clean_db, train_log):
+    shared = toy(max_iter=1)
+    a = TransferExperiment([shared, toy(max_iter=2)])
+    b = TransferExperiment([shared, toy(max_iter=2, lr=0.05)])
+    assert a.get_restrictions(0) == b.get_restrictions(0)
+    assert a.get_restrictions(1) != b.get_restrictions(1)
+    run({Description("a", 1): a, Description("b", 1): b}, quiet=True)
+    uids = trained_uids(train_log)
+    assert len(uids) == 3 and len(set(uids)) == 3  # step 0 once, two different step-1 entries
+    assert len(clean_db.TransferredTrainedModel()) == 3
+
+
+def test_two_local_workers_train_six_experiments_exactly_once(clean_db, train_log):
+    experiments = {Description(f"e{i}", i): toy(seed=i, sleep=0.2) for i in range(6)}
+    rows = run(experiments, workers=2, quiet=True)
+    assert [r["state"] for r in rows] == ["done"] * 6
+    lines = train_log.read_text().splitlines()
+    uids = [line.split()[0] for line in lines]
+    assert len(uids) == 6 and len(set(uids)) == 6
+    assert len({line.split()[1] for line in lines}) == 2  # both worker processes trained something
+    assert len(clean_db.TrainedModel()) == 6
+    assert len(clean_db.TrainedModel.jobs.errors) == 0
+
+
+def test_failing_job_is_recorded_and_retrained_after_clear_errors(clean_db, tmp_path):
+    marker = tmp_path / "fail"
+    marker.write_text("x")
+    recipe = tmp_path / "recipe.py"
+    recipe.write_text(textwrap.dedent(f"""
+        from nntransfer import Description, TransferExperiment, Experiment
+        from toy_pipeline import ToyData, ToyModel, ToyTrainer
+        transfer_experiments = {{
+            Description("fails", 1): TransferExperiment([
+                Experiment(ToyData(), ToyModel(), ToyTrainer(fail_if_exists={str(marker)!r}), 1),
+                Experiment(ToyData(), ToyModel(), ToyTrainer(max_iter=1), 1),
+            ])
+        }}
+    """))
+    cli = [sys.executable, "-m", "nntransfer.cli"]
+    first = subprocess.run(cli + ["run", str(recipe)], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 1, first.stderr
+    assert "error" in first.stdout and "blocked" in first.stdout
+    TT = clean_db.TransferredTrainedModel
+    job = TT.jobs.errors.to_dicts()[0]
+    assert "toy failure requested" in job["error_message"]
+    assert "Traceback" in job["error_stack"] and "toy_trainer" in job["error_stack"]
+    status = subprocess.run(cli + ["status", str(recipe)], capture_output=True, text=True, timeout=120)
+    assert "error" in status.stdout and "blocked" in status.stdout
+    # rerunning without clearing does not retry the failed job
+    again = subprocess.run(cli + ["run", str(recipe)], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 1 and len(TT()) == 0
+    marker.unlink()
+    cleared = subprocess.run(cli + ["clear-errors", str(recipe)], capture_output=True, text=True, timeout=120)
+    assert "cleared 1 error" in cleared.stdout
+    final = subprocess.run(cli + ["run", str(recipe)], capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert len(TT()) == 2
+
+
+def test_set_and_grid_overrides_produce_the_expected_keys(tmp_path):
+    recipe = tmp_path / "r.py"
+    recipe.write_text(textwrap.dedent("""
+        from nntransfer import Description, Experiment
+        from toy_pipeline import ToyData, ToyModel, ToyTrainer
+        experiments = {Description("base", 1): Experiment(ToyData(), ToyModel(), ToyTrainer(), 1)}
+    """))
+    from nntransfer.cli import build_parser
+    from nntransfer.recipes_cli import _experiments
+
+    args = build_parser().parse_args(["status", str(recipe), "--set", "trainer.max_iter=1",
+                                      "--grid", "trainer.optimizer_options.lr=0.1,0.01"])
+    got = _experiments(args)
+    expected = {
+        Description(f"base[trainer.optimizer_options.lr={lr}]", 1):
+            Experiment(ToyData(), ToyModel(), ToyTrainer(max_iter=1, optimizer_options={"lr": lr}), 1)
+        for lr in (0.1, 0.01)
+    }
+    assert {d: e.get_key() for d, e in got.items()} == {d: e.get_key() for d, e in expected.items()}
+    with pytest.raises(Exception, match="did you mean 'max_iter'"):
+        apply_overrides(load_recipe(recipe), {"trainer.max_itr": 1})
+
+
+def test_yaml_grid_file_yields_the_full_cross_product(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(textwrap.dedent("""
+        name: sweep
+        dataset: {class: toy_pipeline.ToyData, n: 32}
+        model: {class: toy_pipeline.ToyModel}
+        trainer:
+          class: toy_pipeline.ToyTrainer
+          max_iter: 1
+          lr_: [0.1, 0.01, 0.001]
+          loss_weights: [1.0, 10.0]
+        seed_: [1, 2]
+    """))
+    experiments = load_recipe(path)
+    assert len(experiments) == 6
+    combos = {(e.trainer.lr, e.seed) for e in experiments.values()}
+    assert combos == {(lr, s) for lr in (0.1, 0.01, 0.001) for s in (1, 2)}
+    assert {d.seed for d in experiments} == {1, 2}
+    assert len({tuple(sorted(e.get_key().items())) for e in experiments.values()}) == 6
+    assert all(e.dataset.n == 32 and e.trainer.loss_weights == [1.0, 10.0] for e in experiments.values())
+
+
+def test_overrides_file_with_grid_keys(tmp_path):
+    from nntransfer.gridfiles import overrides_from_file
+
+    path = tmp_path / "o.yaml"
+    path.write_text("trainer:\n  max_iter: 2\n  optimizer_options:\n    lr_: [0.1, 0.2]\nseed_: [3, 4]\n")
+    sets, grid = overrides_from_file(path)
+    assert sets == {"trainer.max_iter": 2}
+    assert grid == {"trainer.optimizer_options.lr": [0.1, 0.2], "seed": [3, 4]}
+    out = apply_overrides({Description("x", 1): toy()}, sets, grid)
+    assert len(out) == 4 and {d.seed for d in out} == {3, 4}
+
+
+def test_submitit_local_executor_runs_a_worker_to_completion(clean_db, tmp_path):
+    from nntransfer.cluster import submit_workers
+
+    targets = fill_tables({Description("remote", 5): toy(seed=5)})
+    jobs = submit_workers(targets, jobs=1, folder=str(tmp_path / "jobs"), cluster="local", cpus=1)
+    result = jobs[0].result()
+    assert result["trained"] == 1 and result["errors"] == []
+    assert states(targets)[targets[0]]["state"] == "done"

@@ -1,0 +1,79 @@
+"""A tiny, fast dataset/model/trainer trio for testing the pipeline machinery (recipes, workers, transfer).
+
+Importable by worker subprocesses: conftest puts this folder on PYTHONPATH.
+"""
+import os
+import time
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from nntransfer.configs import DatasetConfig, ModelConfig, TrainerConfig
+
+
+class ToyData(DatasetConfig):
+    fn = "toy_pipeline.toy_data"
+    n: int = 64
+
+
+class ToyModel(ModelConfig):
+    fn = "toy_pipeline.toy_model"
+    hidden: int = 8
+
+
+class ToyTrainer(TrainerConfig):
+    fn = "toy_pipeline.toy_trainer"
+    lr: float = 0.1
+    fail_if_exists: str = ""   # raise while this file exists
+    sleep: float = 0.0
+    loss_weights: list[float] = [1.0]
+
+
+def toy_data(seed, n=64, batch_size=16, transfer_data=None, **_):
+    g = torch.Generator().manual_seed(1234)
+    x = torch.randn(n, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    tensors = [x, y]
+    if transfer_data is not None:
+        tensors.append(torch.as_tensor(transfer_data["train"]["logits"]))
+    train = DataLoader(TensorDataset(*tensors), batch_size=batch_size)
+    test = DataLoader(TensorDataset(x, y), batch_size=batch_size)
+    return {"train": {"toy": train}, "validation": {"toy": test}, "test": {"toy": test}}
+
+
+def toy_model(dataloaders, seed, hidden=8, **_):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(4, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 2))
+
+
+def toy_trainer(model, dataloaders, seed, uid=None, cb=None, checkpoints=None, lr=0.1, max_iter=2, fail_if_exists="",
+                sleep=0.0, **_):
+    log = os.environ.get("TOY_TRAIN_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(f"{uid} {os.getpid()}\n")
+    if fail_if_exists and os.path.exists(fail_if_exists):
+        raise RuntimeError(f"toy failure requested by {fail_if_exists}")
+    initial = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    received = []
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    for _epoch in range(max_iter):
+        for batch in dataloaders["train"]["toy"]:
+            x, y = batch[0], batch[1]
+            if len(batch) > 2:
+                received.append(batch[2].numpy())
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+        if cb:
+            cb()
+        time.sleep(sleep)
+    with torch.no_grad():
+        x, y = dataloaders["test"]["toy"].dataset.tensors
+        acc = float((model(x).argmax(1) == y).float().mean())
+    output = {"initial_state": initial, "test": {"toy": {"accuracy": acc}}}
+    if received:
+        output["received_transfer_data"] = np.concatenate(received)
+    return acc, output, model.state_dict()
