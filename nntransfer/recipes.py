@@ -251,25 +251,40 @@ def work(targets: list[Target], poll: float = 1.0, timeout: float | None = None)
     return {"trained": trained, "errors": errors}
 
 
-def _worker_process(targets: list[Target], threads: int) -> None:
+def _worker_process(targets: list[Target], threads: int, poll: float) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    work(targets)
+    work(targets, poll=poll)
 
 
-def run_workers(targets: list[Target], workers: int) -> None:
-    """Train with ``workers`` local processes sharing the database (spawned, one thread pool each)."""
+def run_workers(targets: list[Target], workers: int, poll: float = 0.2) -> None:
+    """Train with ``workers`` local processes sharing the database, each with its share of the cores.
+
+    This process is one of them. The others come from a fork server that has torch and the table
+    modules imported (fast to start, and safe: forking a process that already ran torch's thread pool,
+    as this one may have, can deadlock). The fork server lives as long as this process, so later
+    calls start their workers in a fraction of a second.
+    """
     import multiprocessing as mp
 
+    import torch
+
     threads = max(1, (os.cpu_count() or 1) // workers)
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker_process, args=(targets, threads), name=f"nntransfer-worker-{i}")
-             for i in range(workers)]
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "nntransfer.tables.trained_model", "nntransfer.tables.transfer"])
+    procs = [ctx.Process(target=_worker_process, args=(targets, threads, poll), name=f"nntransfer-worker-{i}")
+             for i in range(1, workers)]
     for p in procs:
         p.start()
-    for p in procs:
-        p.join()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        work(targets, poll=poll)
+    finally:
+        torch.set_num_threads(previous_threads)
+        for p in procs:
+            p.join()
     failed = [p.name for p in procs if p.exitcode != 0]
     if failed:
         raise RuntimeError(f"worker process(es) {', '.join(failed)} exited abnormally; see their output above")
