@@ -178,3 +178,42 @@ def test_submitit_local_executor_runs_a_worker_to_completion(clean_db, tmp_path)
     result = jobs[0].result()
     assert result["trained"] == 1 and result["errors"] == []
     assert states(targets)[targets[0]]["state"] == "done"
+
+
+def test_job_of_a_killed_worker_is_requeued_and_trained(clean_db, tmp_path, train_log):
+    import signal
+    import time
+
+    recipe = tmp_path / "slow.py"
+    recipe.write_text(textwrap.dedent("""
+        from nntransfer import Description, Experiment
+        from toy_pipeline import ToyData, ToyModel, ToyTrainer
+        experiments = {Description("slow", 9): Experiment(ToyData(), ToyModel(), ToyTrainer(max_iter=60, sleep=1.0), 9)}
+    """))
+    worker = subprocess.Popen([sys.executable, "-m", "nntransfer.cli", "worker", str(recipe)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not (train_log.exists() and train_log.read_text()):
+            time.sleep(0.2)
+        assert train_log.exists(), "the worker never started training"
+        status = subprocess.run([sys.executable, "-m", "nntransfer.cli", "status", str(recipe)],
+                                capture_output=True, text=True, timeout=120)
+        assert "reserved" in status.stdout and f":{worker.pid}" in status.stdout
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    targets = fill_tables(load_recipe(recipe))
+    assert states(targets)[targets[0]]["state"] == "reserved"  # still looks taken ...
+    from nntransfer.recipes import reclaim_dead_reservations
+
+    assert reclaim_dead_reservations(targets) == 1  # ... but its connection is gone, so it is re-queued
+    assert states(targets)[targets[0]]["state"] == "pending"
+
+
+def test_every_command_has_help():
+    for args in (["--help"], ["run", "--help"], ["worker", "--help"], ["status", "--help"], ["results", "--help"],
+                 ["clear-errors", "--help"], ["db", "--help"]):
+        out = subprocess.run([sys.executable, "-m", "nntransfer.cli", *args], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0 and "usage: nntransfer" in out.stdout, args
