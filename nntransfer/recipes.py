@@ -302,83 +302,9 @@ def run(experiments: Any, workers: int = 1, quiet: bool = False) -> list[dict]:
         work(targets)
     else:
         run_workers(targets, workers)
+    from .analysis import format_table, summary
+
     rows = summary(targets)
     if not quiet:
         print(format_table(rows))
     return rows
-
-
-# -- reporting ----------------------------------------------------------------------------------
-def summary(targets: list[Target]) -> list[dict]:
-    """One row per target: name, seed, step, state, score and the test metrics the trainer reported."""
-    current = states(targets)
-    rows = []
-    for t in targets:
-        s = current[t]
-        row = {"name": t.description.name, "seed": t.description.seed, "step": t.step, "state": s["state"],
-               "score": s.get("score")}
-        row.update(_test_metrics(s.get("output")))
-        if s["state"] == "error":
-            row["error"] = (s.get("error") or "")[:80]
-        rows.append(row)
-    return rows
-
-
-def _test_metrics(output: Any) -> dict:
-    """Flatten ``output["test"]`` (``{test_key: {metric: value}}``) into ``test/<key>/<metric>`` columns."""
-    if not isinstance(output, dict) or not isinstance(output.get("test"), dict):
-        return {}
-    flat = {}
-    for test_key, metrics in output["test"].items():
-        if isinstance(metrics, dict):
-            for metric, value in metrics.items():
-                if isinstance(value, (int, float)):
-                    flat[f"test/{test_key}/{metric}"] = value
-        elif isinstance(metrics, (int, float)):
-            flat[f"test/{test_key}"] = metrics
-    return flat
-
-
-def format_table(rows: list[dict]) -> str:
-    if not rows:
-        return "(no experiments)"
-    columns = list(dict.fromkeys(c for row in rows for c in row))
-
-    def cell(v):
-        if isinstance(v, float):
-            return f"{v:.4f}"
-        return "" if v is None else str(v)
-
-    widths = {c: max(len(c), *(len(cell(r.get(c))) for r in rows)) for c in columns}
-    lines = ["  ".join(c.ljust(widths[c]) for c in columns), "  ".join("-" * widths[c] for c in columns)]
-    lines += ["  ".join(cell(r.get(c)).ljust(widths[c]) for c in columns) for r in rows]
-    return "\n".join(lines)
-
-
-def plot(rows: list[dict], path: str | os.PathLike, metric: str = "score") -> Path:
-    """Bar plot of ``metric`` per experiment and step (mean ± std over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    groups: dict = {}
-    for r in rows:
-        if r.get(metric) is not None:
-            groups.setdefault(f"{r['name']} (step {r['step']})", []).append(r[metric])
-    if not groups:
-        raise ValueError(f"no finished experiment has a {metric!r} to plot")
-    labels = list(groups)
-    means = [float(np.mean(groups[label])) for label in labels]
-    stds = [float(np.std(groups[label])) for label in labels]
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(labels)), 4))
-    ax.bar(range(len(labels)), means, yerr=stds, capsize=4, color="tab:blue")
-    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} (mean ± std over seeds)")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path

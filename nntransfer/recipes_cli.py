@@ -40,7 +40,8 @@ def _targets(args, fill: bool):
 
 
 def _run(args) -> int:
-    from .recipes import format_table, plot, run_workers, summary, work
+    from .analysis import format_table, plot, summary
+    from .recipes import run_workers, work
 
     targets = _targets(args, fill=True)
     print(f"{len(targets)} training job(s) in the plan; training what is missing with {args.workers} worker(s)")
@@ -77,7 +78,8 @@ def _worker(args) -> int:
 
 
 def _status(args) -> int:
-    from .recipes import format_table, states
+    from .analysis import format_table
+    from .recipes import states
 
     targets = _targets(args, fill=False)
     current = states(targets)
@@ -94,7 +96,7 @@ def _status(args) -> int:
 
 
 def _results(args) -> int:
-    from .recipes import format_table, plot, summary
+    from .analysis import format_table, plot, summary
 
     rows = summary(_targets(args, fill=False))
     print(format_table(rows))
