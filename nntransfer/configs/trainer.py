@@ -1,19 +1,68 @@
 """Trainer configs. The trainer lives in ``nntransfer.trainer``."""
 from __future__ import annotations
 
+from typing import Literal, Optional
+
 from .base import BaseConfig, field
+from .errors import ConfigError
 
 
 class TrainerConfig(BaseConfig):
-    """Optimisation, schedule, early stopping, checkpoints, main-loop modules (DESIGN §5)."""
+    """Optimisation, schedule, early stopping, checkpoints, main-loop modules (see docs/trainer.md)."""
 
     config_name = "trainer"
     fn = "nntransfer.trainer.trainer"
 
-    max_iter: int = field(default=10, help="epochs to train")
-    optimizer: str = "Adam"
-    optimizer_options: dict = {"lr": 0.001}
-    loss_functions: dict[str, str] = field(default={"img_classification": "CrossEntropyLoss"}, help="task key -> loss name")
-    patience: int = 5
-    main_loop_modules: list[str] = []
-    data_transfer: bool = False
+    # duration
+    max_iter: int = field(default=10, help="epochs to train (epoch-based training)")
+    max_steps: Optional[int] = field(default=None, help="optimizer steps to train (iteration-based); overrides max_iter")
+    # optimisation
+    optimizer: str = field(default="Adam", help="torch.optim class name")
+    optimizer_options: dict = field(default={"lr": 0.001}, help="keyword arguments of the optimizer")
+    loss_functions: dict[str, str] = field(
+        default={"img_classification": "CrossEntropyLoss"},
+        help="task key -> loss name (torch.nn class or registered); a single entry applies to every task",
+    )
+    accumulate_gradients: int = field(default=1, help="optimizer step every n batches")
+    amp: bool = field(default=False, help="mixed precision (CUDA only; ignored on CPU)")
+    force_cpu: bool = False
+    # schedule
+    lr_schedule: Optional[Literal["milestones", "plateau"]] = field(
+        default=None, help="milestones: decay at fixed epochs; plateau: decay when validation stops improving")
+    milestones: list[int] = field(default=[], help="epochs at which the LR is multiplied by lr_decay_factor")
+    lr_decay_factor: float = 0.1
+    lr_decay_steps: int = field(default=1, help="plateau: patience runs out this many times (LR decays in between)")
+    warmup_epochs: int = field(default=0, help="linear LR warm-up over this many epochs")
+    # evaluation and early stopping
+    stop_metric: Literal["accuracy", "loss"] = "accuracy"
+    patience: int = field(default=5, help="non-improving evaluations before stopping (or decaying the LR)")
+    threshold: float = field(default=1e-4, help="minimal improvement that counts")
+    interval: int = field(default=1, help="evaluate on the validation set every n epochs")
+    early_stopping: bool = True
+    restore_best: bool = field(default=True, help="end with the parameters of the best evaluation")
+    # checkpoints
+    save_every_n: int = field(default=1, help="checkpoint every n epochs (0: never)")
+    keep_last_n: int = 1
+    keep_best_n: int = 1
+    # parameters
+    freeze: list[str] = field(default=[], help="glob patterns of parameter names to keep fixed, e.g. 'conv*'")
+    reset: list[str] = field(default=[], help="glob patterns of module names to re-initialise before training")
+    batchnorm_mode: Literal["train", "eval"] = field(default="train", help="eval: use running statistics while training")
+    dropout_mode: Literal["train", "eval"] = field(default="train", help="eval: no dropout while training")
+    # modules and transfer
+    main_loop_modules: list[str] = field(default=[], help="module names (built-in) or import paths")
+    module_options: dict = field(default={}, help="module name -> its options")
+    data_transfer: bool = field(default=False, help="hand this step's logits on the training set to later steps")
+    transfer_strict: bool = field(default=True, help="parameter transfer needs identical names and shapes")
+    # output
+    verbose: bool = field(default=True, help="progress bars")
+    track_iterations: bool = field(default=False, help="also record the loss of every batch")
+
+    def __post_init__(self) -> None:
+        for name in ("max_iter", "patience", "interval", "accumulate_gradients", "lr_decay_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"TrainerConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"TrainerConfig.max_steps must be at least 1, got {self.max_steps}")
+        if "lr" not in self.optimizer_options:
+            raise ConfigError("TrainerConfig.optimizer_options needs an 'lr'")

@@ -1,0 +1,52 @@
+"""NoiseAugmentation: Gaussian noise on the inputs, by standard deviation or by SNR mixture."""
+from __future__ import annotations
+
+import torch
+
+from .base import MainLoopModule
+
+
+class NoiseAugmentation(MainLoopModule):
+    """Options (``module_options["NoiseAugmentation"]``):
+
+    * ``std``: a float, or a dict ``{std: probability}`` — each sample draws its noise level from it;
+    * ``snr``: instead of ``std``, a float or ``{snr: probability}``; std = signal std / snr per sample;
+    * ``in_eval``: also add noise in validation/test (default False). Evaluation noise is seeded by
+      (seed, epoch, batch), so the same parameters always get the same score.
+
+    The clean inputs and per-sample noise levels are left in ``shared_memory["clean_inputs"]`` and
+    ``shared_memory["noise_std"]`` for later modules (e.g. RepresentationMatching).
+    """
+
+    name = "NoiseAugmentation"
+
+    def pre_forward(self, model, inputs, task_key, shared_memory):
+        if self.mode != "Training" and not self.option("in_eval", False):
+            return model, inputs
+        generator = None
+        if self.mode != "Training":
+            generator = torch.Generator(device=inputs.device)
+            generator.manual_seed(self.seed * 1_000_003 + self.epoch * 10_007 + shared_memory["batch_index"])
+        std = self._per_sample_std(inputs, generator)
+        shape = (-1,) + (1,) * (inputs.dim() - 1)
+        noise = torch.randn(inputs.shape, generator=generator, device=inputs.device, dtype=inputs.dtype)
+        shared_memory["clean_inputs"] = inputs
+        shared_memory["noise_std"] = std
+        return model, inputs + noise * std.view(shape)
+
+    def _per_sample_std(self, inputs, generator):
+        n = inputs.shape[0]
+        if "snr" in self.options:
+            levels = self._draw(self.options["snr"], n, generator, inputs.device)
+            signal = inputs.reshape(n, -1).std(dim=1)
+            return signal / levels
+        return self._draw(self.option("std", 0.1), n, generator, inputs.device)
+
+    @staticmethod
+    def _draw(spec, n, generator, device):
+        if isinstance(spec, (int, float)):
+            return torch.full((n,), float(spec), device=device)
+        values = torch.tensor([float(k) for k in spec], device=device)
+        probs = torch.tensor([float(v) for v in spec.values()], device=device)
+        choice = torch.multinomial(probs / probs.sum(), n, replacement=True, generator=generator)
+        return values[choice]

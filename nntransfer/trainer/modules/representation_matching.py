@@ -1,0 +1,59 @@
+"""RepresentationMatching: pull the representation of a noisy input towards that of the clean input."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ...models.representations import capture
+from .base import MainLoopModule
+
+
+class RepresentationMatching(MainLoopModule):
+    """Options (``module_options["RepresentationMatching"]``):
+
+    * ``layer``: name of the layer whose output is matched (``model.named_modules()`` name);
+    * ``weight``: factor of the extra loss term (default 1.0);
+    * ``criterion``: ``"mse"`` (default) or ``"cosine"``;
+    * ``std``: noise std used when no NoiseAugmentation ran before this module (default 0.1).
+
+    During training, clean and noisy inputs run as one batch; the extra loss compares the noisy
+    half's representation with the clean half's (no gradient through the clean one), and the noisy
+    half's outputs go on to the main loss. The term is logged as ``representation_matching``.
+    """
+
+    name = "RepresentationMatching"
+
+    def __init__(self, trainer, name=None):
+        super().__init__(trainer, name)
+        if "layer" not in self.options:
+            raise ValueError("RepresentationMatching needs module_options['RepresentationMatching']['layer']")
+        self._capture = None
+        self._reps = None
+        self._task = None
+
+    def pre_forward(self, model, inputs, task_key, shared_memory):
+        if self.mode != "Training":
+            return model, inputs
+        clean = shared_memory.get("clean_inputs")
+        if clean is None:
+            clean = inputs
+            inputs = inputs + torch.randn_like(inputs) * self.option("std", 0.1)
+        self._task = task_key
+        self._capture = capture(self.trainer.model, [self.options["layer"]])
+        self._reps = self._capture.__enter__()
+        return model, torch.cat([inputs, clean])
+
+    def post_forward(self, outputs, loss, targets, **shared_memory):
+        if self._capture is None:
+            return outputs, loss, targets
+        self._capture.__exit__(None, None, None)
+        self._capture = None
+        rep = self._reps[self.options["layer"]].flatten(1)
+        noisy, clean = rep.chunk(2)
+        if self.option("criterion", "mse") == "cosine":
+            term = (1 - F.cosine_similarity(noisy, clean.detach(), dim=1)).mean()
+        else:
+            term = F.mse_loss(noisy, clean.detach())
+        self.log(self._task, "representation_matching", float(term.detach()))
+        outputs = outputs[: outputs.shape[0] // 2]
+        return outputs, loss + self.option("weight", 1.0) * term, targets

@@ -1,0 +1,325 @@
+"""The trainer: an epoch loop with main-loop module hooks, early stopping and exact resume."""
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import logging
+import random
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..configs.errors import ConfigError
+from ..configs.trainer import TrainerConfig
+from .checkpointing import CheckpointStore, rng_state, set_rng_state
+from .modules import CancelBatch, CancelEpoch, MainLoopModule, module_class
+from .optim import EarlyStopping, make_loss, make_optimizer, scheduled_lr
+from .tracking import Tracker
+
+logger = logging.getLogger("nntransfer.trainer")
+
+TRAIN, VALIDATION, TEST = "Training", "Validation", "Test"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def trainer(model: nn.Module, dataloaders: dict, seed: int, uid=None, cb: Callable | None = None, *,
+            checkpoints: CheckpointStore | None = None, **config) -> tuple[float, dict, dict]:
+    """nnfabrik trainer function: train ``model`` and return ``(score, output, model_state)``.
+
+    ``score`` is the validation ``stop_metric`` of the final (by default best, restored) parameters;
+    ``output`` holds the tracker history and the final validation and test results.
+    """
+    config.pop("comment", None)
+    cfg = TrainerConfig(**config)
+    return Trainer(model, dataloaders, seed, cfg, checkpoints=checkpoints, cb=cb).train()
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, dataloaders: dict, seed: int, config: TrainerConfig,
+                 checkpoints: CheckpointStore | None = None, cb: Callable | None = None):
+        self.config, self.seed, self.checkpoints, self.cb = config, seed, checkpoints, cb
+        self.device = torch.device("cuda" if torch.cuda.is_available() and not config.force_cpu else "cpu")
+        self.amp = config.amp and self.device.type == "cuda"
+        self.model = model.to(self.device)
+        self.loaders = dataloaders
+        self.tracker = Tracker()
+        self.epoch = 0
+        self.steps = 0
+        self.losses = {task: make_loss(self._loss_name(task)) for task in dataloaders["train"]}
+        self._reset_and_freeze()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(config.optimizer, params, dict(config.optimizer_options))
+        self.base_lr = config.optimizer_options["lr"]
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        decays = config.lr_decay_steps - 1 if config.lr_schedule == "plateau" else 0
+        self.stopper = EarlyStopping(config.patience, config.threshold, decays)
+        self.modules: list[MainLoopModule] = [module_class(name)(self, name) for name in config.main_loop_modules]
+
+    # -- the main loop ----------------------------------------------------------------------------
+    def train(self) -> tuple[float, dict, dict]:
+        cfg = self.config
+        self._resume()
+        stop = False
+        while not stop and self.epoch < cfg.max_iter and not self._budget_spent():
+            self.epoch += 1
+            self._seed_epoch()
+            self._set_lr()
+            self.run_epoch(TRAIN, self.loaders["train"])
+            if self.epoch % cfg.interval == 0 or self.epoch == cfg.max_iter or self._budget_spent():
+                decision = self.stopper.update(self.evaluate(VALIDATION), self.epoch, self.model)
+                if decision == "decay":
+                    self.stopper.restore(self.model)
+                    logger.info("epoch %d: patience ran out, restoring best and decaying the LR", self.epoch)
+                stop = cfg.early_stopping and decision == "stop"
+            logger.info(self.tracker.epoch_line(self.epoch))
+            self._checkpoint()
+            if self.cb is not None:
+                self.cb()
+        if cfg.restore_best:
+            self.stopper.restore(self.model)
+        return self._finish()
+
+    def run_epoch(self, mode: str, loaders: dict) -> None:
+        """One pass over ``loaders`` in ``mode``, calling every module hook."""
+        training = mode == TRAIN
+        self._set_modes(training)
+        for module in self.modules:
+            module.pre_epoch(self.model, mode, epoch=self.epoch)
+        totals = {task: [torch.zeros((), device=self.device), torch.zeros((), device=self.device), 0] for task in loaders}
+        batch_losses = []
+        with torch.set_grad_enabled(training):
+            try:
+                for index, (task, batch) in enumerate(self._batches(loaders, cycle=training)):
+                    try:
+                        loss = self._step(mode, task, batch, index, totals[task])
+                    except CancelBatch:
+                        continue
+                    batch_losses.append(loss)
+                    if training and self._budget_spent():
+                        break
+            except CancelEpoch:
+                pass
+        self._check_finite(mode, batch_losses)
+        for module in self.modules:
+            module.post_epoch(self.model)
+        self._track(mode, totals)
+
+    def _step(self, mode: str, task: str, batch, index: int, total) -> torch.Tensor:
+        training = mode == TRAIN
+        inputs, targets, extra = _unpack(batch, self.device)
+        shared_memory = {"extra": extra, "batch_index": index, "epoch": self.epoch, "mode": mode}
+        model = self.model
+        for module in self.modules:
+            model, inputs = module.pre_forward(model, inputs, task, shared_memory)
+        with torch.autocast("cuda") if self.amp else contextlib.nullcontext():
+            outputs = model(inputs)
+            loss = torch.zeros((), device=self.device)
+            for module in self.modules:
+                outputs, loss, targets = module.post_forward(outputs, loss, targets, **shared_memory)
+            loss = loss + self.losses[task](outputs, targets)
+        if training:
+            self._backward_and_step(loss / self.config.accumulate_gradients, index)
+        detached = loss.detach()
+        total[0] += detached * len(targets)
+        if outputs.dim() == 2 and targets.dim() == 1:
+            total[1] += (outputs.detach().argmax(1) == targets).sum()
+        total[2] += len(targets)
+        if self.config.track_iterations:
+            self.tracker.add_iteration(mode, task, float(detached))
+        return detached
+
+    def _backward_and_step(self, loss: torch.Tensor, index: int) -> None:
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        for module in self.modules:
+            module.post_backward(self.model)
+        if (index + 1) % self.config.accumulate_gradients:
+            return
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.steps += 1
+        for module in self.modules:
+            module.post_optimizer(self.model)
+
+    def evaluate(self, mode: str = VALIDATION) -> float:
+        """Run the validation (or test) loaders; returns the mean ``stop_metric`` (higher is better)."""
+        split = "validation" if mode == VALIDATION else "test"
+        self.run_epoch(mode, self.loaders[split])
+        self.tracker.add_epoch(mode, self.epoch)
+        value = self.tracker.mean_last(mode, self.config.stop_metric)
+        return -value if self.config.stop_metric == "loss" else value
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def _batches(self, loaders: dict, cycle: bool) -> Iterator[tuple[str, object]]:
+        """Training: interleave tasks, cycling shorter loaders until the longest ends. Evaluation: one after another."""
+        if not cycle or len(loaders) == 1:
+            for task, loader in loaders.items():
+                for batch in loader:
+                    yield task, batch
+            return
+        longest = max(len(loader) for loader in loaders.values())
+        iterators = {task: iter(loader) for task, loader in loaders.items()}
+        for _ in range(longest):
+            for task, loader in loaders.items():
+                try:
+                    batch = next(iterators[task])
+                except StopIteration:
+                    iterators[task] = iter(loader)
+                    batch = next(iterators[task])
+                yield task, batch
+
+    def _track(self, mode: str, totals: dict) -> None:
+        for task, (loss_sum, correct, n) in totals.items():
+            if n == 0:
+                continue
+            self.tracker.add(mode, task, "loss", float(loss_sum) / n)
+            self.tracker.add(mode, task, "accuracy", float(correct) / n)
+        if mode == TRAIN:
+            self.tracker.add_epoch(mode, self.epoch)
+            self.tracker.add(mode, "all", "lr", self.optimizer.param_groups[0]["lr"])
+
+    def _check_finite(self, mode: str, batch_losses: list) -> None:
+        if not batch_losses:
+            return
+        finite = torch.isfinite(torch.stack(batch_losses))
+        if not bool(finite.all()):
+            bad = int((~finite).nonzero()[0])
+            raise TrainingDiverged(
+                f"{mode.lower()} loss is {float(batch_losses[bad])} in epoch {self.epoch}, batch {bad}; "
+                "lower the learning rate, check the data for NaN/inf, or enable gradient clipping in a module"
+            )
+
+    def _loss_name(self, task: str) -> str:
+        losses = self.config.loss_functions
+        if task in losses:
+            return losses[task]
+        if len(losses) == 1:
+            return next(iter(losses.values()))
+        raise ConfigError(f"no loss function for task {task!r}; loss_functions has {sorted(losses)}")
+
+    def _reset_and_freeze(self) -> None:
+        cfg = self.config
+        for pattern in cfg.reset:
+            matched = [m for name, m in self.model.named_modules() if name and fnmatch.fnmatchcase(name, pattern)]
+            if not matched:
+                raise ConfigError(f"reset pattern {pattern!r} matches no module of the model")
+            torch.manual_seed(self.seed)
+            for module in matched:
+                for sub in module.modules():
+                    if hasattr(sub, "reset_parameters"):
+                        sub.reset_parameters()
+        for pattern in cfg.freeze:
+            matched = [p for name, p in self.model.named_parameters() if fnmatch.fnmatchcase(name, pattern)]
+            if not matched:
+                raise ConfigError(f"freeze pattern {pattern!r} matches no parameter of the model "
+                                  f"(parameters: {', '.join(n for n, _ in list(self.model.named_parameters())[:12])}, …)")
+            for p in matched:
+                p.requires_grad_(False)
+
+    def _set_modes(self, training: bool) -> None:
+        self.model.train(training)
+        if training:
+            for module in self.model.modules():
+                if self.config.batchnorm_mode == "eval" and isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+                if self.config.dropout_mode == "eval" and isinstance(module, nn.modules.dropout._DropoutNd):
+                    module.eval()
+
+    def _seed_epoch(self) -> None:
+        # Every epoch starts from RNG states derived from (seed, epoch), so shuffling, augmentation and
+        # dropout of epoch k are the same whether or not the run was interrupted before it.
+        epoch_seed = self.seed * 100_003 + self.epoch
+        torch.manual_seed(epoch_seed)
+        np.random.seed(epoch_seed % 2**32)
+        random.seed(epoch_seed)
+
+    def _set_lr(self) -> None:
+        cfg = self.config
+        milestones = cfg.milestones if cfg.lr_schedule == "milestones" else []
+        lr = scheduled_lr(self.base_lr, self.epoch, warmup_epochs=cfg.warmup_epochs, milestones=milestones,
+                          decay_factor=cfg.lr_decay_factor, plateau_decays=self.stopper.decays_done)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _budget_spent(self) -> bool:
+        return self.config.max_steps is not None and self.steps >= self.config.max_steps
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "steps": self.steps,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "stopper": self.stopper.state_dict(),
+            "tracker": self.tracker.state_dict(),
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.steps = state["epoch"], state["steps"]
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.stopper.load_state_dict(state["stopper"])
+        self.tracker.load_state_dict(state["tracker"])
+        set_rng_state(state["rng"])
+
+    def _checkpoint(self) -> None:
+        cfg = self.config
+        if self.checkpoints is None or not cfg.save_every_n or self.epoch % cfg.save_every_n:
+            return
+        self.checkpoints.save(self.epoch, self.stopper.best_score, self.state_dict())
+        self.checkpoints.prune(cfg.keep_last_n, cfg.keep_best_n)
+
+    def _resume(self) -> None:
+        state = self.checkpoints.latest() if self.checkpoints is not None else None
+        if state is not None:
+            self.load_state_dict(state)
+            logger.info("resumed from the checkpoint of epoch %d", self.epoch)
+
+    def _finish(self) -> tuple[float, dict, dict]:
+        score = self.evaluate(VALIDATION)
+        if self.config.stop_metric == "loss":
+            score = -score
+        self.run_epoch(TEST, self.loaders["test"])
+        self.tracker.add_epoch(TEST, self.epoch)
+        final = {mode: {task: {k: v[-1] for k, v in objs.items()} for task, objs in self.tracker.log[mode].items()}
+                 for mode in (VALIDATION, TEST)}
+        output = {
+            "tracker": self.tracker.state_dict(),
+            "validation": final[VALIDATION],
+            "test": final[TEST],
+            "epochs": self.epoch,
+            "best_epoch": self.stopper.best_epoch,
+        }
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        return float(score), output, state
+
+
+def _unpack(batch, device):
+    """``(inputs, targets)`` or ``(inputs, targets, extra)`` moved to ``device``."""
+    if isinstance(batch, dict):
+        batch = (batch["inputs"], batch["targets"], batch.get("extra", {}))
+    inputs, targets = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+    extra = batch[2] if len(batch) > 2 else {}
+    if torch.is_tensor(extra):
+        extra = {"transfer_data": extra}
+    extra = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in extra.items()}
+    return inputs, targets, extra
+
+
+__all__ = ["Trainer", "TrainingDiverged", "trainer"]
