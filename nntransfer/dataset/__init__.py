@@ -1,0 +1,18 @@
+"""Dataset loaders (nnfabrik convention: ``fn(seed, **config) -> {"train": ..., "validation": ..., "test": ...}``)."""
+from .image_loader import ImageDataset, image_dataset_loader, select, split, unshuffled
+from .in_memory import InMemoryLoader, augment_batch
+from .sources import NORMALIZATION, SOURCES, Source, register_source
+
+__all__ = [
+    "ImageDataset",
+    "InMemoryLoader",
+    "NORMALIZATION",
+    "SOURCES",
+    "Source",
+    "augment_batch",
+    "image_dataset_loader",
+    "register_source",
+    "select",
+    "split",
+    "unshuffled",
+]

@@ -1,0 +1,137 @@
+"""Where the images come from: one loading function per dataset, registered by name.
+
+Each returns a :class:`Source`: training and test images as uint8 arrays ``[N, H, W, C]`` (or, for
+ImageFolder, file paths loaded on access), labels, and the dataset's defaults.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..configs.errors import ConfigError
+
+# mean / std per channel on [0, 1] images
+NORMALIZATION = {
+    "digits": ((0.2656,), (0.3853,)),
+    "MNIST": ((0.1307,), (0.3081,)),
+    "FashionMNIST": ((0.2860,), (0.3530,)),
+    "CIFAR10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "CIFAR100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "SVHN": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+    "ImageFolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet statistics
+}
+
+
+@dataclass
+class Source:
+    train_images: np.ndarray | list[str]
+    train_labels: np.ndarray
+    test_images: np.ndarray | list[str]
+    test_labels: np.ndarray
+    num_classes: int
+    mean: tuple
+    std: tuple
+
+
+SOURCES: dict[str, Callable[[str, bool], Source]] = {}
+
+
+def register_source(name: str):
+    def decorate(fn):
+        SOURCES[name] = fn
+        return fn
+
+    return decorate
+
+
+def load_source(name: str, data_dir: str, download: bool) -> Source:
+    if name not in SOURCES:
+        raise ConfigError(f"unknown dataset_cls {name!r}; available: {', '.join(sorted(SOURCES))}")
+    return SOURCES[name](data_dir, download)
+
+
+def _missing(name: str, root: str, err: Exception) -> ConfigError:
+    return ConfigError(
+        f"{name} not found under {Path(root).resolve()} ({err}). Put the files there, point data_dir at "
+        f"them, or set download=True to let torchvision fetch them (needs network)."
+    )
+
+
+def _torchvision(cls_name: str, root: str, download: bool, **split):
+    import torchvision
+
+    try:
+        return getattr(torchvision.datasets, cls_name)(root=root, download=download, **split)
+    except RuntimeError as err:
+        raise _missing(cls_name, root, err) from None
+
+
+@register_source("digits")
+def digits(data_dir: str, download: bool) -> Source:
+    """scikit-learn's bundled 8×8 digits (offline); a fixed stratified 80/20 train/test split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    images = np.clip(data.images * 16, 0, 255).astype(np.uint8)[..., None]  # 0..16 -> 0..255
+    train_x, test_x, train_y, test_y = train_test_split(
+        images, data.target, test_size=0.2, random_state=0, stratify=data.target)
+    return Source(train_x, train_y.astype(np.int64), test_x, test_y.astype(np.int64), 10, *NORMALIZATION["digits"])
+
+
+def _mnist_like(name):
+    def load(data_dir: str, download: bool) -> Source:
+        train = _torchvision(name, data_dir, download, train=True)
+        test = _torchvision(name, data_dir, download, train=False)
+        return Source(train.data.numpy()[..., None], train.targets.numpy().astype(np.int64),
+                      test.data.numpy()[..., None], test.targets.numpy().astype(np.int64), 10, *NORMALIZATION[name])
+
+    return load
+
+
+register_source("MNIST")(_mnist_like("MNIST"))
+register_source("FashionMNIST")(_mnist_like("FashionMNIST"))
+
+
+def _cifar(name, classes):
+    def load(data_dir: str, download: bool) -> Source:
+        train = _torchvision(name, data_dir, download, train=True)
+        test = _torchvision(name, data_dir, download, train=False)
+        return Source(np.asarray(train.data), np.asarray(train.targets, dtype=np.int64), np.asarray(test.data),
+                      np.asarray(test.targets, dtype=np.int64), classes, *NORMALIZATION[name])
+
+    return load
+
+
+register_source("CIFAR10")(_cifar("CIFAR10", 10))
+register_source("CIFAR100")(_cifar("CIFAR100", 100))
+
+
+@register_source("SVHN")
+def svhn(data_dir: str, download: bool) -> Source:
+    train = _torchvision("SVHN", data_dir, download, split="train")
+    test = _torchvision("SVHN", data_dir, download, split="test")
+    return Source(train.data.transpose(0, 2, 3, 1), train.labels.astype(np.int64), test.data.transpose(0, 2, 3, 1),
+                  test.labels.astype(np.int64), 10, *NORMALIZATION["SVHN"])
+
+
+@register_source("ImageFolder")
+def image_folder(data_dir: str, download: bool) -> Source:
+    """``data_dir/train/<class>/*.png`` and ``data_dir/val/<class>/...`` (or ``test/``), TinyImageNet-style."""
+    import torchvision
+
+    root = Path(data_dir)
+    test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+    if not (root / "train").is_dir() or test_dir is None:
+        raise ConfigError(f"ImageFolder needs {root.resolve()}/train/<class>/... and {root.resolve()}/val (or test)/<class>/...")
+    train = torchvision.datasets.ImageFolder(str(root / "train"))
+    test = torchvision.datasets.ImageFolder(str(test_dir))
+    if test.class_to_idx != train.class_to_idx:
+        raise ConfigError(f"ImageFolder: the classes of {test_dir} differ from those of {root / 'train'}")
+    paths = lambda ds: [p for p, _ in ds.samples]  # noqa: E731
+    labels = lambda ds: np.asarray([y for _, y in ds.samples], dtype=np.int64)  # noqa: E731
+    return Source(paths(train), labels(train), paths(test), labels(test), len(train.classes),
+                  *NORMALIZATION["ImageFolder"])

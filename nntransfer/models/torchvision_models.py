@@ -1,0 +1,31 @@
+"""Any torchvision classification model by name (``type="torchvision.<name>"``); weights only from a local file."""
+import torch
+import torchvision
+from torch import nn
+
+from ..configs.errors import ConfigError
+
+
+def build(name: str, info, cfg) -> nn.Module:
+    available = torchvision.models.list_models(module=torchvision.models)
+    if name not in available:
+        raise ConfigError(f"torchvision has no classification model {name!r}; e.g. {', '.join(available[:8])}, …")
+    if info.channels != 3:
+        raise ConfigError(f"torchvision.{name} expects 3 input channels, the data has {info.channels}: "
+                          "set channels=3 in the dataset config")
+    if cfg.weights_path is None:
+        return torchvision.models.get_model(name, weights=None, num_classes=info.num_classes)
+    model = torchvision.models.get_model(name, weights=None)
+    state = torch.load(cfg.weights_path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    _replace_head(model, info.num_classes)
+    return model
+
+
+def _replace_head(model: nn.Module, num_classes: int) -> None:
+    """Swap the last linear layer for one with ``num_classes`` outputs (kept if it already fits)."""
+    name, last = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    if last.out_features == num_classes:
+        return
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    setattr(parent, name.rpartition(".")[2], nn.Linear(last.in_features, num_classes))
