@@ -149,6 +149,16 @@ def stop() -> bool:
 _connection = None
 
 
+class _DropJobTableTypeWarnings(logging.Filter):
+    """DataJoint warns about native types in the job tables it declares itself; nothing a user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Consider using a core DataJoint type" not in record.getMessage()
+
+
+logging.getLogger("datajoint").addFilter(_DropJobTableTypeWarnings())
+
+
 def _configure_store(dj) -> None:
     stores = dict(dj.config.stores)
     if STORE not in stores:

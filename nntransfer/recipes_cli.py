@@ -40,7 +40,7 @@ def _targets(args, fill: bool):
 
 
 def _run(args) -> int:
-    from .analysis import format_table, plot, summary
+    from .analysis import comparison, format_table, plot, summary
     from .recipes import run_workers, work
 
     targets = _targets(args, fill=True)
@@ -51,6 +51,9 @@ def _run(args) -> int:
         run_workers(targets, args.workers)
     rows = summary(targets)
     print(format_table(rows))
+    if len({r["name"] for r in rows}) > 1:
+        print("\nComparison (last step of each experiment, mean ± std over seeds):")
+        print(format_table(comparison(rows)))
     if args.plot:
         print(f"plot written to {plot(rows, args.plot)}")
     return 1 if any(r["state"] in ("error", "blocked") for r in rows) else 0

@@ -98,3 +98,23 @@ def compare(frame, metric: str = "score"):
     """Mean, std and count of ``metric`` per experiment name and step (finished runs only)."""
     done = frame[frame["state"] == "done"]
     return done.groupby(["name", "step"])[metric].agg(["mean", "std", "count"]).reset_index()
+
+
+def comparison(rows: list[dict], metric: str | None = None) -> list[dict]:
+    """The last step of each experiment name, ``metric`` (default: the first test metric, else score)
+    as mean ± std over seeds."""
+    import numpy as np
+
+    done = [r for r in rows if r["state"] == "done"]
+    if metric is None:
+        tests = [c for r in done for c in r if c.startswith("test/") and c.endswith("/accuracy")]
+        metric = tests[0] if tests else "score"
+    last_step: dict = {}
+    for r in done:
+        last_step[r["name"]] = max(last_step.get(r["name"], 0), r["step"])
+    groups: dict = {}
+    for r in done:
+        if r["step"] == last_step[r["name"]] and r.get(metric) is not None:
+            groups.setdefault(r["name"], []).append(r[metric])
+    return [{"name": name, metric: f"{np.mean(v):.4f} ± {np.std(v):.4f}", "seeds": len(v)}
+            for name, v in groups.items()]
