@@ -290,10 +290,14 @@ RESUME_SCRIPT = textwrap.dedent("""
     kill_at = int(os.environ.get("KILL_AT", "0"))
     where = os.environ.get("KILL_WHERE", "post_epoch")
 
+    TRAINED_EPOCHS = []
+
     @register_module("Killer")
     class Killer(MainLoopModule):
         def pre_epoch(self, model, mode, **options):
             super().pre_epoch(model, mode, **options)
+            if mode == "Training":
+                TRAINED_EPOCHS.append(self.epoch)
             if where == "pre_epoch" and mode == "Training" and self.epoch == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
 
@@ -307,6 +311,7 @@ RESUME_SCRIPT = textwrap.dedent("""
                                    module_options={{"NoiseAugmentation": {{"std": 0.2}}}},
                                    loss_functions={{"t": "CrossEntropyLoss"}}, verbose=False, save_every_n=1)
     torch.save({{"score": score, "state": state, "tracker": output["tracker"]}}, sys.argv[2])
+    print("trained epochs", TRAINED_EPOCHS)
 """)
 
 
@@ -328,6 +333,9 @@ def test_killed_and_resumed_run_ends_bit_identical(tmp_path, kill_at, where):
     assert (saved != []) == (where == "post_epoch")  # killed before the first checkpoint: nothing saved
     resumed = run(tmp_path / "ckpt", tmp_path / "resumed.pt")
     assert resumed.returncode == 0, resumed.stderr
+    # after a kill in epoch 3 it resumes from epoch 2's checkpoint; killed before any checkpoint: from scratch
+    first = 3 if where == "post_epoch" else 1
+    assert f"trained epochs {list(range(first, 7))}" in resumed.stdout
     a = torch.load(tmp_path / "reference.pt", weights_only=True)
     b = torch.load(tmp_path / "resumed.pt", weights_only=True)
     assert a["score"] == b["score"]
