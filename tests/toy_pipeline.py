@@ -36,7 +36,7 @@ def toy_data(seed, n=64, batch_size=16, transfer_data=None, **_):
     y = (x[:, 0] > 0).long()
     tensors = [x, y]
     if transfer_data is not None:
-        tensors.append(torch.as_tensor(transfer_data["train"]["logits"]))
+        tensors.append(torch.tensor(transfer_data["train"]["logits"]))
     train = DataLoader(TensorDataset(*tensors), batch_size=batch_size)
     test = DataLoader(TensorDataset(x, y), batch_size=batch_size)
     return {"train": {"toy": train}, "validation": {"toy": test}, "test": {"toy": test}}
