@@ -1,0 +1,215 @@
+"""Dataset loaders on files written in each dataset's real on-disk format (no network)."""
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nntransfer.configs import ConfigError
+from nntransfer.dataset import image_dataset_loader, unshuffled
+
+TASK = "img_classification"
+
+
+def sizes(loaders):
+    return {split: {k: len(v.dataset) for k, v in tasks.items()} for split, tasks in loaders.items()}
+
+
+def all_labels(loader):
+    return torch.cat([batch[1] for batch in unshuffled(loader)])
+
+
+# -- writers for the real formats --------------------------------------------------------------------
+def write_idx(root, folder, n_train=60, n_test=20, seed=0):
+    rng = np.random.RandomState(seed)
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.randint(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + labels.tobytes())
+
+
+def write_cifar(root, classes, n_train=50, n_test=20, seed=0):
+    rng = np.random.RandomState(seed)
+    label_key = "labels" if classes == 10 else "fine_labels"
+
+    def batch(n):
+        return {"data": rng.randint(0, 256, (n, 3072), dtype=np.uint8), label_key: list(np.arange(n) % classes)}
+
+    if classes == 10:
+        folder = root / "cifar-10-batches-py"
+        folder.mkdir()
+        for i in range(1, 6):
+            (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch(n_train // 5)))
+        (folder / "test_batch").write_bytes(pickle.dumps(batch(n_test)))
+        (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
+    else:
+        folder = root / "cifar-100-python"
+        folder.mkdir()
+        (folder / "train").write_bytes(pickle.dumps(batch(n_train)))
+        (folder / "test").write_bytes(pickle.dumps(batch(n_test)))
+        (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)]}))
+
+
+def write_svhn(root, n_train=40, n_test=20, seed=0):
+    from scipy.io import savemat
+
+    rng = np.random.RandomState(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        labels = (np.arange(n) % 10) + 1  # SVHN stores digit 0 as 10
+        savemat(root / f"{split}_32x32.mat", {"X": rng.randint(0, 256, (32, 32, 3, n), dtype=np.uint8),
+                                              "y": labels.reshape(-1, 1).astype(np.uint8)})
+
+
+def write_image_folder(root, classes=("cat", "dog", "fox"), per_class=6, seed=0):
+    rng = np.random.RandomState(seed)
+    for split in ("train", "val"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.randint(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+
+
+@pytest.fixture
+def skip_md5(monkeypatch):
+    """The fake files cannot match torchvision's md5 sums of the real archives; everything else is real."""
+    import torchvision
+
+    for cls in (torchvision.datasets.CIFAR10, torchvision.datasets.SVHN):
+        monkeypatch.setattr(cls, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args: True)
+
+
+@pytest.mark.parametrize("name", ["MNIST", "FashionMNIST"])
+def test_mnist_like_from_idx_files(tmp_path, name):
+    write_idx(tmp_path, name)
+    loaders = image_dataset_loader(seed=1, dataset_cls=name, data_dir=str(tmp_path), valid_size=0.25, batch_size=8)
+    assert sizes(loaders) == {"train": {TASK: 45}, "validation": {TASK: 15}, "test": {TASK: 20}}
+    x, y = next(iter(loaders["train"][TASK]))
+    assert x.shape == (8, 1, 28, 28) and y.dtype == torch.long
+
+
+@pytest.mark.parametrize("name,classes", [("CIFAR10", 10), ("CIFAR100", 100)])
+def test_cifar_from_python_pickles(tmp_path, skip_md5, name, classes):
+    write_cifar(tmp_path, classes)
+    loaders = image_dataset_loader(seed=1, dataset_cls=name, data_dir=str(tmp_path), valid_size=0.2, batch_size=10,
+                                   apply_augmentation=True)
+    assert sizes(loaders) == {"train": {TASK: 40}, "validation": {TASK: 10}, "test": {TASK: 20}}
+    assert loaders["train"][TASK].dataset.num_classes == classes
+    x, _ = next(iter(loaders["train"][TASK]))
+    assert x.shape == (10, 3, 32, 32)
+
+
+def test_svhn_from_mat_files(tmp_path, skip_md5):
+    write_svhn(tmp_path)
+    loaders = image_dataset_loader(seed=1, dataset_cls="SVHN", data_dir=str(tmp_path), valid_size=0.0, batch_size=8)
+    assert sizes(loaders)["train"] == {TASK: 40}
+    assert set(all_labels(loaders["test"][TASK]).tolist()) == set(range(10))  # label 10 read as digit 0
+
+
+def test_image_folder(tmp_path):
+    write_image_folder(tmp_path)
+    loaders = image_dataset_loader(seed=1, dataset_cls="ImageFolder", data_dir=str(tmp_path), valid_size=0.0,
+                                   batch_size=4, input_width=8, input_height=8)
+    assert sizes(loaders)["test"] == {TASK: 18}
+    x, y = next(iter(loaders["test"][TASK]))
+    assert x.shape == (4, 3, 8, 8) and loaders["test"][TASK].dataset.num_classes == 3
+
+
+def test_missing_files_give_the_path_and_the_download_hint(tmp_path):
+    with pytest.raises(ConfigError, match=r"MNIST not found under .*download=True"):
+        image_dataset_loader(seed=1, dataset_cls="MNIST", data_dir=str(tmp_path / "nothing"))
+    with pytest.raises(ConfigError, match="unknown dataset_cls 'MNISTT'"):
+        image_dataset_loader(seed=1, dataset_cls="MNISTT")
+
+
+def test_digits_split_sizes_disjoint_and_reproducible():
+    a = image_dataset_loader(seed=1, dataset_cls="digits", valid_size=0.2)
+    b = image_dataset_loader(seed=1, dataset_cls="digits", valid_size=0.2)
+    c = image_dataset_loader(seed=2, dataset_cls="digits", valid_size=0.2)
+    n_train, n_valid = len(a["train"][TASK].dataset), len(a["validation"][TASK].dataset)
+    assert n_train + n_valid == 1437 and n_valid == round(0.2 * 1437)  # 80% of 1797 digits
+    assert len(a["test"][TASK].dataset) == 360
+
+    def pixels(loader):
+        return {tuple(x.flatten().tolist()) for batch in unshuffled(loader) for x in batch[0]}
+
+    assert pixels(a["train"][TASK]).isdisjoint(pixels(a["validation"][TASK]))
+    assert pixels(a["validation"][TASK]) == pixels(b["validation"][TASK])
+    assert pixels(a["validation"][TASK]) != pixels(c["validation"][TASK])
+
+
+def test_filters_keep_exactly_what_they_should():
+    loaders = image_dataset_loader(seed=1, dataset_cls="digits", filter_classes=[3, 7], examples_per_class=12,
+                                   valid_size=0.25)
+    for split in ("train", "validation", "test"):
+        assert set(all_labels(loaders[split][TASK]).tolist()) == {3, 7}
+    train, valid = all_labels(loaders["train"][TASK]), all_labels(loaders["validation"][TASK])
+    assert len(train) + len(valid) == 24  # 12 per class before the validation split
+    assert torch.bincount(all_labels(loaders["test"][TASK])).tolist()[3::4] == [12, 12]
+    relabelled = image_dataset_loader(seed=1, dataset_cls="digits", filter_classes=[3, 7], relabel=True)
+    assert set(all_labels(relabelled["test"][TASK]).tolist()) == {0, 1}
+    assert relabelled["test"][TASK].dataset.num_classes == 2
+
+
+def test_extra_test_sets_rotated_and_corrupted(tmp_path):
+    rng = np.random.RandomState(0)
+    np.save(tmp_path / "gaussian_noise.npy", rng.randint(0, 256, (50, 8, 8, 1), dtype=np.uint8))
+    np.save(tmp_path / "labels.npy", np.arange(50) % 10)
+    loaders = image_dataset_loader(seed=1, dataset_cls="digits", test_rotations=[90], corrupted_test_dir=str(tmp_path),
+                                   corruption_severity=2)
+    assert set(loaders["test"]) == {TASK, f"{TASK}_rotated_90", f"{TASK}_gaussian_noise"}
+    assert len(loaders["test"][f"{TASK}_gaussian_noise"].dataset) == 10  # severity 2 = second fifth
+    plain = next(iter(unshuffled(loaders["test"][TASK])))[0]
+    rotated = next(iter(unshuffled(loaders["test"][f"{TASK}_rotated_90"])))[0]
+    torch.testing.assert_close(rotated, torch.rot90(plain, 1, dims=(2, 3)))
+
+
+def epoch_samples(loader):
+    return sorted((tuple(x.flatten().tolist()), int(y)) for batch in loader for x, y in zip(batch[0], batch[1]))
+
+
+def test_in_memory_path_yields_the_same_samples_per_epoch():
+    common = dict(seed=3, dataset_cls="digits", batch_size=50)
+    standard = image_dataset_loader(**common)["train"][TASK]
+    fast = image_dataset_loader(in_memory=True, **common)["train"][TASK]
+    assert len(fast) == len(standard) and len(fast.dataset) == len(standard.dataset)
+    a, b = epoch_samples(standard), epoch_samples(fast)
+    assert len(a) == len(b)
+    for (xa, ya), (xb, yb) in zip(a, b):
+        assert ya == yb and np.allclose(xa, xb, atol=1e-6)
+    torch.manual_seed(0)
+    first = [batch[1].tolist() for batch in fast]
+    torch.manual_seed(1)
+    assert first != [batch[1].tolist() for batch in fast]  # shuffled differently per epoch seed
+
+
+def test_in_memory_augmentation_is_per_sample_and_keeps_shapes():
+    from nntransfer.dataset import augment_batch
+
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float).reshape(2, 1, 6, 6).repeat(32, 1, 1, 1)
+    torch.manual_seed(0)
+    out = augment_batch(x, padding=2, flip=True, rotation=0)
+    assert out.shape == x.shape
+    assert len({tuple(o.flatten().tolist()) for o in out}) > 10  # different crops/flips per sample
+    crop = augment_batch(x[:1], padding=0, flip=False)
+    assert torch.equal(crop, x[:1])
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_transfer_data_rows_follow_their_samples(in_memory):
+    base = dict(seed=1, dataset_cls="digits", batch_size=40, in_memory=in_memory)
+    canonical = torch.cat([b[0].flatten(1).sum(1) for b in unshuffled(image_dataset_loader(**base)["train"][TASK])])
+    loaders = image_dataset_loader(transfer_data={"train": {"logits": canonical.numpy()[:, None]}},
+                                   apply_augmentation=False, **base)
+    seen = 0
+    for x, _, extra in loaders["train"][TASK]:  # shuffled: rows must move with their samples
+        torch.testing.assert_close(extra["logits"][:, 0], x.flatten(1).sum(1))
+        seen += len(x)
+    assert seen == len(canonical)
+    with pytest.raises(ConfigError, match="has 3 rows but the training split has"):
+        image_dataset_loader(transfer_data={"train": {"logits": np.zeros((3, 1))}}, **base)
