@@ -10,6 +10,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..configs.errors import ConfigError
 from ..configs.trainer import TrainerConfig
@@ -65,6 +66,7 @@ class Trainer:
         cfg = self.config
         self._resume()
         stop = False
+        epochs = tqdm(total=cfg.max_iter, initial=self.epoch, desc="epochs", disable=not cfg.verbose, leave=False)
         while not stop and self.epoch < cfg.max_iter and not self._budget_spent():
             self.epoch += 1
             self._seed_epoch()
@@ -76,10 +78,11 @@ class Trainer:
                     self.stopper.restore(self.model)
                     logger.info("epoch %d: patience ran out, restoring best and decaying the LR", self.epoch)
                 stop = cfg.early_stopping and decision == "stop"
-            logger.info(self.tracker.epoch_line(self.epoch))
+            self._log_epoch(epochs)
             self._checkpoint()
             if self.cb is not None:
                 self.cb()
+        epochs.close()
         if cfg.restore_best:
             self.stopper.restore(self.model)
         return self._finish()
@@ -90,11 +93,18 @@ class Trainer:
         self._set_modes(training)
         for module in self.modules:
             module.pre_epoch(self.model, mode, epoch=self.epoch)
-        totals = {task: [torch.zeros((), device=self.device), torch.zeros((), device=self.device), 0] for task in loaders}
+        # per task: per-batch loss and correct-count tensors and batch sizes, summed once at the end of
+        # the pass (no per-batch synchronisation or accumulation ops in the hot loop)
+        totals = {task: ([], [], []) for task in loaders}
         batch_losses = []
+        n_batches = sum(len(loader) for loader in loaders.values())
+        if training and len(loaders) > 1:
+            n_batches = len(loaders) * max(len(loader) for loader in loaders.values())
+        batches = tqdm(self._batches(loaders, cycle=training), total=n_batches, leave=False,
+                       desc=f"{mode} {self.epoch}", disable=not self.config.verbose)
         with torch.set_grad_enabled(training):
             try:
-                for index, (task, batch) in enumerate(self._batches(loaders, cycle=training)):
+                for index, (task, batch) in enumerate(batches):
                     try:
                         loss = self._step(mode, task, batch, index, totals[task])
                     except CancelBatch:
@@ -104,12 +114,13 @@ class Trainer:
                         break
             except CancelEpoch:
                 pass
+        batches.close()
         self._check_finite(mode, batch_losses)
         for module in self.modules:
             module.post_epoch(self.model)
         self._track(mode, totals)
 
-    def _step(self, mode: str, task: str, batch, index: int, total) -> torch.Tensor:
+    def _step(self, mode: str, task: str, batch, index: int, totals) -> torch.Tensor:
         training = mode == TRAIN
         inputs, targets, extra = _unpack(batch, self.device)
         shared_memory = {"extra": extra, "batch_index": index, "epoch": self.epoch, "mode": mode}
@@ -118,17 +129,20 @@ class Trainer:
             model, inputs = module.pre_forward(model, inputs, task, shared_memory)
         with torch.autocast("cuda") if self.amp else contextlib.nullcontext():
             outputs = model(inputs)
-            loss = torch.zeros((), device=self.device)
+            loss = 0.0  # modules add extra terms here, before the main loss
             for module in self.modules:
                 outputs, loss, targets = module.post_forward(outputs, loss, targets, **shared_memory)
-            loss = loss + self.losses[task](outputs, targets)
+            main_loss = self.losses[task](outputs, targets)
+            loss = main_loss if isinstance(loss, float) and loss == 0.0 else loss + main_loss
         if training:
-            self._backward_and_step(loss / self.config.accumulate_gradients, index)
+            self._backward_and_step(loss / self.config.accumulate_gradients
+                                    if self.config.accumulate_gradients > 1 else loss, index)
         detached = loss.detach()
-        total[0] += detached * len(targets)
+        losses, correct, sizes = totals
+        losses.append(detached)
+        sizes.append(len(targets))
         if outputs.dim() == 2 and targets.dim() == 1:
-            total[1] += (outputs.detach().argmax(1) == targets).sum()
-        total[2] += len(targets)
+            correct.append((outputs.detach().argmax(1) == targets).sum())
         if self.config.track_iterations:
             self.tracker.add_iteration(mode, task, float(detached))
         return detached
@@ -161,6 +175,14 @@ class Trainer:
         return -value if self.config.stop_metric == "loss" else value
 
     # -- helpers ------------------------------------------------------------------------------------
+    def _log_epoch(self, bar) -> None:
+        line = self.tracker.epoch_line(self.epoch)
+        if self.config.verbose:
+            bar.update(1)
+            tqdm.write(line)
+        else:
+            logger.info(line)
+
     def _batches(self, loaders: dict, cycle: bool) -> Iterator[tuple[str, object]]:
         """Training: interleave tasks, cycling shorter loaders until the longest ends. Evaluation: one after another."""
         if not cycle or len(loaders) == 1:
@@ -180,11 +202,14 @@ class Trainer:
                 yield task, batch
 
     def _track(self, mode: str, totals: dict) -> None:
-        for task, (loss_sum, correct, n) in totals.items():
-            if n == 0:
+        for task, (losses, correct, sizes) in totals.items():
+            if not sizes:
                 continue
-            self.tracker.add(mode, task, "loss", float(loss_sum) / n)
-            self.tracker.add(mode, task, "accuracy", float(correct) / n)
+            n = sum(sizes)
+            weights = torch.tensor(sizes, dtype=torch.float32, device=self.device)
+            self.tracker.add(mode, task, "loss", float(torch.stack(losses).float() @ weights) / n)
+            if correct:
+                self.tracker.add(mode, task, "accuracy", float(torch.stack(correct).sum()) / n)
         if mode == TRAIN:
             self.tracker.add_epoch(mode, self.epoch)
             self.tracker.add(mode, "all", "lr", self.optimizer.param_groups[0]["lr"])
@@ -314,12 +339,13 @@ def _unpack(batch, device):
     """``(inputs, targets)`` or ``(inputs, targets, extra)`` moved to ``device``."""
     if isinstance(batch, dict):
         batch = (batch["inputs"], batch["targets"], batch.get("extra", {}))
-    inputs, targets = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
-    extra = batch[2] if len(batch) > 2 else {}
-    if torch.is_tensor(extra):
-        extra = {"transfer_data": extra}
-    extra = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in extra.items()}
-    return inputs, targets, extra
+    inputs, targets = batch[0], batch[1]
+    if inputs.device != device:
+        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+    if len(batch) < 3:
+        return inputs, targets, {}
+    extra = batch[2] if isinstance(batch[2], dict) else {"transfer_data": batch[2]}
+    return inputs, targets, {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in extra.items()}
 
 
 __all__ = ["Trainer", "TrainingDiverged", "trainer"]
