@@ -198,6 +198,12 @@ def test_in_memory_augmentation_is_per_sample_and_keeps_shapes():
     assert len({tuple(o.flatten().tolist()) for o in out}) > 10  # different crops/flips per sample
     crop = augment_batch(x[:1], padding=0, flip=False)
     assert torch.equal(crop, x[:1])
+    # every output is one window of the zero-padded image, possibly mirrored
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(len(x)):
+        candidates = [padded[i, :, dy:dy + 6, dx:dx + 6] for dy in range(5) for dx in range(5)]
+        candidates += [c.flip(2) for c in candidates]
+        assert any(torch.equal(out[i], c) for c in candidates)
 
 
 @pytest.mark.parametrize("in_memory", [False, True])

@@ -76,19 +76,25 @@ class _TensorView:
 
 
 def augment_batch(x: torch.Tensor, padding: int = 4, flip: bool = True, rotation: float = 0.0) -> torch.Tensor:
-    """Per-sample random crop (after zero padding), horizontal flip and rotation of a batch ``[B, C, H, W]``."""
-    b, _, h, w = x.shape
-    if padding:
-        padded = F.pad(x, (padding, padding, padding, padding))
-        oy = torch.randint(0, 2 * padding + 1, (b,), device=x.device)
-        ox = torch.randint(0, 2 * padding + 1, (b,), device=x.device)
-        rows = (oy[:, None] + torch.arange(h, device=x.device))[:, :, None]   # [B, H, 1]
-        cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, :]   # [B, 1, W]
-        batch = torch.arange(b, device=x.device)[:, None, None]
-        x = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
-    if flip:
-        mask = torch.rand(b, device=x.device) < 0.5
-        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    """Per-sample random crop (after zero padding), horizontal flip and rotation of a batch ``[B, C, H, W]``.
+
+    Crop and flip are one ``gather`` per batch: each output pixel reads its source pixel of the padded
+    image, at a per-sample offset, with the column order reversed for flipped samples.
+    """
+    b, c, h, w = x.shape
+    if padding or flip:
+        device = x.device
+        hp, wp = h + 2 * padding, w + 2 * padding
+        padded = F.pad(x, (padding, padding, padding, padding)) if padding else x
+        oy = torch.randint(0, 2 * padding + 1, (b, 1), device=device)
+        ox = torch.randint(0, 2 * padding + 1, (b, 1), device=device)
+        cols = torch.arange(w, device=device).expand(b, w)
+        if flip:
+            flipped = torch.rand(b, 1, device=device) < 0.5
+            cols = torch.where(flipped, w - 1 - cols, cols)
+        rows = oy + torch.arange(h, device=device)                      # [B, H]
+        index = (rows[:, :, None] * wp + (ox + cols)[:, None, :]).view(b, 1, h * w)
+        x = padded.reshape(b, c, hp * wp).gather(2, index.expand(b, c, h * w)).view(b, c, h, w)
     if rotation:
         angles = (torch.rand(b, device=x.device) * 2 - 1) * math.radians(rotation)
         cos, sin = angles.cos(), angles.sin()
@@ -96,4 +102,4 @@ def augment_batch(x: torch.Tensor, padding: int = 4, flip: bool = True, rotation
         theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, align_corners=False)
-    return x.contiguous()
+    return x
