@@ -1,6 +1,6 @@
 """Dataset loaders (nnfabrik convention: ``fn(seed, **config) -> {"train": ..., "validation": ..., "test": ...}``)."""
 from .image_loader import ImageDataset, image_dataset_loader, select, split, unshuffled
-from .in_memory import InMemoryLoader, augment_batch
+from .in_memory import InMemoryLoader, augment_batch, random_crop_flip, random_rotation
 from .sources import NORMALIZATION, SOURCES, Source, register_source
 
 __all__ = [
@@ -11,6 +11,8 @@ __all__ = [
     "Source",
     "augment_batch",
     "image_dataset_loader",
+    "random_crop_flip",
+    "random_rotation",
     "register_source",
     "select",
     "split",

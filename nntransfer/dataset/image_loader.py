@@ -36,17 +36,22 @@ def split(indices: np.ndarray, valid_size: float, seed: int) -> tuple[np.ndarray
 
 # -- samples ----------------------------------------------------------------------------------------
 class ImageDataset(Dataset):
-    """Images (uint8 arrays or file paths) with labels and a torchvision transform.
+    """Images (uint8 arrays ``[N, H, W, C]`` or file paths) with labels, transformed in three stages.
 
+    ``prepare`` (deterministic PIL steps: channel conversion, resize, a test-set rotation), ``augment``
+    (random PIL steps, training only) and ``finish`` (to a float tensor, normalised with ``mean``/``std``).
+    The in-memory path reuses ``prepare`` once per image (see :meth:`pixels`) and does the rest on batches.
     Item ``i`` is ``(image, label)``, or ``(image, label, extra)`` when per-example transfer data is
     attached (row ``i`` of each array belongs to item ``i``).
     """
 
-    def __init__(self, images, labels, transform, eval_transform, num_classes: int, extra: dict | None = None):
-        self.images, self.labels = images, labels
-        self.transform, self.eval_transform = transform, eval_transform
-        self.num_classes = num_classes
+    def __init__(self, images, labels, num_classes: int, prepare: list, augment: list, mean, std,
+                 extra: dict | None = None):
+        self.images, self.labels, self.num_classes = images, labels, num_classes
+        self.prepare, self.augment = list(prepare), list(augment)
+        self.mean, self.std = mean, std  # None: no normalisation
         self.extra = extra or {}
+        self.transform = _compose(self.prepare + self.augment + _finish_steps(mean, std))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -64,31 +69,53 @@ class ImageDataset(Dataset):
         return item
 
     def without_augmentation(self) -> "ImageDataset":
-        return ImageDataset(self.images, self.labels, self.eval_transform, self.eval_transform, self.num_classes,
-                            self.extra)
+        return self.with_steps(prepare=self.prepare, augment=[])
+
+    def with_steps(self, prepare: list, augment: list, extra: dict | None = None) -> "ImageDataset":
+        return ImageDataset(self.images, self.labels, self.num_classes, prepare, augment, self.mean, self.std,
+                            self.extra if extra is None else extra)
+
+    def pixels(self) -> torch.Tensor:
+        """All prepared images as one uint8 tensor ``[N, C, H, W]`` (exactly what ``ToTensor`` would scale)."""
+        if not self.prepare and isinstance(self.images, np.ndarray):  # nothing to do per image: one copy
+            return torch.from_numpy(np.ascontiguousarray(self.images)).permute(0, 3, 1, 2).contiguous()
+        from torchvision.transforms import PILToTensor
+
+        to_tensor, prepare = PILToTensor(), _compose(self.prepare)
+        return torch.stack([to_tensor(prepare(self.image(i))) for i in range(len(self))])
 
 
-def _transforms(cfg: ImageDatasetConfig, mean, std, train: bool):
+def _compose(steps):
     from torchvision import transforms as T
 
-    steps = []
-    if cfg.channels == 1:
-        steps.append(T.Grayscale(1))
-    elif cfg.channels == 3:
-        steps.append(T.Lambda(lambda im: im.convert("RGB")))
-    if cfg.input_height or cfg.input_width:
-        steps.append(T.Resize((cfg.input_height or cfg.input_width, cfg.input_width or cfg.input_height)))
-    if train and cfg.apply_augmentation:
-        steps += _augmentations(cfg)
-    steps.append(T.ToTensor())
-    if cfg.apply_normalization:
-        steps.append(T.Normalize(mean, std))
     return T.Compose(steps)
 
 
-def _augmentations(cfg):
+def _finish_steps(mean, std) -> list:
     from torchvision import transforms as T
 
+    return [T.ToTensor()] + ([T.Normalize(mean, std)] if mean is not None else [])
+
+
+def _prepare_steps(cfg: ImageDatasetConfig, native_channels: int) -> list:
+    """Channel conversion and resizing; empty when the images already fit (lets the in-memory path skip PIL)."""
+    from torchvision import transforms as T
+
+    steps = []
+    if cfg.channels == 1 and native_channels != 1:
+        steps.append(T.Grayscale(1))
+    elif cfg.channels == 3 and native_channels != 3:
+        steps.append(_ToRGB())
+    if cfg.input_height or cfg.input_width:
+        steps.append(T.Resize((cfg.input_height or cfg.input_width, cfg.input_width or cfg.input_height)))
+    return steps
+
+
+def _augment_steps(cfg: ImageDatasetConfig) -> list:
+    from torchvision import transforms as T
+
+    if not cfg.apply_augmentation:
+        return []
     steps = []
     if cfg.crop_padding:
         steps.append(_PaddedRandomCrop(cfg.crop_padding))
@@ -97,6 +124,22 @@ def _augmentations(cfg):
     if cfg.rotation:
         steps.append(T.RandomRotation(cfg.rotation))
     return steps
+
+
+# Small classes instead of lambdas: transforms must pickle for DataLoader workers (spawn/forkserver).
+class _ToRGB:
+    def __call__(self, image):
+        return image.convert("RGB")
+
+
+class _Rotate:
+    """Fixed rotation by ``angle`` degrees (counter-clockwise, same size, black corners)."""
+
+    def __init__(self, angle: float):
+        self.angle = angle
+
+    def __call__(self, image):
+        return image.rotate(self.angle)
 
 
 class _PaddedRandomCrop:
@@ -111,24 +154,33 @@ class _PaddedRandomCrop:
         return T.RandomCrop((image.height, image.width), padding=self.padding)(image)
 
 
+def _native_channels(images) -> int:
+    """Channels as stored: the last axis of an array; image files are opened as RGB."""
+    return int(images.shape[-1]) if isinstance(images, np.ndarray) else 3
+
+
 def _stats(cfg: ImageDatasetConfig, source: Source, train_idx: np.ndarray):
-    """Normalisation mean/std: the dataset's defaults or computed on the training split."""
+    """Normalisation mean/std (None when off): the dataset's defaults or computed on the training split."""
+    if not cfg.apply_normalization:
+        return None, None
     mean, std = source.mean, source.std
     if cfg.normalization == "computed":
-        if isinstance(source.train_images, list):
-            raise ConfigError("normalization='computed' needs an array dataset; give ImageFolder the default")
+        if not isinstance(source.train_images, np.ndarray):
+            raise ConfigError("normalization='computed' needs an array dataset; use normalization='default' "
+                              "for ImageFolder")
         pixels = source.train_images[train_idx].astype(np.float64) / 255
         mean, std = tuple(pixels.mean(axis=(0, 1, 2))), tuple(pixels.std(axis=(0, 1, 2)))
-    channels = cfg.channels or (1 if isinstance(source.train_images, np.ndarray) and source.train_images.shape[-1] == 1 else 3)
+    channels = cfg.channels or _native_channels(source.train_images)
     if len(mean) != channels:  # grayscale <-> RGB conversion: average or repeat the statistics
         mean, std = ((float(np.mean(mean)),) * channels, (float(np.mean(std)),) * channels)
-    return mean, std
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
 # -- the loader function ------------------------------------------------------------------------------
 def image_dataset_loader(seed: int, transfer_data: dict | None = None, **config) -> dict:
     """nnfabrik dataset function: ``{"train": {task: loader}, "validation": {...}, "test": {task: ..., extra sets}}``.
 
+    ``config`` holds the fields of :class:`~nntransfer.configs.ImageDatasetConfig` (``comment`` is ignored).
     ``transfer_data`` (from an earlier transfer step, not a config field) is ``{"train": {name: array}}``
     with one row per training example in canonical order (the order ``unshuffled`` yields); training
     batches then carry ``extra={name: rows of this batch}``.
@@ -139,36 +191,33 @@ def image_dataset_loader(seed: int, transfer_data: dict | None = None, **config)
     train_pool = select(source.train_labels, cfg.filter_classes, cfg.examples_per_class, seed)
     train_idx, valid_idx = split(train_pool, cfg.valid_size, seed)
     test_idx = select(source.test_labels, cfg.filter_classes, cfg.examples_per_class, seed)
+    if len(train_idx) == 0:
+        raise ConfigError(f"no training examples left after filter_classes={cfg.filter_classes}, "
+                          f"examples_per_class={cfg.examples_per_class}, valid_size={cfg.valid_size}")
     mean, std = _stats(cfg, source, train_idx)
     relabel = _relabeller(cfg)
     extra = _transfer_rows(transfer_data, len(train_idx))
-
-    def part(images, labels, idx):
-        picked = [images[i] for i in idx] if isinstance(images, list) else images[idx]
-        return picked, relabel(labels[idx])
-
-    train_tf, eval_tf = _transforms(cfg, mean, std, train=True), _transforms(cfg, mean, std, train=False)
     num_classes = len(cfg.filter_classes) if cfg.relabel and cfg.filter_classes else source.num_classes
+    prepare = _prepare_steps(cfg, _native_channels(source.train_images))
+
+    def dataset(images, labels, idx, augment=(), extra=None):
+        picked = [images[i] for i in idx] if isinstance(images, list) else images[idx]
+        return ImageDataset(picked, relabel(labels[idx]), num_classes, prepare, list(augment), mean, std, extra)
+
     splits = {
-        "train": (ImageDataset(*part(source.train_images, source.train_labels, train_idx), train_tf, eval_tf,
-                               num_classes, extra), True),
-        "validation": (ImageDataset(*part(source.train_images, source.train_labels, valid_idx), eval_tf, eval_tf,
-                                    num_classes), False),
-        "test": (ImageDataset(*part(source.test_images, source.test_labels, test_idx), eval_tf, eval_tf,
-                              num_classes), False),
+        "train": dataset(source.train_images, source.train_labels, train_idx, _augment_steps(cfg), extra),
+        "validation": dataset(source.train_images, source.train_labels, valid_idx),
+        "test": dataset(source.test_images, source.test_labels, test_idx),
     }
-    if len(splits["train"][0]) == 0:
-        raise ConfigError(f"no training examples left after filter_classes={cfg.filter_classes}")
-    loaders = {name: {cfg.task_key: _loader(cfg, ds, train=is_train, seed=seed, mean=mean, std=std)}
-               for name, (ds, is_train) in splits.items()}
-    for key, dataset in _extra_test_sets(cfg, splits["test"][0], relabel, seed, eval_tf).items():
-        loaders["test"][key] = _loader(cfg, dataset, train=False, seed=seed, mean=mean, std=std)
+    loaders = {name: {cfg.task_key: _loader(cfg, ds, train=name == "train")} for name, ds in splits.items()}
+    for key, ds in _extra_test_sets(cfg, splits["test"], relabel, seed).items():
+        loaders["test"][key] = _loader(cfg, ds, train=False)
     return loaders
 
 
 def _relabeller(cfg):
     if not (cfg.relabel and cfg.filter_classes):
-        return lambda labels: labels
+        return lambda labels: np.asarray(labels, dtype=np.int64)
     mapping = {c: i for i, c in enumerate(cfg.filter_classes)}
     return lambda labels: np.asarray([mapping[int(y)] for y in labels], dtype=np.int64)
 
@@ -176,59 +225,71 @@ def _relabeller(cfg):
 def _transfer_rows(transfer_data: dict | None, n_train: int) -> dict:
     if not transfer_data:
         return {}
+    unknown = set(transfer_data) - {"train"}
+    if unknown:
+        raise ConfigError(f"transfer_data has split(s) {sorted(unknown)}; only 'train' is supported")
     rows = {name: np.asarray(array) for name, array in transfer_data.get("train", {}).items()}
     for name, array in rows.items():
-        if len(array) != n_train:
+        if array.ndim == 0 or len(array) != n_train:
             raise ConfigError(
-                f"transfer data {name!r} has {len(array)} rows but the training split has {n_train} examples: "
-                "the step that produced it used a different dataset split (filters, valid_size or seed)"
+                f"transfer data {name!r} has {len(array) if array.ndim else 0} rows but the training split has "
+                f"{n_train} examples: the step that produced it used a different dataset split "
+                "(filter_classes, examples_per_class, valid_size or seed); use the same ones"
             )
     return rows
 
 
-def _loader(cfg: ImageDatasetConfig, dataset: ImageDataset, train: bool, seed: int, mean, std):
+def _loader(cfg: ImageDatasetConfig, dataset: ImageDataset, train: bool):
     if cfg.in_memory:
-        return InMemoryLoader.from_dataset(dataset, cfg, train=train, mean=mean, std=std)
+        return InMemoryLoader.from_dataset(dataset, cfg, train=train)
     return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=train and cfg.shuffle,
                       num_workers=cfg.num_workers, pin_memory=cfg.pin_memory)
 
 
-def _extra_test_sets(cfg: ImageDatasetConfig, test: ImageDataset, relabel, seed: int, eval_tf) -> dict:
-    from torchvision import transforms as T
-
+def _extra_test_sets(cfg: ImageDatasetConfig, test: ImageDataset, relabel, seed: int) -> dict:
+    """Rotated copies of the test set and one test set per corruption file, filtered like the test split."""
     extra = {}
     for angle in cfg.test_rotations:
-        rotated = T.Compose([T.Lambda(lambda im, a=angle: im.rotate(a))] + list(eval_tf.transforms))
-        extra[f"{cfg.task_key}_rotated_{angle:g}"] = ImageDataset(test.images, test.labels, rotated, rotated,
-                                                                  test.num_classes)
+        extra[f"{cfg.task_key}_rotated_{angle:g}"] = test.with_steps(prepare=[_Rotate(angle)] + test.prepare,
+                                                                     augment=[])
     if cfg.corrupted_test_dir:
         root = Path(cfg.corrupted_test_dir)
         labels_file = root / "labels.npy"
         if not labels_file.exists():
-            raise ConfigError(f"corrupted_test_dir {root.resolve()} needs labels.npy next to the <corruption>.npy files")
+            raise ConfigError(f"corrupted_test_dir {root.resolve()} needs labels.npy next to the <corruption>.npy "
+                              "files (uint8 images [N, H, W, C] or [N, H, W])")
         labels = np.load(labels_file)
-        for file in sorted(root.glob("*.npy")):
-            if file.name == "labels.npy":
-                continue
+        files = [f for f in sorted(root.glob("*.npy")) if f.name != "labels.npy"]
+        if not files:
+            raise ConfigError(f"corrupted_test_dir {root.resolve()} has no <corruption>.npy files besides labels.npy")
+        for file in files:
             images, ys = np.load(file), labels
+            if images.ndim == 3:  # grayscale stored without a channel axis
+                images = images[..., None]
             if cfg.corruption_severity is not None:  # files hold severities 1..5 one after another
                 n = len(images) // 5
                 chunk = slice((cfg.corruption_severity - 1) * n, cfg.corruption_severity * n)
                 images = images[chunk]
                 ys = ys[chunk] if len(ys) == 5 * n else ys
+            if len(ys) != len(images):
+                raise ConfigError(f"{file} has {len(images)} images but labels.npy gives {len(ys)} labels")
             keep = select(ys, cfg.filter_classes, cfg.examples_per_class, seed)
-            extra[f"{cfg.task_key}_{file.stem}"] = ImageDataset(images[keep], relabel(ys[keep]), eval_tf, eval_tf,
-                                                               test.num_classes)
+            extra[f"{cfg.task_key}_{file.stem}"] = ImageDataset(
+                images[keep], relabel(ys[keep]), test.num_classes, test.prepare, [], test.mean, test.std)
     return extra
 
 
 def unshuffled(loader):
-    """Batches of ``loader``'s split in canonical order, without augmentation or shuffling."""
+    """Batches of ``loader``'s split in canonical order, without augmentation or shuffling.
+
+    Same batch format as the loader (with the ``extra`` dict when it carries transfer data).
+    """
     if isinstance(loader, InMemoryLoader):
         return loader.unshuffled()
     if isinstance(loader, DataLoader):
         dataset = loader.dataset
         if isinstance(dataset, ImageDataset):
             dataset = dataset.without_augmentation()
-        return DataLoader(dataset, batch_size=loader.batch_size or 1, shuffle=False, num_workers=loader.num_workers)
+        return DataLoader(dataset, batch_size=loader.batch_size or 1, shuffle=False, num_workers=loader.num_workers,
+                          pin_memory=loader.pin_memory)
     raise TypeError(f"cannot iterate a {type(loader).__name__} in canonical order; use a DataLoader or InMemoryLoader")
