@@ -1,9 +1,9 @@
 """Populate scaling: 20 tiny experiments with 1 worker vs 2 workers, and per-experiment overhead.
 
-Run: python benchmarks/populate_scaling.py [--experiments 20] [--work 0.5]
+Run: python benchmarks/populate_scaling.py [--experiments 20] [--steps 1500]
 
-Each experiment trains a small MLP on CPU for about ``--work`` seconds (real compute, one thread per
-worker). Overhead per experiment = (wall time with 1 worker - summed training time) / experiments:
+Each experiment trains a small MLP on CPU for a fixed number of optimizer steps (``--steps``, about
+half a second of compute; the same work whatever the number of workers). Overhead per experiment = (wall time with 1 worker - summed training time) / experiments:
 everything nntransfer and DataJoint add (job reservation, fetching configs, building, storing
 results and model state). Uses its own temporary embedded database.
 """
@@ -36,16 +36,17 @@ def bench_model(dataloaders, seed, **_):
     return torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 2))
 
 
-def bench_trainer(model, dataloaders, seed, uid=None, cb=None, checkpoints=None, work=0.5, **_):
+def bench_trainer(model, dataloaders, seed, uid=None, cb=None, checkpoints=None, steps=1500, **_):
+    import itertools
+
     import torch
 
     start = time.perf_counter()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    while time.perf_counter() - start < work:
-        for x, y in dataloaders["train"]["t"]:
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
+    for x, y in itertools.islice(itertools.cycle(dataloaders["train"]["t"]), steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
     seconds = time.perf_counter() - start
     return 0.0, {"train_seconds": seconds}, model.state_dict()
 
@@ -53,7 +54,8 @@ def bench_trainer(model, dataloaders, seed, uid=None, cb=None, checkpoints=None,
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", type=int, default=20)
-    parser.add_argument("--work", type=float, default=0.5, help="training seconds per experiment")
+    parser.add_argument("--rounds", type=int, default=5, help="measured rounds per worker count (alternating)")
+    parser.add_argument("--steps", type=int, default=1500, help="optimizer steps per experiment")
     args = parser.parse_args()
 
     home = tempfile.mkdtemp(prefix="nntransfer-bench-")
@@ -73,14 +75,14 @@ def main():
 
     class Train(TrainerConfig):
         fn = "populate_scaling.bench_trainer"
-        work: float = 0.5
+        steps: int = 1500
         round: int = 0  # a new value gives a fresh set of keys for each measured run
 
     try:
         results = {}
         # round 0 warms up (starts the database, declares tables, starts the worker fork server)
-        for rnd, workers in enumerate([2, 1, 2, 1, 2, 1, 2]):
-            experiments = {Description(f"b{i}", i): Experiment(Data(), Net(), Train(work=args.work, round=rnd), i)
+        for rnd, workers in enumerate([2] + [1, 2] * args.rounds):
+            experiments = {Description(f"b{i}", i): Experiment(Data(), Net(), Train(steps=args.steps, round=rnd), i)
                            for i in range(args.experiments)}
             start = time.perf_counter()
             run(experiments, workers=workers, quiet=True)
