@@ -181,7 +181,7 @@ def test_in_memory_path_yields_the_same_samples_per_epoch():
     a, b = epoch_samples(standard), epoch_samples(fast)
     assert len(a) == len(b)
     for (xa, ya), (xb, yb) in zip(a, b):
-        assert ya == yb and np.allclose(xa, xb, atol=1e-6)
+        assert ya == yb and np.allclose(xa, xb, atol=1e-5)
     torch.manual_seed(0)
     first = [batch[1].tolist() for batch in fast]
     torch.manual_seed(1)
@@ -219,3 +219,98 @@ def test_transfer_data_rows_follow_their_samples(in_memory):
     assert seen == len(canonical)
     with pytest.raises(ConfigError, match="has 3 rows but the training split has"):
         image_dataset_loader(transfer_data={"train": {"logits": np.zeros((3, 1))}}, **base)
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_transfer_data_follows_samples_when_shuffled_and_augmented(in_memory):
+    base = dict(seed=2, dataset_cls="digits", batch_size=32, in_memory=in_memory)
+    canonical_labels = all_labels(image_dataset_loader(**base)["train"][TASK])
+    index = np.arange(len(canonical_labels))  # row i = position of sample i in canonical order
+    train = image_dataset_loader(transfer_data={"train": {"index": index}}, apply_augmentation=True, rotation=10,
+                                 **base)["train"][TASK]
+    seen = []
+    for _, y, extra in train:
+        assert torch.equal(canonical_labels[extra["index"]], y)
+        seen += extra["index"].tolist()
+    assert sorted(seen) == index.tolist() and seen != index.tolist()  # every row once, shuffled
+    unshuffled_rows = torch.cat([extra["index"] for _, _, extra in unshuffled(train)])
+    assert unshuffled_rows.tolist() == index.tolist()
+
+
+def test_unshuffled_is_canonical_and_unaugmented_on_both_paths():
+    base = dict(seed=4, dataset_cls="digits", batch_size=64, apply_augmentation=True, rotation=15)
+    standard = image_dataset_loader(**base)["train"][TASK]
+    fast = image_dataset_loader(in_memory=True, **base)["train"][TASK]
+    first = torch.cat([x for x, _ in unshuffled(standard)])
+    assert torch.equal(first, torch.cat([x for x, _ in unshuffled(standard)]))  # no randomness left
+    torch.testing.assert_close(torch.cat([x for x, _ in unshuffled(fast)]), first, atol=1e-5, rtol=0)
+    assert torch.equal(torch.cat([y for _, y in unshuffled(fast)]), all_labels(standard))
+    augmented = torch.cat([x for x, _ in standard])
+    assert augmented.shape == first.shape and not torch.equal(augmented, first)
+
+
+def test_in_memory_crops_pad_with_black_like_random_crop():
+    base = dict(seed=1, dataset_cls="digits", in_memory=True, batch_size=64)
+    canonical = torch.cat([x for x, _ in unshuffled(image_dataset_loader(**base)["train"][TASK])])
+    index = np.arange(len(canonical))
+    loader = image_dataset_loader(transfer_data={"train": {"index": index}}, apply_augmentation=True, crop_padding=3,
+                                  **base)["train"][TASK]
+    black = (0 - 0.2656) / 0.3853  # digits' normalisation of a 0 pixel, what RandomCrop's zero padding becomes
+    torch.manual_seed(0)
+    x, _, extra = next(iter(loader))
+    padded = torch.nn.functional.pad(canonical[extra["index"]], (3, 3, 3, 3), value=black)
+    for out, source in zip(x, padded):
+        windows = [source[:, dy:dy + 8, dx:dx + 8] for dy in range(7) for dx in range(7)]
+        assert any(torch.allclose(out, w, atol=1e-5) or torch.allclose(out, w.flip(2), atol=1e-5) for w in windows)
+
+
+def test_channel_conversion_resize_and_computed_normalisation(tmp_path, skip_md5):
+    write_idx(tmp_path, "MNIST")
+    write_cifar(tmp_path, 10)
+    for in_memory in (False, True):
+        rgb = image_dataset_loader(seed=1, dataset_cls="MNIST", data_dir=str(tmp_path), channels=3, input_width=16,
+                                   input_height=12, in_memory=in_memory, batch_size=5)
+        assert next(iter(rgb["test"][TASK]))[0].shape == (5, 3, 12, 16)
+        gray = image_dataset_loader(seed=1, dataset_cls="CIFAR10", data_dir=str(tmp_path), channels=1,
+                                    in_memory=in_memory, batch_size=5)
+        assert next(iter(gray["test"][TASK]))[0].shape == (5, 1, 32, 32)
+    computed = image_dataset_loader(seed=1, dataset_cls="CIFAR10", data_dir=str(tmp_path), normalization="computed",
+                                    valid_size=0.0, batch_size=50)
+    x = next(iter(computed["train"][TASK]))[0]
+    torch.testing.assert_close(x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4, rtol=0)
+    torch.testing.assert_close(x.std(dim=(0, 2, 3), unbiased=False), torch.ones(3), atol=1e-3, rtol=0)
+    raw = image_dataset_loader(seed=1, dataset_cls="CIFAR10", data_dir=str(tmp_path), apply_normalization=False)
+    x = next(iter(raw["test"][TASK]))[0]
+    assert x.min() >= 0 and x.max() <= 1 and x.max() > 0.9
+
+
+def test_image_folder_in_memory_matches_the_dataloader(tmp_path):
+    write_image_folder(tmp_path)
+    common = dict(seed=1, dataset_cls="ImageFolder", data_dir=str(tmp_path), valid_size=0.0, batch_size=7)
+    standard = image_dataset_loader(**common)["test"][TASK]
+    fast = image_dataset_loader(in_memory=True, **common)["test"][TASK]
+    assert len(fast) == len(standard) == 3 and len(fast.dataset) == 18
+    for (xa, ya), (xb, yb) in zip(standard, fast):
+        torch.testing.assert_close(xa, xb, atol=1e-5, rtol=0)
+        assert torch.equal(ya, yb)
+
+
+def test_datasets_pickle_for_worker_processes():
+    import pickle
+
+    loaders = image_dataset_loader(seed=1, dataset_cls="digits", channels=3, apply_augmentation=True, rotation=5,
+                                   test_rotations=[45])
+    for loader in (loaders["train"][TASK], loaders["test"][f"{TASK}_rotated_45"]):
+        copy = pickle.loads(pickle.dumps(loader.dataset))
+        assert copy[0][0].shape == (3, 8, 8) and len(copy) == len(loader.dataset)
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="corruption_severity must be 1..5"):
+        image_dataset_loader(seed=1, corruption_severity=7)
+    with pytest.raises(ConfigError, match="filter_classes must be a non-empty list"):
+        image_dataset_loader(seed=1, filter_classes=[])
+    with pytest.raises(ConfigError, match="no training examples left"):
+        image_dataset_loader(seed=1, filter_classes=[42])
+    with pytest.raises(ConfigError, match="has no field 'batchsize'; did you mean 'batch_size'"):
+        image_dataset_loader(seed=1, batchsize=3)

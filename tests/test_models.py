@@ -83,3 +83,25 @@ def test_torchvision_models_by_name_and_local_weights(tmp_path):
         classification_model_builder(DIGITS, seed=1, type="torchvision.resnet18")
     with pytest.raises(ConfigError, match="unknown model type"):
         classification_model_builder(DIGITS, seed=1, type="lenet6")
+
+
+def test_more_documented_shapes_and_options(tmp_path):
+    loaders = rgb32()
+    vgg = classification_model_builder(loaders, seed=1, type="vgg11_bn", dropout=0.3)
+    with capture(vgg, ["features", "avgpool", "classifier.1"]) as reps:
+        out = vgg(torch.randn(2, 3, 32, 32))
+    assert reps["features"].shape == (2, 512, 1, 1) and reps["avgpool"].shape == (2, 512, 1, 1)
+    assert reps["classifier.1"].shape == (2, 512) and out.shape == (2, 7)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in vgg.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d)
+                   for m in classification_model_builder(loaders, seed=1, type="vgg11").modules())
+    mlp = classification_model_builder(DIGITS, seed=1, type="mlp", hidden_sizes=[32, 16])
+    with capture(mlp, ["1", "4"]) as reps:
+        mlp(torch.randn(3, 1, 8, 8))
+    assert reps["1"].shape == (3, 32) and reps["4"].shape == (3, 16)
+    imagenet_stem = classification_model_builder(loaders, seed=1, type="resnet18", cifar_stem=False)
+    with capture(imagenet_stem, ["layer1", "layer4"]) as reps:
+        imagenet_stem(torch.randn(2, 3, 64, 64))  # adaptive pooling: a larger input still works
+    assert reps["layer1"].shape == (2, 64, 16, 16) and reps["layer4"].shape == (2, 512, 2, 2)
+    with pytest.raises(ConfigError, match="weights_path .* does not exist"):
+        classification_model_builder(loaders, seed=1, type="torchvision.resnet18", weights_path=str(tmp_path / "no.pt"))

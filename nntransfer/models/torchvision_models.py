@@ -1,4 +1,6 @@
 """Any torchvision classification model by name (``type="torchvision.<name>"``); weights only from a local file."""
+import os
+
 import torch
 import torchvision
 from torch import nn
@@ -15,9 +17,16 @@ def build(name: str, info, cfg) -> nn.Module:
                           "set channels=3 in the dataset config")
     if cfg.weights_path is None:
         return torchvision.models.get_model(name, weights=None, num_classes=info.num_classes)
+    if not os.path.isfile(cfg.weights_path):
+        raise ConfigError(f"weights_path {os.path.abspath(cfg.weights_path)} does not exist: save a state dict there "
+                          f"(e.g. torch.save(torchvision.models.{name}(weights=...).state_dict(), path) on a "
+                          "machine with network) or set weights_path=None for random initialisation")
     model = torchvision.models.get_model(name, weights=None)
     state = torch.load(cfg.weights_path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ConfigError(f"{cfg.weights_path} does not fit torchvision.{name}: {err}") from None
     _replace_head(model, info.num_classes)
     return model
 
