@@ -63,3 +63,18 @@ def test_data_transfer_hands_step_0_logits_to_step_1_loader(clean_db):
         received = (TT & tex.get_restrictions(level)).fetch1("output")["received_transfer_data"]
         np.testing.assert_array_equal(received, produced)  # one epoch, unshuffled: exactly the stored rows
     assert len(TT.TransferData()) == 1
+
+
+def test_recipe_views_tell_what_changed_between_steps(clean_db):
+    from nntransfer.recipes import fill_tables
+
+    base = Experiment(ToyData(), ToyModel(), ToyTrainer(max_iter=1), 1)
+    new_data = Experiment(ToyData(n=32), ToyModel(), ToyTrainer(max_iter=1), 1)
+    new_trainer = Experiment(ToyData(n=32), ToyModel(), ToyTrainer(max_iter=2), 1)
+    tex = TransferExperiment([base, new_data, new_trainer])
+    fill_tables({Description("views", 1): tex})
+    steps = lambda view: sorted(k["transfer_step"] for k in view.keys())  # noqa: E731
+    assert steps(clean_db.DatasetTransferRecipe()) == [1]
+    assert steps(clean_db.TrainerTransferRecipe()) == [2]
+    assert steps(clean_db.ModelTransferRecipe()) == []
+    assert len(clean_db.TransferData()) == 0

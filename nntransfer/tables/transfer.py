@@ -130,3 +130,28 @@ class TransferredTrainedModel(TrainedModelBase, dj.Computed):
     def insert_extra(self, key, transfer_data) -> None:
         if transfer_data is not None:
             self.TransferData.insert1(dict(key, transfer_data=transfer_data))
+
+
+TransferData = TransferredTrainedModel.TransferData
+
+
+# nnfabrik keeps one recipe table per kind of change between steps. Here every step stores its full key
+# and its predecessor's, so those kinds are views of the one recipe table (named like nnfabrik's tables).
+def _changed_only(*parts: str):
+    same = [f"{p}_{a} = prev_{p}_{a}" for p in ("dataset", "model", "trainer") if p not in parts for a in ("fn", "hash")]
+    return TrainedModelTransferRecipe() & "transfer_step > 0" & dj.AndList(same)
+
+
+def DatasetTransferRecipe():  # noqa: N802 - named like the nnfabrik table it stands for
+    """Transfer steps that change the dataset and keep model and trainer."""
+    return _changed_only("dataset")
+
+
+def ModelTransferRecipe():  # noqa: N802
+    """Transfer steps that change the model and keep dataset and trainer."""
+    return _changed_only("model")
+
+
+def TrainerTransferRecipe():  # noqa: N802
+    """Transfer steps that change the trainer and keep dataset and model."""
+    return _changed_only("trainer")
