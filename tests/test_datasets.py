@@ -314,3 +314,23 @@ def test_config_errors_name_the_field():
         image_dataset_loader(seed=1, filter_classes=[42])
     with pytest.raises(ConfigError, match="has no field 'batchsize'; did you mean 'batch_size'"):
         image_dataset_loader(seed=1, batchsize=3)
+
+
+def test_image_folder_in_tiny_imagenet_layout(tmp_path):
+    rng = np.random.RandomState(0)
+    wnids = ["n01443537", "n01629819"]
+    for wnid in wnids:
+        (tmp_path / "train" / wnid / "images").mkdir(parents=True)
+        (tmp_path / "train" / wnid / f"{wnid}_boxes.txt").write_text("")  # not an image: ignored
+        for i in range(4):
+            Image.fromarray(rng.randint(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+                tmp_path / "train" / wnid / "images" / f"{wnid}_{i}.JPEG")
+    (tmp_path / "val" / "images").mkdir(parents=True)
+    lines = []
+    for i in range(5):
+        Image.fromarray(rng.randint(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "val" / "images" / f"val_{i}.JPEG")
+        lines.append(f"val_{i}.JPEG\t{wnids[i % 2]}\t0\t0\t8\t8")
+    (tmp_path / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    loaders = image_dataset_loader(seed=1, dataset_cls="ImageFolder", data_dir=str(tmp_path), valid_size=0.25)
+    assert sizes(loaders) == {"train": {TASK: 6}, "validation": {TASK: 2}, "test": {TASK: 5}}
+    assert all_labels(loaders["test"][TASK]).tolist() == [0, 1, 0, 1, 0]

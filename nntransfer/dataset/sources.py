@@ -120,18 +120,42 @@ def svhn(data_dir: str, download: bool) -> Source:
 
 @register_source("ImageFolder")
 def image_folder(data_dir: str, download: bool) -> Source:
-    """``data_dir/train/<class>/*.png`` and ``data_dir/val/<class>/...`` (or ``test/``), TinyImageNet-style."""
+    """``data_dir/train/<class>/...`` and ``data_dir/val/<class>/...`` (or ``test/``) image files.
+
+    TinyImageNet's own layout works as is: ``train/<wnid>/images/*.JPEG`` (files are found recursively) and
+    ``val/images/*.JPEG`` labelled by ``val/val_annotations.txt`` (``file<TAB>wnid<TAB>...`` per line).
+    """
     import torchvision
 
     root = Path(data_dir)
     test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
     if not (root / "train").is_dir() or test_dir is None:
-        raise ConfigError(f"ImageFolder needs {root.resolve()}/train/<class>/... and {root.resolve()}/val (or test)/<class>/...")
+        raise ConfigError(f"ImageFolder needs {root.resolve()}/train/<class>/... and {root.resolve()}/val (or "
+                          "test)/<class>/... image files; point data_dir at that folder")
     train = torchvision.datasets.ImageFolder(str(root / "train"))
-    test = torchvision.datasets.ImageFolder(str(test_dir))
-    if test.class_to_idx != train.class_to_idx:
-        raise ConfigError(f"ImageFolder: the classes of {test_dir} differ from those of {root / 'train'}")
-    paths = lambda ds: [p for p, _ in ds.samples]  # noqa: E731
-    labels = lambda ds: np.asarray([y for _, y in ds.samples], dtype=np.int64)  # noqa: E731
-    return Source(paths(train), labels(train), paths(test), labels(test), len(train.classes),
+    train_labels = np.asarray([y for _, y in train.samples], dtype=np.int64)
+    annotations = test_dir / "val_annotations.txt"
+    if annotations.exists():
+        test_paths, test_labels = _annotated(test_dir, annotations, train.class_to_idx)
+    else:
+        test = torchvision.datasets.ImageFolder(str(test_dir))
+        if test.class_to_idx != train.class_to_idx:
+            raise ConfigError(f"ImageFolder: the classes of {test_dir} differ from those of {root / 'train'}")
+        test_paths, test_labels = [p for p, _ in test.samples], np.asarray([y for _, y in test.samples], np.int64)
+    return Source([p for p, _ in train.samples], train_labels, test_paths, test_labels, len(train.classes),
                   *NORMALIZATION["ImageFolder"])
+
+
+def _annotated(folder: Path, annotations: Path, class_to_idx: dict) -> tuple[list[str], np.ndarray]:
+    """TinyImageNet validation images: ``images/<file>`` with its class in ``val_annotations.txt``."""
+    paths, labels = [], []
+    for line in annotations.read_text().splitlines():
+        if not line.strip():
+            continue
+        file, wnid = line.split("\t")[:2]
+        if wnid not in class_to_idx:
+            raise ConfigError(f"{annotations}: class {wnid!r} of {file} has no folder under train/")
+        image = folder / "images" / file
+        paths.append(str(image if image.exists() else folder / file))
+        labels.append(class_to_idx[wnid])
+    return paths, np.asarray(labels, dtype=np.int64)

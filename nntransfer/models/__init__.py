@@ -7,13 +7,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..configs.errors import ConfigError
 from ..configs.model import ModelConfig
-from .registry import MODELS, DataInfo, data_info, register_model
+from .registry import MODEL_FAMILIES, MODELS, DataInfo, data_info, register_model, register_model_family, resolve
 from .representations import capture, layer_names
 
-# One line per architecture family (importing a module registers its builders).
-from . import lenet, mlp, resnet, torchvision_models, vgg  # noqa: E402,F401
+# The registry: one line per architecture family (importing a module registers its builders).
+from . import lenet  # noqa: E402,F401
+from . import mlp  # noqa: E402,F401
+from . import resnet  # noqa: E402,F401
+from . import vgg  # noqa: E402,F401
+from . import torchvision_models  # noqa: E402,F401  (type="torchvision.<name>")
 
 
 def classification_model_builder(dataloaders: dict, seed: int, **config) -> nn.Module:
@@ -21,14 +24,10 @@ def classification_model_builder(dataloaders: dict, seed: int, **config) -> nn.M
     config.pop("comment", None)
     cfg = ModelConfig(**config)
     info = data_info(dataloaders)
-    torch.manual_seed(seed)
-    if cfg.type.startswith("torchvision."):
-        return torchvision_models.build(cfg.type.removeprefix("torchvision."), info, cfg)
-    if cfg.type not in MODELS:
-        raise ConfigError(f"unknown model type {cfg.type!r}; registered: {', '.join(sorted(MODELS))}, "
-                          "or torchvision.<name>")
-    return MODELS[cfg.type](info, cfg)
+    build = resolve(cfg.type)
+    torch.manual_seed(seed)  # the same seed gives the same initial weights
+    return build(info, cfg)
 
 
-__all__ = ["MODELS", "DataInfo", "capture", "classification_model_builder", "data_info", "layer_names",
-           "register_model"]
+__all__ = ["MODELS", "MODEL_FAMILIES", "DataInfo", "capture", "classification_model_builder", "data_info",
+           "layer_names", "register_model", "register_model_family", "resolve"]

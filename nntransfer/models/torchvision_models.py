@@ -6,9 +6,12 @@ import torchvision
 from torch import nn
 
 from ..configs.errors import ConfigError
+from .registry import register_model_family
 
 
+@register_model_family("torchvision.")
 def build(name: str, info, cfg) -> nn.Module:
+    """``torchvision.models.<name>`` with the data's number of classes; ``weights_path``: a local state dict."""
     available = torchvision.models.list_models(module=torchvision.models)
     if name not in available:
         raise ConfigError(f"torchvision has no classification model {name!r}; e.g. {', '.join(available[:8])}, …")
