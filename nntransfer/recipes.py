@@ -7,9 +7,11 @@ so any number of workers, local or on a cluster, can share the same plan.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import runpy
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,14 +253,36 @@ def work(targets: list[Target], poll: float = 1.0, timeout: float | None = None)
     return {"trained": trained, "errors": errors}
 
 
-def _worker_process(targets: list[Target], threads: int, poll: float) -> None:
+def _worker_process(targets: list[Target], threads: int, poll: float, recipe: str | None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    if recipe is not None:
+        load_recipe(recipe)  # registers what the recipe defines (e.g. its main-loop modules)
     work(targets, poll=poll)
 
 
-def run_workers(targets: list[Target], workers: int, poll: float = 0.2) -> None:
+@contextlib.contextmanager
+def _children_skip_main():
+    """Start children without re-running ``__main__``.
+
+    multiprocessing re-imports the parent's main script in every child; a script that calls ``run()`` at
+    top level without an ``if __name__ == "__main__":`` guard would then start workers recursively.
+    The children only need nntransfer and the plan, so hide the script while they start.
+    """
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+    try:
+        if main is not None:
+            main.__dict__.pop("__file__", None)
+            main.__spec__ = None
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.update(saved)
+
+
+def run_workers(targets: list[Target], workers: int, poll: float = 0.2, recipe: str | None = None) -> None:
     """Train with ``workers`` local processes sharing the database, each with its share of the cores.
 
     This process is one of them. The others come from a fork server that has torch and the table
@@ -273,10 +297,11 @@ def run_workers(targets: list[Target], workers: int, poll: float = 0.2) -> None:
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "nntransfer.tables.trained_model", "nntransfer.tables.transfer"])
-    procs = [ctx.Process(target=_worker_process, args=(targets, threads, poll), name=f"nntransfer-worker-{i}")
+    procs = [ctx.Process(target=_worker_process, args=(targets, threads, poll, recipe), name=f"nntransfer-worker-{i}")
              for i in range(1, workers)]
-    for p in procs:
-        p.start()
+    with _children_skip_main():
+        for p in procs:
+            p.start()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

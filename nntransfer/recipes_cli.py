@@ -48,7 +48,7 @@ def _run(args) -> int:
     if args.workers <= 1:
         work(targets)
     else:
-        run_workers(targets, args.workers)
+        run_workers(targets, args.workers, recipe=str(args.recipe))
     rows = summary(targets)
     print(format_table(rows))
     if len({r["name"] for r in rows}) > 1:

@@ -217,3 +217,31 @@ def test_every_command_has_help():
         out = subprocess.run([sys.executable, "-m", "nntransfer.cli", *args], capture_output=True, text=True,
                              timeout=60)
         assert out.returncode == 0 and "usage: nntransfer" in out.stdout, args
+
+
+def test_workers_see_main_loop_modules_defined_in_the_recipe(clean_db, tmp_path):
+    recipe = tmp_path / "custom_module.py"
+    recipe.write_text(textwrap.dedent("""
+        from nntransfer import Description, Experiment
+        from nntransfer.configs import ImageDatasetConfig, ModelConfig, TrainerConfig
+        from nntransfer.trainer import MainLoopModule, register_module
+
+        @register_module("CountBatches")
+        class CountBatches(MainLoopModule):
+            def post_forward(self, outputs, loss, targets, **shared):
+                self.log("img_classification", "counted", 1.0)
+                return outputs, loss, targets
+
+        experiments = {
+            Description(f"custom{seed}", seed): Experiment(
+                ImageDatasetConfig(dataset_cls="digits", batch_size=128), ModelConfig(type="mlp"),
+                TrainerConfig(max_iter=1, verbose=False, main_loop_modules=["CountBatches"]), seed)
+            for seed in (1, 2, 3)
+        }
+    """))
+    out = subprocess.run([sys.executable, "-m", "nntransfer.cli", "run", str(recipe), "--workers", "2"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    outputs = clean_db.TrainedModel().to_arrays("output")
+    assert len(outputs) == 3
+    assert all(o["tracker"]["log"]["Training"]["img_classification"]["counted"] for o in outputs)
