@@ -1,0 +1,112 @@
+"""Built-in main-loop modules: NoiseAugmentation, RepresentationMatching, RepresentationMonitor, ModelWrapper."""
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from nntransfer.trainer import MainLoopModule, register_module, trainer
+
+
+def data(n=64, batch_size=32, zeros=False):
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(n, 6) if zeros else torch.randn(n, 6, generator=g)
+    y = torch.arange(n) % 2
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size)
+    return {"train": {"t": loader}, "validation": {"t": loader}, "test": {"t": loader}}
+
+
+def net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 2))
+
+
+def fit(model=None, loaders=None, **config):
+    config = {"loss_functions": {"t": "CrossEntropyLoss"}, "verbose": False, "save_every_n": 0, "max_iter": 1, **config}
+    return trainer(model or net(), loaders or data(), seed=5, **config)
+
+
+SEEN = []
+
+
+@register_module("SeeInputs")
+class SeeInputs(MainLoopModule):
+    def pre_forward(self, model, inputs, task_key, shared_memory):
+        SEEN.append((self.mode, inputs.clone(), shared_memory.get("noise_std")))
+        return model, inputs
+
+
+def test_noise_augmentation_by_std_mixture_and_snr():
+    SEEN.clear()
+    fit(loaders=data(n=2048, batch_size=2048, zeros=True), main_loop_modules=["NoiseAugmentation", "SeeInputs"],
+        module_options={"NoiseAugmentation": {"std": 0.5}})
+    train = [x for mode, x, _ in SEEN if mode == "Training"][0]
+    assert train.std().item() == pytest.approx(0.5, rel=0.05)
+    assert all(x.abs().sum() == 0 for mode, x, _ in SEEN if mode != "Training")  # no noise in evaluation
+
+    SEEN.clear()
+    fit(loaders=data(n=2048, batch_size=2048, zeros=True), main_loop_modules=["NoiseAugmentation", "SeeInputs"],
+        module_options={"NoiseAugmentation": {"std": {0.0: 0.5, 1.0: 0.5}}})
+    _, x, std = [s for s in SEEN if s[0] == "Training"][0]
+    assert set(std.tolist()) == {0.0, 1.0}
+    assert torch.all(x[std == 0] == 0) and x[std == 1].std().item() == pytest.approx(1.0, rel=0.05)
+
+    SEEN.clear()
+    fit(loaders=data(n=512, batch_size=512), main_loop_modules=["NoiseAugmentation", "SeeInputs"],
+        module_options={"NoiseAugmentation": {"snr": 2.0}})
+    _, x, std = [s for s in SEEN if s[0] == "Training"][0]
+    clean = data(n=512)["train"]["t"].dataset.tensors[0]
+    torch.testing.assert_close(std, clean.std(dim=1) / 2.0)
+
+
+def test_evaluation_noise_is_seeded_so_scores_repeat():
+    options = {"main_loop_modules": ["NoiseAugmentation"], "module_options": {"NoiseAugmentation": {"std": 2.0, "in_eval": True}}}
+    a, out_a, _ = fit(**options)
+    b, out_b, _ = fit(**options)
+    assert a == b and out_a["test"] == out_b["test"]
+    # same training noise, evaluation without noise: only the evaluation differs
+    _, out_clean, state_clean = fit(main_loop_modules=["NoiseAugmentation"],
+                                    module_options={"NoiseAugmentation": {"std": 2.0, "in_eval": False}})
+    _, _, state_a = fit(**options)
+    assert all(torch.equal(state_a[k], state_clean[k]) for k in state_a)
+    assert out_a["test"]["t"]["loss"] != out_clean["test"]["t"]["loss"]
+
+
+def test_representation_matching_adds_a_logged_term_that_changes_training():
+    _, plain, plain_state = fit(max_iter=2)
+    _, matched, matched_state = fit(max_iter=2, main_loop_modules=["NoiseAugmentation", "RepresentationMatching"],
+                                    module_options={"NoiseAugmentation": {"std": 0.3},
+                                                    "RepresentationMatching": {"layer": "1", "weight": 5.0}})
+    term = matched["tracker"]["log"]["Training"]["t"]["representation_matching"]
+    assert len(term) == 4 and all(v > 0 for v in term)  # two batches per epoch, two epochs
+    assert not torch.equal(plain_state["0.weight"], matched_state["0.weight"])
+    with pytest.raises(ValueError, match="needs module_options"):
+        fit(main_loop_modules=["RepresentationMatching"])
+
+
+def test_representation_monitor_logs_statistics_of_the_layer():
+    model = net()
+    _, output, state = fit(model, main_loop_modules=["RepresentationMonitor"],
+                           module_options={"RepresentationMonitor": {"layers": ["1"]}}, restore_best=False)
+    logged = output["test"]["t"]
+    x = data()["test"]["t"].dataset.tensors[0]
+    with torch.no_grad():
+        rep = model[1](model[0](x))
+    assert logged["1/mean"] == pytest.approx(rep.mean().item(), rel=1e-5)
+    assert logged["1/sparsity"] == pytest.approx((rep == 0).float().mean().item(), rel=1e-5)
+    assert "1/mean" not in output["tracker"]["log"]["Training"]["t"]  # evaluation only by default
+
+
+class KeyedTupleNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = net()
+
+    def forward(self, x, data_key):
+        assert data_key == "t"
+        return x.mean(), self.body(x)
+
+
+def test_model_wrapper_passes_the_task_key_and_selects_the_logits():
+    score, output, _ = fit(KeyedTupleNet(), main_loop_modules=["ModelWrapper"],
+                           module_options={"ModelWrapper": {"task_key_argument": "data_key", "output": 1}})
+    assert 0 <= score <= 1 and "accuracy" in output["test"]["t"]
