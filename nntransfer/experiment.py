@@ -52,7 +52,25 @@ def set_path(cfg: BaseConfig, path: list[str], value: Any) -> BaseConfig:
     return cfg.replace(**{field_name: container})
 
 
-class Experiment:
+class _Serializable:
+    """JSON and equality on top of ``to_dict``/``from_dict``."""
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps(to_jsonable(self.to_dict()), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str):
+        import json
+
+        return cls.from_dict(from_jsonable(json.loads(text)))
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.to_dict() == other.to_dict()
+
+
+class Experiment(_Serializable):
     """One training run: ``Experiment(dataset_cfg, model_cfg, trainer_cfg, seed)``."""
 
     def __init__(self, dataset: DatasetConfig, model: ModelConfig, trainer: TrainerConfig, seed: int = 42):
@@ -117,25 +135,11 @@ class Experiment:
         parts = {part: _config_from_dict(data[part], base) for part, base in _PARTS.items()}
         return cls(parts["dataset"], parts["model"], parts["trainer"], data["seed"])
 
-    def to_json(self) -> str:
-        import json
-
-        return json.dumps(to_jsonable(self.to_dict()), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "Experiment":
-        import json
-
-        return cls.from_dict(from_jsonable(json.loads(text)))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Experiment) and self.to_dict() == other.to_dict()
-
     def __repr__(self) -> str:
         return f"Experiment({self.dataset!r}, {self.model!r}, {self.trainer!r}, seed={self.seed})"
 
 
-class TransferExperiment:
+class TransferExperiment(_Serializable):
     """A chain of experiments; step i starts from step i-1's trained parameters.
 
     Where ``trainer.data_transfer`` is set on a step, the data it generates (``output["transfer_data"]``)
@@ -202,20 +206,6 @@ class TransferExperiment:
     @classmethod
     def from_dict(cls, data: dict) -> "TransferExperiment":
         return cls([Experiment.from_dict(step) for step in data["steps"]])
-
-    def to_json(self) -> str:
-        import json
-
-        return json.dumps(to_jsonable(self.to_dict()), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "TransferExperiment":
-        import json
-
-        return cls.from_dict(from_jsonable(json.loads(text)))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, TransferExperiment) and self.to_dict() == other.to_dict()
 
     def __repr__(self) -> str:
         return f"TransferExperiment({self.experiments!r})"

@@ -113,18 +113,23 @@ def _plain(value):
     return value
 
 
+def _config_definition(name: str, what: str) -> str:
+    """nnfabrik's layout of the Dataset, Model and Trainer tables."""
+    return f"""
+    {name}_fn:                     varchar(128)   # import path of the {what}
+    {name}_hash:                   varchar(64)    # hash of the configuration
+    ---
+    {name}_config:                 <blob>         # keyword arguments of the {what}
+    -> Fabrikant.proj({name}_fabrikant='fabrikant_name')
+    {name}_comment="":             varchar(256)   # short description
+    {name}_ts=CURRENT_TIMESTAMP:   datetime       # time of insertion
+    """
+
+
 @schema
 class Dataset(_ConfigTable, dj.Manual):
     config_name = "dataset"
-    definition = """
-    dataset_fn:                     varchar(128)   # import path of the dataset loader function
-    dataset_hash:                   varchar(64)    # hash of the configuration
-    ---
-    dataset_config:                 <blob>         # keyword arguments of the loader
-    -> Fabrikant.proj(dataset_fabrikant='fabrikant_name')
-    dataset_comment="":             varchar(256)   # short description
-    dataset_ts=CURRENT_TIMESTAMP:   datetime       # time of insertion
-    """
+    definition = _config_definition("dataset", "dataset loader function")
 
     def get_dataloader(self, seed: int, key: dict | None = None, **extra):
         """nnfabrik's ``Dataset.get_dataloader``: build the loaders of one entry."""
@@ -135,15 +140,7 @@ class Dataset(_ConfigTable, dj.Manual):
 @schema
 class Model(_ConfigTable, dj.Manual):
     config_name = "model"
-    definition = """
-    model_fn:                       varchar(128)   # import path of the model builder
-    model_hash:                     varchar(64)    # hash of the configuration
-    ---
-    model_config:                   <blob>         # keyword arguments of the builder
-    -> Fabrikant.proj(model_fabrikant='fabrikant_name')
-    model_comment="":               varchar(256)   # short description
-    model_ts=CURRENT_TIMESTAMP:     datetime       # time of insertion
-    """
+    definition = _config_definition("model", "model builder")
 
     def build_model(self, dataloaders, seed: int, key: dict | None = None):
         fn, config = self.build(key)
@@ -153,15 +150,7 @@ class Model(_ConfigTable, dj.Manual):
 @schema
 class Trainer(_ConfigTable, dj.Manual):
     config_name = "trainer"
-    definition = """
-    trainer_fn:                     varchar(128)   # import path of the trainer function
-    trainer_hash:                   varchar(64)    # hash of the configuration
-    ---
-    trainer_config:                 <blob>         # keyword arguments of the trainer
-    -> Fabrikant.proj(trainer_fabrikant='fabrikant_name')
-    trainer_comment="":             varchar(256)   # short description
-    trainer_ts=CURRENT_TIMESTAMP:   datetime       # time of insertion
-    """
+    definition = _config_definition("trainer", "trainer function")
 
     def get_trainer(self, key: dict | None = None):
         fn, config = self.build(key)
