@@ -73,7 +73,7 @@ class InMemoryLoader:
         x = x.float()
         if rotation:
             x = random_rotation(x, rotation)
-        x = torch.addcmul(self._shift, x, self._scale)
+        x = x.mul_(self._scale).add_(self._shift)  # in place: faster than an out-of-place addcmul here
         batch = (x, self.labels[idx])
         if self.extra:
             batch += ({k: v[idx] for k, v in self.extra.items()},)
