@@ -156,10 +156,20 @@ class TrainedModelBase:
 
     # -- building and loading -------------------------------------------------------------------
     def build(self, key, dataset_fn, dataset_config, model_fn, model_config, extra):
+        """Dataloaders and model of an entry, as its training starts."""
         seed = int(key["seed"])
-        dataloaders = resolve_import_path(dataset_fn, what="dataset_fn")(seed=seed, **dataset_config)
+        loader = resolve_import_path(dataset_fn, what="dataset_fn")
+        dataloaders = loader(seed=seed, **dataset_config, **self.loader_inputs(extra))
         model = resolve_import_path(model_fn, what="model_fn")(dataloaders, seed=seed, **model_config)
+        self.initialise(model, key, extra)
         return dataloaders, model
+
+    def loader_inputs(self, extra: tuple) -> dict:
+        """Keyword arguments for the dataset loader beyond its config (transfer steps: transfer data)."""
+        return {}
+
+    def initialise(self, model, key, extra: tuple) -> None:
+        """Set the model's starting parameters beyond its builder (transfer steps: the previous step's)."""
 
     def load_model(self, key: dict | None = None, include_dataloader: bool = True):
         """Rebuild dataloaders and model of a trained entry with its trained weights.

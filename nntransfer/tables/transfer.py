@@ -108,22 +108,20 @@ class TransferredTrainedModel(TrainedModelBase, dj.Computed):
             data_key = TrainedModelTransferRecipe().previous(data_key)
         return prev, data_key
 
-    def build(self, key, dataset_fn, dataset_config, model_fn, model_config, extra):
-        from ..configs.base import resolve_import_path
+    def loader_inputs(self, extra: tuple) -> dict:
+        _, data_key = extra
+        if data_key is None:
+            return {}
+        return {"transfer_data": (self.TransferData & data_key).fetch1("transfer_data")}
+
+    def initialise(self, model, key, extra: tuple) -> None:
         from ..transfer import load_transferred_state
 
-        prev_key, data_key = extra if extra else (None, None)
-        seed = int(key["seed"])
-        loader_kwargs = dict(dataset_config)
-        if data_key is not None:
-            loader_kwargs["transfer_data"] = (self.TransferData & data_key).fetch1("transfer_data")
-        dataloaders = resolve_import_path(dataset_fn, what="dataset_fn")(seed=seed, **loader_kwargs)
-        model = resolve_import_path(model_fn, what="model_fn")(dataloaders, seed=seed, **model_config)
+        prev_key, _ = extra
         if prev_key is not None:
             state = (self.ModelStorage & prev_key).fetch1("model_state")
-            trainer_config = (Trainer & key).fn_config[1]
-            load_transferred_state(model, state, strict=trainer_config.get("transfer_strict", True))
-        return dataloaders, model
+            strict = (Trainer & key).fn_config[1].get("transfer_strict", True)
+            load_transferred_state(model, state, strict=strict)
 
     stores_transfer_data = True
 
