@@ -65,8 +65,11 @@ def _torchvision(cls_name: str, root: str, download: bool, **split):
 
     try:
         return getattr(torchvision.datasets, cls_name)(root=root, download=download, **split)
-    except RuntimeError as err:
+    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
         raise _missing(cls_name, root, err) from None
+    except OSError as err:  # a failed download (no network, refused, disk full)
+        raise ConfigError(f"could not download {cls_name} into {Path(root).resolve()} ({err}); put the files "
+                          "there yourself and keep download=False") from None
 
 
 @register_source("digits")
