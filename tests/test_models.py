@@ -105,3 +105,12 @@ def test_more_documented_shapes_and_options(tmp_path):
     assert reps["layer1"].shape == (2, 64, 16, 16) and reps["layer4"].shape == (2, 512, 2, 2)
     with pytest.raises(ConfigError, match="weights_path .* does not exist"):
         classification_model_builder(loaders, seed=1, type="torchvision.resnet18", weights_path=str(tmp_path / "no.pt"))
+
+
+def test_builds_from_in_memory_loaders_and_torchvision_dropout():
+    fast = image_dataset_loader(seed=1, dataset_cls="digits", batch_size=4, in_memory=True, channels=3)
+    assert data_info(fast) == data_info(image_dataset_loader(seed=1, dataset_cls="digits", channels=3))
+    model = classification_model_builder(fast, seed=1, type="lenet")
+    assert forward_backward(model, fast).shape == (2, 10) and model.core[0].in_channels == 3
+    tv = classification_model_builder(rgb32(), seed=1, type="torchvision.resnet18", dropout=0.25)
+    assert isinstance(tv.fc[0], torch.nn.Dropout) and tv.fc[0].p == 0.25 and tv.fc[1].out_features == 7

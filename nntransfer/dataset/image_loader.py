@@ -168,12 +168,24 @@ def _stats(cfg: ImageDatasetConfig, source: Source, train_idx: np.ndarray):
         if not isinstance(source.train_images, np.ndarray):
             raise ConfigError("normalization='computed' needs an array dataset; use normalization='default' "
                               "for ImageFolder")
-        pixels = source.train_images[train_idx].astype(np.float64) / 255
-        mean, std = tuple(pixels.mean(axis=(0, 1, 2))), tuple(pixels.std(axis=(0, 1, 2)))
+        mean, std = _channel_stats(source.train_images, train_idx)
     channels = cfg.channels or _native_channels(source.train_images)
     if len(mean) != channels:  # grayscale <-> RGB conversion: average or repeat the statistics
         mean, std = ((float(np.mean(mean)),) * channels, (float(np.mean(std)),) * channels)
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def _channel_stats(images: np.ndarray, idx: np.ndarray, chunk: int = 1024) -> tuple[tuple, tuple]:
+    """Per-channel mean and std on [0, 1] of ``images[idx]``, in chunks (a float copy of CIFAR would be 1 GB)."""
+    channels = images.shape[-1]
+    total, squares, count = np.zeros(channels), np.zeros(channels), 0
+    for start in range(0, len(idx), chunk):
+        pixels = images[idx[start:start + chunk]].reshape(-1, channels).astype(np.float64) / 255
+        total += pixels.sum(axis=0)
+        squares += np.square(pixels).sum(axis=0)
+        count += len(pixels)
+    mean = total / count
+    return tuple(mean), tuple(np.sqrt(np.maximum(squares / count - mean ** 2, 0)))
 
 
 # -- the loader function ------------------------------------------------------------------------------
