@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from nntransfer.configs import ConfigError
-from nntransfer.dataset import image_dataset_loader, unshuffled
+from nntransfer.dataset import NORMALIZATION, image_dataset_loader, unshuffled
 
 TASK = "img_classification"
 
@@ -255,7 +255,8 @@ def test_in_memory_crops_pad_with_black_like_random_crop():
     index = np.arange(len(canonical))
     loader = image_dataset_loader(transfer_data={"train": {"index": index}}, apply_augmentation=True, crop_padding=3,
                                   **base)["train"][TASK]
-    black = (0 - 0.2656) / 0.3853  # digits' normalisation of a 0 pixel, what RandomCrop's zero padding becomes
+    (mean,), (std,) = NORMALIZATION["digits"]
+    black = (0 - mean) / std  # a 0 pixel normalised: what RandomCrop's zero padding becomes
     torch.manual_seed(0)
     x, _, extra = next(iter(loader))
     padded = torch.nn.functional.pad(canonical[extra["index"]], (3, 3, 3, 3), value=black)
@@ -334,3 +335,9 @@ def test_image_folder_in_tiny_imagenet_layout(tmp_path):
     loaders = image_dataset_loader(seed=1, dataset_cls="ImageFolder", data_dir=str(tmp_path), valid_size=0.25)
     assert sizes(loaders) == {"train": {TASK: 6}, "validation": {TASK: 2}, "test": {TASK: 5}}
     assert all_labels(loaders["test"][TASK]).tolist() == [0, 1, 0, 1, 0]
+
+
+def test_digits_default_normalisation_fits_its_training_split():
+    x = torch.cat([b[0] for b in unshuffled(image_dataset_loader(seed=1, dataset_cls="digits", valid_size=0.0,
+                                                                 batch_size=500)["train"][TASK])])
+    assert abs(x.mean()) < 0.01 and abs(x.std() - 1) < 0.01
