@@ -207,7 +207,10 @@ def test_job_of_a_killed_worker_is_requeued_and_trained(clean_db, tmp_path, trai
     assert states(targets)[targets[0]]["state"] == "reserved"  # still looks taken ...
     from nntransfer.recipes import reclaim_dead_reservations
 
-    assert reclaim_dead_reservations(targets) == 1  # ... but its connection is gone, so it is re-queued
+    deadline = time.time() + 30  # ... but its connection is gone (the server notices within moments) ...
+    while not (reclaimed := reclaim_dead_reservations(targets)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert reclaimed == 1  # ... so it is re-queued
     assert states(targets)[targets[0]]["state"] == "pending"
 
 

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -90,7 +91,11 @@ def test_killed_populate_resumes_from_the_checkpoint_table_bit_identically(clean
 
     # the dead worker's reservation is re-queued, then a new populate resumes at epoch 3
     exp_key = same_definition(max_iter=5, main_loop_modules=["KillAfterEpoch3"], module_options={}).get_key()
-    assert reclaim_dead_reservations([Target(None, 0, "TrainedModel", exp_key)]) == 1
+    target = Target(None, 0, "TrainedModel", exp_key)
+    deadline = time.time() + 30  # the server notices the dead client's connection within moments
+    while not (reclaimed := reclaim_dead_reservations([target])) and time.time() < deadline:
+        time.sleep(0.2)
+    assert reclaimed == 1
     resumed = subprocess.run([sys.executable, str(script)], env={**os.environ, "KILL": "0"}, capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
