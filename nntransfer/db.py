@@ -174,6 +174,7 @@ def connection():
     if _connection is not None and _connection.is_connected:
         return _connection
     dj = _dj()
+    dj.config["loglevel"] = os.environ.get("DJ_LOG_LEVEL", "WARNING")
     if server_configured():
         _connection = _connect_server(dj)
     else:
@@ -186,7 +187,6 @@ def connection():
         dj.config["database.port"] = info.port
         dj.config["database.user"] = "postgres"
         dj.config["database.password"] = ""
-        dj.config["loglevel"] = os.environ.get("DJ_LOG_LEVEL", "WARNING")
         _connection = dj.Connection(
             str(info.socket_dir), "postgres", "", port=info.port, use_tls=False, backend="postgresql"
         )
