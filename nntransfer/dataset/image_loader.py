@@ -59,7 +59,8 @@ class ImageDataset(Dataset):
     def image(self, i: int) -> Image.Image:
         image = self.images[i]
         if isinstance(image, (str, Path)):
-            return Image.open(image).convert("RGB")
+            with Image.open(image) as file:  # closes the file at once (many workers x many images)
+                return file.convert("RGB")
         return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
 
     def __getitem__(self, i: int):
