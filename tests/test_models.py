@@ -114,3 +114,19 @@ def test_builds_from_in_memory_loaders_and_torchvision_dropout():
     assert forward_backward(model, fast).shape == (2, 10) and model.core[0].in_channels == 3
     tv = classification_model_builder(rgb32(), seed=1, type="torchvision.resnet18", dropout=0.25)
     assert isinstance(tv.fc[0], torch.nn.Dropout) and tv.fc[0].p == 0.25 and tv.fc[1].out_features == 7
+
+
+def test_lenet_learns_digits_from_the_in_memory_path():
+    loaders = image_dataset_loader(seed=1, dataset_cls="digits", batch_size=32, in_memory=True)
+    model = classification_model_builder(loaders, seed=1, type="lenet")
+    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
+    for epoch in range(4):
+        torch.manual_seed(epoch)
+        for x, y in loaders["train"]["img_classification"]:
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    test = loaders["test"]["img_classification"]
+    with torch.no_grad():
+        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in test)
+    assert correct / len(test.dataset) > 0.9
