@@ -341,3 +341,10 @@ def test_digits_default_normalisation_fits_its_training_split():
     x = torch.cat([b[0] for b in unshuffled(image_dataset_loader(seed=1, dataset_cls="digits", valid_size=0.0,
                                                                  batch_size=500)["train"][TASK])])
     assert abs(x.mean()) < 0.01 and abs(x.std() - 1) < 0.01
+
+
+def test_worker_processes_yield_the_same_samples():
+    common = dict(seed=5, dataset_cls="digits", batch_size=100, filter_classes=[1, 2], valid_size=0.0)
+    workers = image_dataset_loader(num_workers=2, **common)["train"][TASK]
+    assert workers.num_workers == 2
+    assert epoch_samples(workers) == epoch_samples(image_dataset_loader(**common)["train"][TASK])
