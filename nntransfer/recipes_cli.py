@@ -104,7 +104,7 @@ def _results(args) -> int:
     rows = summary(_targets(args, fill=False))
     print(format_table(rows))
     if args.plot:
-        print(f"plot written to {plot(rows, args.plot)}")
+        print(f"plot written to {plot(rows, args.plot, metric=args.metric)}")
     return 0
 
 
@@ -159,6 +159,8 @@ def add_commands(sub) -> None:
     p = sub.add_parser("results", parents=[common], help="scores and test metrics of a recipe",
                        description="Scores and test metrics of every finished experiment of a recipe.")
     p.add_argument("--plot", metavar="FILE", help="save a bar plot (mean ± std over seeds)")
+    p.add_argument("--metric", default="score",
+                   help="column to plot, e.g. test/img_classification/accuracy (default: score)")
     p.set_defaults(handler=_results)
 
     p = sub.add_parser("clear-errors", parents=[common], help="forget failed jobs so they run again",
