@@ -348,3 +348,10 @@ def test_worker_processes_yield_the_same_samples():
     workers = image_dataset_loader(num_workers=2, **common)["train"][TASK]
     assert workers.num_workers == 2
     assert epoch_samples(workers) == epoch_samples(image_dataset_loader(**common)["train"][TASK])
+
+
+def test_in_memory_device_errors_say_what_to_set():
+    with pytest.raises(ConfigError, match="not a torch device"):
+        image_dataset_loader(seed=1, in_memory=True, device="gpu0")
+    with pytest.raises(ConfigError, match=r"device='cuda:99' but this machine has \d+ CUDA device"):
+        image_dataset_loader(seed=1, in_memory=True, device="cuda:99")

@@ -40,7 +40,7 @@ class InMemoryLoader:
     @classmethod
     def from_dataset(cls, dataset, cfg, train: bool) -> "InMemoryLoader":
         """Materialise an ImageDataset once (channel conversion, resize) as uint8 tensors on ``cfg.device``."""
-        device = torch.device(cfg.device)
+        device = _device(cfg.device)
         augment = {}
         if train and cfg.apply_augmentation:
             augment = {"padding": cfg.crop_padding, "flip": cfg.horizontal_flip, "rotation": cfg.rotation}
@@ -78,6 +78,20 @@ class InMemoryLoader:
         if self.extra:
             batch += ({k: v[idx] for k, v in self.extra.items()},)
         return batch
+
+
+def _device(name: str) -> torch.device:
+    """``cfg.device`` as a torch device that exists here, or a ConfigError saying what to set instead."""
+    from ..configs.errors import ConfigError
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"device={name!r} is not a torch device ({err}); use e.g. 'cpu' or 'cuda'") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device={name!r} but this machine has {torch.cuda.device_count()} CUDA device(s); "
+                          "set device='cpu' (or another index)")
+    return device
 
 
 class _TensorView:
