@@ -355,3 +355,15 @@ def test_in_memory_device_errors_say_what_to_set():
         image_dataset_loader(seed=1, in_memory=True, device="gpu0")
     with pytest.raises(ConfigError, match=r"device='cuda:99' but this machine has \d+ CUDA device"):
         image_dataset_loader(seed=1, in_memory=True, device="cuda:99")
+
+
+def test_in_memory_rotation_moves_pixels_without_blending():
+    from nntransfer.dataset import random_rotation
+
+    torch.manual_seed(0)
+    x = torch.randint(1, 256, (16, 3, 9, 9)).float()
+    out = random_rotation(x, 180)
+    assert out.shape == x.shape and not torch.equal(out, x)
+    for o, source in zip(out, x):  # nearest pixel, black corners: like RandomRotation on PIL images
+        assert set(o.unique().tolist()) <= set(source.unique().tolist()) | {0.0}
+    assert torch.equal(out[:, :, 4, 4], x[:, :, 4, 4])  # the centre stays put
