@@ -329,7 +329,8 @@ def test_image_folder_in_tiny_imagenet_layout(tmp_path):
     (tmp_path / "val" / "images").mkdir(parents=True)
     lines = []
     for i in range(5):
-        Image.fromarray(rng.randint(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "val" / "images" / f"val_{i}.JPEG")
+        image = Image.fromarray(rng.randint(0, 256, (8, 8, 3), dtype=np.uint8))
+        image.save(tmp_path / "val" / "images" / f"val_{i}.JPEG")
         lines.append(f"val_{i}.JPEG\t{wnids[i % 2]}\t0\t0\t8\t8")
     (tmp_path / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
     loaders = image_dataset_loader(seed=1, dataset_cls="ImageFolder", data_dir=str(tmp_path), valid_size=0.25)

@@ -32,7 +32,8 @@ class DatasetConfig(BaseConfig):
 class ImageDatasetConfig(DatasetConfig):
     """Image classification datasets: torchvision classes, ImageFolder and the offline ``digits``."""
 
-    dataset_cls: str = field(default="digits", help="digits | MNIST | FashionMNIST | CIFAR10 | CIFAR100 | SVHN | ImageFolder")
+    dataset_cls: str = field(
+        default="digits", help="digits | MNIST | FashionMNIST | CIFAR10 | CIFAR100 | SVHN | ImageFolder")
     task_key: str = field(default="img_classification", help="key of the loaders in each split")
     download: bool = field(default=False, help="let torchvision download missing files (needs network)")
     input_width: Optional[int] = field(default=None, help="resize images to this width")
@@ -52,20 +53,24 @@ class ImageDatasetConfig(DatasetConfig):
     corrupted_test_dir: Optional[str] = field(
         default=None, help="directory of <corruption>.npy test images (+ labels.npy): one extra test set each")
     corruption_severity: Optional[int] = field(default=None, help="1-5: use that fifth of each corruption file")
-    in_memory: bool = field(default=False, help="fast path: keep each split as one uint8 tensor on `device`; batches by index, batched augmentation")
+    in_memory: bool = field(
+        default=False,
+        help="fast path: keep each split as one uint8 tensor on `device`; batches by index, batched augmentation")
     device: str = field(default="cpu", help="device of the in-memory tensors")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         name = type(self).__name__
         if self.crop_padding < 0 or self.rotation < 0:
-            raise ConfigError(f"{name}.crop_padding and rotation must be >= 0, got {self.crop_padding}, {self.rotation}")
+            raise ConfigError(f"{name}.crop_padding and rotation must be >= 0, "
+                              f"got {self.crop_padding}, {self.rotation}")
         if self.filter_classes is not None and (not self.filter_classes
                                                 or len(set(self.filter_classes)) != len(self.filter_classes)):
             raise ConfigError(f"{name}.filter_classes must be a non-empty list of distinct labels, "
                               f"got {self.filter_classes}; use None to keep all classes")
         if self.examples_per_class is not None and self.examples_per_class < 1:
-            raise ConfigError(f"{name}.examples_per_class must be >= 1 (or None for all), got {self.examples_per_class}")
+            raise ConfigError(f"{name}.examples_per_class must be >= 1 (or None for all), "
+                              f"got {self.examples_per_class}")
         if self.corruption_severity is not None and not 1 <= self.corruption_severity <= 5:
             raise ConfigError(f"{name}.corruption_severity must be 1..5 (or None for the whole file), "
                               f"got {self.corruption_severity}")

@@ -19,7 +19,8 @@ def build(name: str, info, cfg) -> nn.Module:
         raise ConfigError(f"torchvision.{name} expects 3 input channels, the data has {info.channels}: "
                           "set channels=3 in the dataset config")
     if cfg.weights_path is None:
-        return _with_dropout(torchvision.models.get_model(name, weights=None, num_classes=info.num_classes), cfg.dropout)
+        model = torchvision.models.get_model(name, weights=None, num_classes=info.num_classes)
+        return _with_dropout(model, cfg.dropout)
     if not os.path.isfile(cfg.weights_path):
         raise ConfigError(f"weights_path {os.path.abspath(cfg.weights_path)} does not exist: save a state dict there "
                           f"(e.g. torch.save(torchvision.models.{name}(weights=...).state_dict(), path) on a "
