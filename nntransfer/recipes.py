@@ -140,8 +140,11 @@ def fill_tables(experiments: dict) -> list[Target]:
 
 
 # -- state of a plan ----------------------------------------------------------------------------
-def states(targets: list[Target]) -> dict[Target, dict]:
-    """``{target: {"state": done|error|reserved|pending|blocked, "score": ..., "error": ...}}``."""
+def states(targets: list[Target], outputs: bool = False) -> dict[Target, dict]:
+    """``{target: {"state": done|error|reserved|pending|blocked, "score": ..., "error": ...}}``.
+
+    With ``outputs=True`` finished targets also carry their ``output`` (fetched only when asked: it can be large).
+    """
     from . import tables
 
     out = {}
@@ -151,12 +154,13 @@ def states(targets: list[Target]) -> dict[Target, dict]:
             continue
         table = tables.table(table_name)
         keys = [t.key for t in chosen]
-        done = {_ident(r): r for r in (table & keys).proj("score", "output").to_dicts()}
+        attributes = ("score", "output") if outputs else ("score",)
+        done = {_ident(r): r for r in (table & keys).proj(*attributes).to_dicts()}
         jobs = {_ident(r): r for r in (table.jobs & keys).proj("status", "error_message", "host", "pid").to_dicts()}
         for t in chosen:
             ident = _ident(t.key)
             if ident in done:
-                out[t] = {"state": "done", "score": done[ident]["score"], "output": done[ident]["output"]}
+                out[t] = {"state": "done", "score": done[ident]["score"], "output": done[ident].get("output")}
             elif ident in jobs and jobs[ident]["status"] in ("error", "reserved"):
                 job = jobs[ident]
                 out[t] = {"state": job["status"], "error": job["error_message"], "host": job["host"], "pid": job["pid"]}

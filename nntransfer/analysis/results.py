@@ -10,7 +10,7 @@ from ..recipes import Target, plan, states
 
 def summary(targets: list[Target]) -> list[dict]:
     """One row per target: name, seed, step, state, score and the test metrics the trainer reported."""
-    current = states(targets)
+    current = states(targets, outputs=True)
     rows = []
     for t in targets:
         s = current[t]
