@@ -27,12 +27,9 @@ __all__ = sorted(_TABLE_MODULES) + ["bind", "insert_config"]
 
 
 def _load_all():
+    # every table class must be registered with the schema before it is activated
     for module in sorted(set(_TABLE_MODULES.values())):
-        try:
-            importlib.import_module(f"{__name__}.{module}")
-        except ModuleNotFoundError as err:
-            if err.name != f"{__name__}.{module}":
-                raise
+        importlib.import_module(f"{__name__}.{module}")
 
 
 def bind():
