@@ -77,7 +77,7 @@ class Recorder(MainLoopModule):
 def test_hook_order_and_arguments_for_training_validation_and_test():
     CALLS.clear()
     train(max_iter=1, main_loop_modules=["Recorder"], save_every_n=0)
-    shared = ["batch_index", "epoch", "extra", "mode"]
+    shared = ["batch_index", "epoch", "extra", "mode", "task_key"]
     batch = [("pre_forward", "Training", (32, 6), "t", shared), ("post_forward", "Training", (32, 2), 0.0, (32,)),
              ("post_backward", "Training", True), ("post_optimizer", "Training")]
     evaluation = lambda mode: [("pre_epoch", mode, True), ("pre_forward", mode, (32, 6), "t", shared),  # noqa: E731

@@ -14,6 +14,12 @@ LOSSES: dict[str, Callable[[], nn.Module]] = {}
 
 
 def register_loss(name: str):
+    """Register a loss class (or factory) under ``name`` for ``loss_functions``.
+
+    It is called as ``loss(outputs, targets)``; one whose instances have ``uses_extra = True`` is called as
+    ``loss(outputs, targets, extra)`` with the batch's transfer data (e.g. a teacher's logits).
+    """
+
     def decorate(factory):
         LOSSES[name] = factory
         return factory

@@ -5,6 +5,7 @@ import contextlib
 import fnmatch
 import logging
 import random
+import re
 from typing import Callable, Iterator
 
 import numpy as np
@@ -51,7 +52,9 @@ class Trainer:
         self.tracker = Tracker()
         self.epoch = 0
         self.steps = 0
+        self.stopped = False  # early stopping decided (kept in checkpoints: a resumed run does not go on)
         self.losses = {task: make_loss(self._loss_name(task)) for task in dataloaders["train"]}
+        self._loss_takes_extra = {task: getattr(loss, "uses_extra", False) for task, loss in self.losses.items()}
         self._reset_and_freeze()
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(config.optimizer, params, dict(config.optimizer_options))
@@ -59,15 +62,14 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
         decays = config.lr_decay_steps - 1 if config.lr_schedule == "plateau" else 0
         self.stopper = EarlyStopping(config.patience, config.threshold, decays)
-        self.modules: list[MainLoopModule] = [module_class(name)(self, name) for name in config.main_loop_modules]
+        self.modules: list[MainLoopModule] = [module_class(name).create(self, name) for name in config.main_loop_modules]
 
     # -- the main loop ----------------------------------------------------------------------------
     def train(self) -> tuple[float, dict, dict]:
         cfg = self.config
         self._resume()
-        stop = False
         epochs = tqdm(total=cfg.max_iter, initial=self.epoch, desc="epochs", disable=not cfg.verbose, leave=False)
-        while not stop and self.epoch < cfg.max_iter and not self._budget_spent():
+        while not self.stopped and self.epoch < cfg.max_iter and not self._budget_spent():
             self.epoch += 1
             self._seed_epoch()
             self._set_lr()
@@ -77,7 +79,7 @@ class Trainer:
                 if decision == "decay":
                     self.stopper.restore(self.model)
                     logger.info("epoch %d: patience ran out, restoring best and decaying the LR", self.epoch)
-                stop = cfg.early_stopping and decision == "stop"
+                self.stopped = cfg.early_stopping and decision == "stop"
             self._log_epoch(epochs)
             self._checkpoint()
             if self.cb is not None:
@@ -96,7 +98,7 @@ class Trainer:
         # per task: per-batch loss and correct-count tensors and batch sizes, summed once at the end of
         # the pass (no per-batch synchronisation or accumulation ops in the hot loop)
         totals = {task: ([], [], []) for task in loaders}
-        batch_losses = []
+        batch_losses, batch_indices = [], []
         n_batches = sum(len(loader) for loader in loaders.values())
         if training and len(loaders) > 1:
             n_batches = len(loaders) * max(len(loader) for loader in loaders.values())
@@ -110,12 +112,13 @@ class Trainer:
                     except CancelBatch:
                         continue
                     batch_losses.append(loss)
+                    batch_indices.append(index)
                     if training and self._budget_spent():
                         break
             except CancelEpoch:
                 pass
         batches.close()
-        self._check_finite(mode, batch_losses)
+        self._check_finite(mode, batch_losses, batch_indices)
         for module in self.modules:
             module.post_epoch(self.model)
         self._track(mode, totals)
@@ -123,7 +126,7 @@ class Trainer:
     def _step(self, mode: str, task: str, batch, index: int, totals) -> torch.Tensor:
         training = mode == TRAIN
         inputs, targets, extra = _unpack(batch, self.device)
-        shared_memory = {"extra": extra, "batch_index": index, "epoch": self.epoch, "mode": mode}
+        shared_memory = {"extra": extra, "batch_index": index, "epoch": self.epoch, "mode": mode, "task_key": task}
         model = self.model
         for module in self.modules:
             model, inputs = module.pre_forward(model, inputs, task, shared_memory)
@@ -132,7 +135,10 @@ class Trainer:
             loss = 0.0  # modules add extra terms here, before the main loss
             for module in self.modules:
                 outputs, loss, targets = module.post_forward(outputs, loss, targets, **shared_memory)
-            main_loss = self.losses[task](outputs, targets)
+            if self._loss_takes_extra.get(task):
+                main_loss = self.losses[task](outputs, targets, shared_memory["extra"])
+            else:
+                main_loss = self.losses[task](outputs, targets)
             loss = main_loss if isinstance(loss, float) and loss == 0.0 else loss + main_loss
         if training:
             self._backward_and_step(loss / self.config.accumulate_gradients
@@ -169,19 +175,23 @@ class Trainer:
     def evaluate(self, mode: str = VALIDATION) -> float:
         """Run the validation (or test) loaders; returns the mean ``stop_metric`` (higher is better)."""
         split = "validation" if mode == VALIDATION else "test"
-        self.run_epoch(mode, self.loaders[split])
+        self.run_epoch(mode, self.loaders.get(split, {}))
         self.tracker.add_epoch(mode, self.epoch)
-        value = self.tracker.mean_last(mode, self.config.stop_metric)
+        try:
+            value = self.tracker.mean_last(mode, self.config.stop_metric)
+        except KeyError:
+            raise ConfigError(f"stop_metric={self.config.stop_metric!r} was not measured on the {split} set "
+                              "(accuracy needs class logits and integer targets); set stop_metric='loss'") from None
         return -value if self.config.stop_metric == "loss" else value
 
     # -- helpers ------------------------------------------------------------------------------------
     def _log_epoch(self, bar) -> None:
         line = self.tracker.epoch_line(self.epoch)
+        logger.info(line)
         if self.config.verbose:
             bar.update(1)
-            tqdm.write(line)
-        else:
-            logger.info(line)
+            if not logger.isEnabledFor(logging.INFO):  # nobody listens to the log: show the line anyway
+                tqdm.write(line)
 
     def _batches(self, loaders: dict, cycle: bool) -> Iterator[tuple[str, object]]:
         """Training: interleave tasks, cycling shorter loaders until the longest ends. Evaluation: one after another."""
@@ -214,14 +224,16 @@ class Trainer:
             self.tracker.add_epoch(mode, self.epoch)
             self.tracker.add(mode, "all", "lr", self.optimizer.param_groups[0]["lr"])
 
-    def _check_finite(self, mode: str, batch_losses: list) -> None:
+    def _check_finite(self, mode: str, batch_losses: list, batch_indices: list) -> None:
+        # one check per pass (a per-batch check would synchronise every step); the first bad batch is named
         if not batch_losses:
             return
         finite = torch.isfinite(torch.stack(batch_losses))
         if not bool(finite.all()):
             bad = int((~finite).nonzero()[0])
             raise TrainingDiverged(
-                f"{mode.lower()} loss is {float(batch_losses[bad])} in epoch {self.epoch}, batch {bad}; "
+                f"{mode.lower()} loss is {float(batch_losses[bad])} in epoch {self.epoch}, "
+                f"batch {batch_indices[bad]}; "
                 "lower the learning rate, check the data for NaN/inf, or enable gradient clipping in a module"
             )
 
@@ -236,7 +248,7 @@ class Trainer:
     def _reset_and_freeze(self) -> None:
         cfg = self.config
         for pattern in cfg.reset:
-            matched = [m for name, m in self.model.named_modules() if name and fnmatch.fnmatchcase(name, pattern)]
+            matched = [m for name, m in self.model.named_modules() if name and _matches(name, pattern)]
             if not matched:
                 raise ConfigError(f"reset pattern {pattern!r} matches no module of the model")
             torch.manual_seed(self.seed)
@@ -245,7 +257,7 @@ class Trainer:
                     if hasattr(sub, "reset_parameters"):
                         sub.reset_parameters()
         for pattern in cfg.freeze:
-            matched = [p for name, p in self.model.named_parameters() if fnmatch.fnmatchcase(name, pattern)]
+            matched = [p for name, p in self.model.named_parameters() if _matches(name, pattern)]
             if not matched:
                 raise ConfigError(f"freeze pattern {pattern!r} matches no parameter of the model "
                                   f"(parameters: {', '.join(n for n, _ in list(self.model.named_parameters())[:12])}, …)")
@@ -285,6 +297,7 @@ class Trainer:
         return {
             "epoch": self.epoch,
             "steps": self.steps,
+            "stopped": self.stopped,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -294,7 +307,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.steps = state["epoch"], state["steps"]
+        self.epoch, self.steps, self.stopped = state["epoch"], state["steps"], state.get("stopped", False)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state["scaler"] is not None:
@@ -320,7 +333,7 @@ class Trainer:
         score = self.evaluate(VALIDATION)
         if self.config.stop_metric == "loss":
             score = -score
-        self.run_epoch(TEST, self.loaders["test"])
+        self.run_epoch(TEST, self.loaders.get("test", {}))
         self.tracker.add_epoch(TEST, self.epoch)
         final = {mode: {task: {k: v[-1] for k, v in objs.items()} for task, objs in self.tracker.log[mode].items()}
                  for mode in (VALIDATION, TEST)}
@@ -333,6 +346,13 @@ class Trainer:
         }
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         return float(score), output, state
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """Glob pattern (``"core.*"``), or a regular expression after ``re:`` (``"re:core\\.[0-2]\\..*"``), full match."""
+    if pattern.startswith("re:"):
+        return re.fullmatch(pattern[3:], name) is not None
+    return fnmatch.fnmatchcase(name, pattern)
 
 
 def _unpack(batch, device):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..tracking import Tracker
+
 if TYPE_CHECKING:
     from ..trainer import Trainer
 
@@ -18,27 +20,46 @@ class CancelEpoch(Exception):
 class MainLoopModule:
     """Hooks called by the trainer; override any of them. The defaults change nothing.
 
+    Constructed as ``Module(model, config, device, seed)`` (the original nntransfer signature; a
+    subclass that overrides ``__init__`` keeps it and calls ``super().__init__(model, config, device, seed)``).
+
     Order per epoch: ``pre_epoch`` → per batch: ``pre_forward`` → model forward → ``post_forward`` →
     loss → backward → ``post_backward`` → optimizer step → ``post_optimizer`` → … → ``post_epoch``.
     Validation and test run the same hooks without backward and optimizer step. ``mode`` is
     "Training", "Validation" or "Test". ``shared_memory`` is a dict shared by all modules for the
-    current batch (it holds ``extra``: the batch's transfer data, if any).
+    current batch; it holds ``extra`` (the batch's transfer data: a dict of per-sample tensors, empty
+    if none), ``batch_index``, ``epoch``, ``mode`` and ``task_key``.
 
-    Options come from ``TrainerConfig.module_options[<name in main_loop_modules>]`` as ``self.options``.
+    Attributes: ``model``, ``config`` (the TrainerConfig), ``device``, ``seed``, ``trainer`` (the running
+    Trainer, or None when built by hand), ``tracker``, ``mode``, ``epoch``, and ``options``: the dict
+    ``config.module_options[<entry in main_loop_modules>]`` (or under the class's registered ``name``).
     """
 
     name = "MainLoopModule"
 
-    def __init__(self, trainer: "Trainer", name: str | None = None):
-        self.name = name or self.name
-        self.trainer = trainer
-        self.config = trainer.config
-        self.device = trainer.device
-        self.seed = trainer.seed
-        self.tracker = trainer.tracker
-        self.options: dict[str, Any] = dict(trainer.config.module_options.get(self.name, {}))
+    def __init__(self, model, config, device, seed):
+        self.model, self.config, self.device, self.seed = model, config, device, seed
+        # ``trainer`` and ``key`` are bound by ``create`` before __init__ runs, so that subclasses keep
+        # the four-argument signature
+        self.trainer: "Trainer | None" = self.__dict__.get("trainer")
+        key = self.__dict__.get("key") or self.name
+        self.name = key
+        self.tracker = self.trainer.tracker if self.trainer is not None else Tracker()
+        all_options = _get(config, "module_options", {}) or {}
+        options = all_options.get(key)
+        if options is None:
+            options = all_options.get(type(self).name, all_options.get(type(self).__name__, {}))
+        self.options: dict[str, Any] = dict(options)
         self.mode = "Training"
         self.epoch = 0
+
+    @classmethod
+    def create(cls, trainer: "Trainer", key: str) -> "MainLoopModule":
+        """Build a module for ``trainer``; ``key`` is its entry in ``main_loop_modules``."""
+        module = cls.__new__(cls)
+        module.trainer, module.key = trainer, key
+        module.__init__(trainer.model, trainer.config, trainer.device, trainer.seed)
+        return module
 
     def option(self, key: str, default: Any) -> Any:
         return self.options.get(key, default)
@@ -63,5 +84,12 @@ class MainLoopModule:
         pass
 
     def log(self, task: str, objective: str, value: float) -> None:
-        """Record a module objective for the current mode (averaged per epoch by the caller)."""
+        """Append ``value`` to ``tracker.log[mode][task][objective]`` (once per call: call it once per
+        pass, e.g. from ``post_epoch``, to keep the history aligned with the epochs)."""
         self.tracker.add(self.mode, task, objective, value)
+
+
+def _get(config, name, default):
+    if isinstance(config, dict):
+        return config.get(name, default)
+    return getattr(config, name, default)

@@ -23,8 +23,8 @@ class RepresentationMatching(MainLoopModule):
 
     name = "RepresentationMatching"
 
-    def __init__(self, trainer, name=None):
-        super().__init__(trainer, name)
+    def __init__(self, model, config, device, seed):
+        super().__init__(model, config, device, seed)
         if "layer" not in self.options:
             raise ValueError("RepresentationMatching needs module_options['RepresentationMatching']['layer']")
         self._capture = None
@@ -39,7 +39,7 @@ class RepresentationMatching(MainLoopModule):
             clean = inputs
             inputs = inputs + torch.randn_like(inputs) * self.option("std", 0.1)
         self._task = task_key
-        self._capture = capture(self.trainer.model, [self.options["layer"]])
+        self._capture = capture(self.model, [self.options["layer"]])
         self._reps = self._capture.__enter__()
         return model, torch.cat([inputs, clean])
 

@@ -15,8 +15,8 @@ class RepresentationMonitor(MainLoopModule):
 
     name = "RepresentationMonitor"
 
-    def __init__(self, trainer, name=None):
-        super().__init__(trainer, name)
+    def __init__(self, model, config, device, seed):
+        super().__init__(model, config, device, seed)
         self.layers = list(self.option("layers", []))
         if not self.layers:
             raise ValueError("RepresentationMonitor needs module_options['RepresentationMonitor']['layers']")
@@ -33,7 +33,7 @@ class RepresentationMonitor(MainLoopModule):
     def pre_forward(self, model, inputs, task_key, shared_memory):
         if self._active():
             self._task = task_key
-            self._capture = capture(self.trainer.model, self.layers)
+            self._capture = capture(self.model, self.layers)
             self._reps = self._capture.__enter__()
         return model, inputs
 
