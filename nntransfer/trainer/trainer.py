@@ -53,7 +53,9 @@ class Trainer:
         self.epoch = 0
         self.steps = 0
         self.stopped = False  # early stopping decided (kept in checkpoints: a resumed run does not go on)
-        self.losses = {task: make_loss(self._loss_name(task)) for task in dataloaders["train"]}
+        self.last_score = -float("inf")  # latest validation score (higher is better), saved with checkpoints
+        tasks = dict.fromkeys(task for split in dataloaders.values() for task in split)
+        self.losses = {task: make_loss(self._loss_name(task)) for task in tasks}
         self._loss_takes_extra = {task: getattr(loss, "uses_extra", False) for task, loss in self.losses.items()}
         self._reset_and_freeze()
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -75,7 +77,8 @@ class Trainer:
             self._set_lr()
             self.run_epoch(TRAIN, self.loaders["train"])
             if self.epoch % cfg.interval == 0 or self.epoch == cfg.max_iter or self._budget_spent():
-                decision = self.stopper.update(self.evaluate(VALIDATION), self.epoch, self.model)
+                self.last_score = self.evaluate(VALIDATION)
+                decision = self.stopper.update(self.last_score, self.epoch, self.model)
                 if decision == "decay":
                     self.stopper.restore(self.model)
                     logger.info("epoch %d: patience ran out, restoring best and decaying the LR", self.epoch)
@@ -243,6 +246,10 @@ class Trainer:
             return losses[task]
         if len(losses) == 1:
             return next(iter(losses.values()))
+        # extra test sets are named after their task ("img_classification_rotated_10"): longest prefix
+        prefixes = sorted((key for key in losses if task.startswith(key)), key=len)
+        if prefixes:
+            return losses[prefixes[-1]]
         raise ConfigError(f"no loss function for task {task!r}; loss_functions has {sorted(losses)}")
 
     def _reset_and_freeze(self) -> None:
@@ -298,6 +305,7 @@ class Trainer:
             "epoch": self.epoch,
             "steps": self.steps,
             "stopped": self.stopped,
+            "last_score": self.last_score,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -307,7 +315,8 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.steps, self.stopped = state["epoch"], state["steps"], state.get("stopped", False)
+        self.epoch, self.steps = state["epoch"], state["steps"]
+        self.stopped, self.last_score = state.get("stopped", False), state.get("last_score", -float("inf"))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state["scaler"] is not None:
@@ -320,7 +329,9 @@ class Trainer:
         cfg = self.config
         if self.checkpoints is None or not cfg.save_every_n or self.epoch % cfg.save_every_n:
             return
-        self.checkpoints.save(self.epoch, self.stopper.best_score, self.state_dict())
+        # the score of a checkpoint is its epoch's (latest) validation score, higher is better (-loss for
+        # stop_metric="loss"): keep_best_n keeps the checkpoints of the best epochs
+        self.checkpoints.save(self.epoch, self.last_score, self.state_dict())
         self.checkpoints.prune(cfg.keep_last_n, cfg.keep_best_n)
 
     def _resume(self) -> None:
