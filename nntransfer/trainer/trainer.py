@@ -59,6 +59,8 @@ class Trainer:
         self._loss_takes_extra = {task: getattr(loss, "uses_extra", False) for task, loss in self.losses.items()}
         self._reset_and_freeze()
         params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError(f"freeze patterns {list(config.freeze)} leave no trainable parameter")
         self.optimizer = make_optimizer(config.optimizer, params, dict(config.optimizer_options))
         self.base_lr = config.optimizer_options["lr"]
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
@@ -346,7 +348,7 @@ class Trainer:
             score = -score
         self.run_epoch(TEST, self.loaders.get("test", {}))
         self.tracker.add_epoch(TEST, self.epoch)
-        final = {mode: {task: {k: v[-1] for k, v in objs.items()} for task, objs in self.tracker.log[mode].items()}
+        final = {mode: {task: {k: v[-1] for k, v in objs.items()} for task, objs in self.tracker.log.get(mode, {}).items()}
                  for mode in (VALIDATION, TEST)}
         output = {
             "tracker": self.tracker.state_dict(),

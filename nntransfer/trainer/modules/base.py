@@ -46,9 +46,14 @@ class MainLoopModule:
         self.name = key
         self.tracker = self.trainer.tracker if self.trainer is not None else Tracker()
         all_options = _get(config, "module_options", {}) or {}
-        options = all_options.get(key)
-        if options is None:
-            options = all_options.get(type(self).name, all_options.get(type(self).__name__, {}))
+        cls = type(self)
+        # options under the main_loop_modules entry, else the registered name, import path or class name
+        for candidate in (key, cls.name, f"{cls.__module__}.{cls.__qualname__}", cls.__name__):
+            if candidate in all_options:
+                options = all_options[candidate]
+                break
+        else:
+            options = {}
         self.options: dict[str, Any] = dict(options)
         self.mode = "Training"
         self.epoch = 0

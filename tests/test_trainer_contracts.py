@@ -1,0 +1,231 @@
+"""Trainer contracts others code against: module construction, output types, resume after early stopping,
+loss selection, transfer data in batches, evaluation interval, parameter patterns, mode control."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from nntransfer.configs import ConfigError, TrainerConfig
+from nntransfer.trainer import (
+    MainLoopModule,
+    MemoryCheckpointStore,
+    Trainer,
+    TrainingDiverged,
+    register_module,
+    trainer,
+)
+from nntransfer.trainer.optim import register_loss
+from test_trainer import loaders, model, scripted_validation, train
+
+
+class WithOwnInit(MainLoopModule):
+    """A user module with the original nntransfer constructor signature."""
+
+    def __init__(self, model, config, device, seed):
+        super().__init__(model, config, device, seed)
+        self.built_with = (model, config, device, seed)
+        self.calls = 0
+
+    def post_forward(self, outputs, loss, targets, **shared_memory):
+        self.calls += 1
+        return outputs, loss, targets
+
+
+def test_modules_are_built_with_model_config_device_seed_and_get_their_options():
+    m = model()
+    config = TrainerConfig(loss_functions={"t": "CrossEntropyLoss"}, verbose=False, save_every_n=0, max_iter=1,
+                           main_loop_modules=["test_trainer_contracts.WithOwnInit"],
+                           module_options={"test_trainer_contracts.WithOwnInit": {"alpha": 3}})
+    t = Trainer(m, loaders(), seed=7, config=config)
+    (module,) = t.modules
+    assert isinstance(module, WithOwnInit)
+    assert module.built_with == (m, config, torch.device("cpu"), 7)
+    assert module.options == {"alpha": 3} and module.trainer is t and module.tracker is t.tracker
+    t.train()
+    assert module.calls == 2 + 1 + 1 + 1  # two training batches, validation, final validation, test
+    # built by hand (no trainer): still usable, with its own tracker
+    alone = WithOwnInit(m, config, "cpu", 0)
+    assert alone.trainer is None and alone.options == {"alpha": 3}
+    alone.log("t", "x", 1.0)
+    assert alone.tracker.log["Training"]["t"]["x"] == [1.0]
+    with pytest.raises(ConfigError, match="unknown main-loop module 'Nope'"):
+        train(main_loop_modules=["Nope"])
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str, np.generic))
+
+
+def test_output_is_plain_python_state_is_on_the_cpu_and_cb_runs_once_per_epoch():
+    calls = []
+    score, output, state = trainer(model(), loaders(), 1, None, lambda: calls.append(1), max_iter=3,
+                                   loss_functions={"t": "CrossEntropyLoss"}, verbose=False, comment="ignored",
+                                   early_stopping=False)
+    assert calls == [1, 1, 1]
+    assert isinstance(score, float) and 0 <= score <= 1
+    assert _plain(output) and set(output) >= {"tracker", "test", "validation"}
+    assert output["validation"]["t"]["accuracy"] == score
+    assert set(output["test"]["t"]) == {"loss", "accuracy"}
+    assert output["tracker"]["epochs"]["Training"] == [1, 2, 3]
+    assert all(v.device.type == "cpu" for v in state.values()) and set(state) == set(model().state_dict())
+
+
+def test_a_run_resumed_after_its_early_stop_does_not_train_further():
+    scripted_validation([0.5, 0.9, 0.6, 0.6, 0.6, 0.95])
+    store = MemoryCheckpointStore()
+    score, output, state = train(max_iter=20, patience=3, main_loop_modules=["Scripted"], checkpoints=store,
+                                 keep_last_n=1, keep_best_n=0)
+    assert output["epochs"] == 5 and list(store.states) == [5]
+    # the job died after its last checkpoint: the restart only re-does the final evaluation
+    trained = []
+
+    @register_module("CountEpochs")
+    class CountEpochs(MainLoopModule):
+        def pre_epoch(self, model, mode, **options):
+            super().pre_epoch(model, mode, **options)
+            trained.append(mode)
+
+    again, output2, state2 = train(max_iter=20, patience=3, main_loop_modules=["CountEpochs"], checkpoints=store)
+    assert "Training" not in trained and output2["epochs"] == 5 and output2["best_epoch"] == 2
+    assert all(torch.equal(state[k], state2[k]) for k in state)
+
+
+def test_checkpoints_are_ranked_by_their_own_epochs_score():
+    scripted_validation([0.5, 0.9, 0.6, 0.7, 0.6, 0.8])
+    store = MemoryCheckpointStore()
+    train(max_iter=6, patience=10, checkpoints=store, save_every_n=1, keep_last_n=1, keep_best_n=2,
+          main_loop_modules=["Scripted"])
+    assert sorted(store.states) == [2, 6]
+    assert {e: s for e, (s, _) in store.states.items()} == {2: 29 / 32, 6: 26 / 32}  # 0.9, 0.8 of 32 samples
+    scripted_validation([0.5, 0.6, 0.95, 0.7, 0.6, 0.8])
+    store = MemoryCheckpointStore()
+    train(max_iter=6, patience=10, checkpoints=store, save_every_n=2, keep_last_n=0, keep_best_n=1,
+          main_loop_modules=["Scripted"])
+    assert sorted(store.states) == [6]  # saved at 2, 4, 6 only (0.6, 0.7, 0.8)
+
+
+def test_loss_by_task_key_extra_test_sets_and_transfer_data_in_the_loss():
+    got = {}
+
+    @register_loss("TeacherMSE")
+    class TeacherMSE(nn.Module):
+        uses_extra = True
+
+        def forward(self, outputs, targets, extra):
+            got.setdefault("keys", set(extra))
+            return ((outputs - extra["logits"]) ** 2).mean()
+
+    @register_module("SeeExtra")
+    class SeeExtra(MainLoopModule):
+        def pre_forward(self, model, inputs, task_key, shared_memory):
+            if shared_memory["extra"]:
+                got["module"] = shared_memory["extra"]["logits"].shape
+            return model, inputs
+
+    x, y = torch.randn(32, 6), torch.arange(32) % 2
+    teacher = torch.randn(32, 2)
+
+    def collate(items):
+        return (torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items]),
+                {"logits": torch.stack([i[2] for i in items])})
+
+    with_teacher = DataLoader(TensorDataset(x, y, teacher), batch_size=16, collate_fn=collate)
+    plain = DataLoader(TensorDataset(x, y), batch_size=16)
+    data = {"train": {"t": with_teacher}, "validation": {"t": with_teacher}, "test": {"t": with_teacher}}
+    m = model()
+    _, output, _ = train(m, data=data, max_iter=1, loss_functions={"t": "TeacherMSE"}, save_every_n=0,
+                         main_loop_modules=["SeeExtra"], restore_best=False)
+    assert got["keys"] == {"logits"} and got["module"] == (16, 2)
+    with torch.no_grad():
+        expected = ((m(x) - teacher) ** 2).mean().item()
+    assert output["test"]["t"]["loss"] == pytest.approx(expected, rel=1e-5)
+
+    # extra test sets find their loss by the longest task-key prefix; several entries need a match
+    data = {"train": {"t": plain}, "validation": {"t": plain}, "test": {"t": plain, "t_rotated_10": plain}}
+    _, output, _ = train(data=data, max_iter=1, save_every_n=0,
+                         loss_functions={"t": "CrossEntropyLoss", "u": "MSELoss"})
+    assert set(output["test"]) == {"t", "t_rotated_10"}
+    assert output["test"]["t_rotated_10"] == output["test"]["t"]
+    with pytest.raises(ConfigError, match="no loss function for task 'v'"):
+        train(data={"train": {"v": plain}, "validation": {"v": plain}}, max_iter=1,
+              loss_functions={"t": "CrossEntropyLoss", "u": "MSELoss"})
+    # no test split at all: fine, output["test"] is empty
+    _, output, _ = train(data={"train": {"t": plain}, "validation": {"t": plain}}, max_iter=1, save_every_n=0)
+    assert output["test"] == {}
+
+
+def test_regression_needs_stop_metric_loss():
+    x = torch.randn(32, 6)
+    y = torch.randn(32, 2)
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    data = {"train": {"r": loader}, "validation": {"r": loader}, "test": {"r": loader}}
+    with pytest.raises(ConfigError, match="stop_metric='accuracy' was not measured"):
+        train(data=data, max_iter=1, loss_functions={"r": "MSELoss"})
+    score, output, _ = train(data=data, max_iter=2, loss_functions={"r": "MSELoss"}, stop_metric="loss")
+    assert score == output["validation"]["r"]["loss"] > 0  # the score is the loss itself (lower is better)
+
+
+def test_evaluation_interval_and_iteration_tracking():
+    _, output, _ = train(max_iter=5, interval=2, early_stopping=False, track_iterations=True, save_every_n=0)
+    tracker = output["tracker"]
+    assert tracker["epochs"]["Validation"] == [2, 4, 5, 5]  # every 2nd epoch, the last one, the final score
+    assert len(tracker["iterations"]["Training"]["t"]) == 5 * 2
+    assert tracker["log"]["Training"]["t"]["loss"][-1] == pytest.approx(np.mean(tracker["iterations"]["Training"]["t"][-2:]))
+
+
+def test_regex_freeze_and_reset_patterns():
+    m = model()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    _, _, after = train(m, max_iter=1, freeze=[r"re:3\.(weight|bias)"], save_every_n=0, restore_best=False)
+    assert torch.equal(after["3.weight"], before["3.weight"]) and not torch.equal(after["0.weight"], before["0.weight"])
+    t = Trainer(model(), loaders(), 1, TrainerConfig(loss_functions={"t": "CrossEntropyLoss"}, reset=["re:[3]"]))
+    torch.manual_seed(1)
+    expected = nn.Linear(16, 2)
+    assert torch.equal(t.model[0].weight, before["0.weight"]) and torch.equal(t.model[3].weight, expected.weight)
+    with pytest.raises(ConfigError, match="no trainable parameter"):
+        train(model(), max_iter=1, freeze=["*"])
+    t = Trainer(model(), loaders(), 1, TrainerConfig(loss_functions={"t": "CrossEntropyLoss"}, freeze=["0.*"]))
+    frozen = {id(p) for p in t.model[0].parameters()}
+    assert not any(id(p) in frozen for group in t.optimizer.param_groups for p in group["params"])
+
+
+def test_dropout_mode_eval_turns_dropout_off_while_training():
+    states = []
+
+    @register_module("DropoutState")
+    class DropoutState(MainLoopModule):
+        def pre_forward(self, model, inputs, task_key, shared_memory):
+            if self.mode == "Training":
+                states.append((model.training, model[2].training))
+            return model, inputs
+
+    train(model(dropout=0.5), max_iter=1, save_every_n=0, main_loop_modules=["DropoutState"], dropout_mode="eval")
+    assert states == [(True, False)] * 2
+    states.clear()
+    train(model(dropout=0.5), max_iter=1, save_every_n=0, main_loop_modules=["DropoutState"])
+    assert states == [(True, True)] * 2
+
+
+def test_nan_batch_index_counts_cancelled_batches_and_is_a_runtime_error():
+    from nntransfer.trainer import CancelBatch
+
+    @register_module("SkipThenPoison")
+    class SkipThenPoison(MainLoopModule):
+        def pre_forward(self, model, inputs, task_key, shared_memory):
+            if self.mode == "Training" and shared_memory["batch_index"] == 0:
+                raise CancelBatch
+            return model, inputs
+
+        def post_forward(self, outputs, loss, targets, **shared):
+            if self.mode == "Training" and shared["batch_index"] == 2:
+                loss = loss + float("inf")
+            return outputs, loss, targets
+
+    assert issubclass(TrainingDiverged, RuntimeError)
+    with pytest.raises(TrainingDiverged, match=r"loss is inf in epoch 1, batch 2;"):
+        train(data=loaders(n_train=128), max_iter=2, main_loop_modules=["SkipThenPoison"], save_every_n=0)
