@@ -229,3 +229,19 @@ def test_nan_batch_index_counts_cancelled_batches_and_is_a_runtime_error():
     assert issubclass(TrainingDiverged, RuntimeError)
     with pytest.raises(TrainingDiverged, match=r"loss is inf in epoch 1, batch 2;"):
         train(data=loaders(n_train=128), max_iter=2, main_loop_modules=["SkipThenPoison"], save_every_n=0)
+
+
+def test_accumulated_gradients_left_at_the_end_of_an_epoch_are_used_in_that_epoch():
+    steps = []
+
+    @register_module("CountSteps")
+    class CountSteps(MainLoopModule):
+        def post_optimizer(self, model):
+            steps.append(self.epoch)
+            assert all(p.grad is None for p in model.parameters())  # zeroed after each step
+
+    t = Trainer(model(), loaders(n_train=128), 1, TrainerConfig(loss_functions={"t": "CrossEntropyLoss"}, max_iter=2,
+                                                                accumulate_gradients=3, verbose=False, save_every_n=0,
+                                                                main_loop_modules=["CountSteps"]))
+    t.train()
+    assert steps == [1, 1, 2, 2] and t.steps == 4  # 4 batches per epoch: a step after batch 3 and one after batch 4

@@ -52,6 +52,7 @@ class Trainer:
         self.tracker = Tracker()
         self.epoch = 0
         self.steps = 0
+        self._pending = 0  # backward passes since the last optimizer step (gradient accumulation)
         self.stopped = False  # early stopping decided (kept in checkpoints: a resumed run does not go on)
         self.last_score = -float("inf")  # latest validation score (higher is better), saved with checkpoints
         tasks = dict.fromkeys(task for split in dataloaders.values() for task in split)
@@ -67,6 +68,10 @@ class Trainer:
         decays = config.lr_decay_steps - 1 if config.lr_schedule == "plateau" else 0
         self.stopper = EarlyStopping(config.patience, config.threshold, decays)
         self.modules: list[MainLoopModule] = [module_class(name).create(self, name) for name in config.main_loop_modules]
+        # per-batch hooks only of the modules that override them (the base class's are no-ops)
+        self._hooks = {hook: [getattr(m, hook) for m in self.modules
+                              if getattr(type(m), hook) is not getattr(MainLoopModule, hook)]
+                       for hook in ("pre_forward", "post_forward", "post_backward", "post_optimizer")}
 
     # -- the main loop ----------------------------------------------------------------------------
     def train(self) -> tuple[float, dict, dict]:
@@ -124,6 +129,8 @@ class Trainer:
                 pass
         batches.close()
         self._check_finite(mode, batch_losses, batch_indices)
+        if training and self._pending:  # gradients accumulated over the epoch's last batches: use them now
+            self._optimizer_step()
         for module in self.modules:
             module.post_epoch(self.model)
         self._track(mode, totals)
@@ -133,13 +140,13 @@ class Trainer:
         inputs, targets, extra = _unpack(batch, self.device)
         shared_memory = {"extra": extra, "batch_index": index, "epoch": self.epoch, "mode": mode, "task_key": task}
         model = self.model
-        for module in self.modules:
-            model, inputs = module.pre_forward(model, inputs, task, shared_memory)
+        for pre_forward in self._hooks["pre_forward"]:
+            model, inputs = pre_forward(model, inputs, task, shared_memory)
         with torch.autocast("cuda") if self.amp else contextlib.nullcontext():
             outputs = model(inputs)
             loss = 0.0  # modules add extra terms here, before the main loss
-            for module in self.modules:
-                outputs, loss, targets = module.post_forward(outputs, loss, targets, **shared_memory)
+            for post_forward in self._hooks["post_forward"]:
+                outputs, loss, targets = post_forward(outputs, loss, targets, **shared_memory)
             if self._loss_takes_extra.get(task):
                 main_loss = self.losses[task](outputs, targets, shared_memory["extra"])
             else:
@@ -163,10 +170,14 @@ class Trainer:
             self.scaler.scale(loss).backward()
         else:
             loss.backward()
-        for module in self.modules:
-            module.post_backward(self.model)
-        if (index + 1) % self.config.accumulate_gradients:
-            return
+        for post_backward in self._hooks["post_backward"]:
+            post_backward(self.model)
+        self._pending += 1
+        if self._pending == self.config.accumulate_gradients:
+            self._optimizer_step()
+
+    def _optimizer_step(self) -> None:
+        self._pending = 0
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -174,8 +185,8 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.steps += 1
-        for module in self.modules:
-            module.post_optimizer(self.model)
+        for post_optimizer in self._hooks["post_optimizer"]:
+            post_optimizer(self.model)
 
     def evaluate(self, mode: str = VALIDATION) -> float:
         """Run the validation (or test) loaders; returns the mean ``stop_metric`` (higher is better)."""
