@@ -105,9 +105,9 @@ class Trainer:
         self._set_modes(training)
         for module in self.modules:
             module.pre_epoch(self.model, mode, epoch=self.epoch)
-        # per task: per-batch loss and correct-count tensors and batch sizes, summed once at the end of
-        # the pass (no per-batch synchronisation or accumulation ops in the hot loop)
-        totals = {task: ([], [], []) for task in loaders}
+        # per task: per-batch loss tensors, predicted classes with their targets, and batch sizes, reduced
+        # once at the end of the pass (one kernel per batch for accuracy, no per-batch synchronisation)
+        totals = {task: ([], [], [], []) for task in loaders}
         batch_losses, batch_indices = [], []
         n_batches = sum(len(loader) for loader in loaders.values())
         if training and len(loaders) > 1:
@@ -156,11 +156,12 @@ class Trainer:
             self._backward_and_step(loss / self.config.accumulate_gradients
                                     if self.config.accumulate_gradients > 1 else loss, index)
         detached = loss.detach()
-        losses, correct, sizes = totals
+        losses, predictions, labels, sizes = totals
         losses.append(detached)
         sizes.append(len(targets))
         if outputs.dim() == 2 and targets.dim() == 1:
-            correct.append((outputs.detach().argmax(1) == targets).sum())
+            predictions.append(outputs.detach().argmax(1))
+            labels.append(targets)
         if self.config.track_iterations:
             self.tracker.add_iteration(mode, task, float(detached))
         return detached
@@ -228,14 +229,15 @@ class Trainer:
                 yield task, batch
 
     def _track(self, mode: str, totals: dict) -> None:
-        for task, (losses, correct, sizes) in totals.items():
+        for task, (losses, predictions, labels, sizes) in totals.items():
             if not sizes:
                 continue
             n = sum(sizes)
             weights = torch.tensor(sizes, dtype=torch.float32, device=self.device)
             self.tracker.add(mode, task, "loss", float(torch.stack(losses).float() @ weights) / n)
-            if correct:
-                self.tracker.add(mode, task, "accuracy", float(torch.stack(correct).sum()) / n)
+            if predictions and len(predictions) == len(sizes):
+                correct = (torch.cat(predictions) == torch.cat(labels)).sum()
+                self.tracker.add(mode, task, "accuracy", float(correct) / n)
         if mode == TRAIN:
             self.tracker.add_epoch(mode, self.epoch)
             self.tracker.add(mode, "all", "lr", self.optimizer.param_groups[0]["lr"])
