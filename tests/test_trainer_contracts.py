@@ -245,3 +245,21 @@ def test_accumulated_gradients_left_at_the_end_of_an_epoch_are_used_in_that_epoc
                                                                 main_loop_modules=["CountSteps"]))
     t.train()
     assert steps == [1, 1, 2, 2] and t.steps == 4  # 4 batches per epoch: a step after batch 3 and one after batch 4
+
+
+def test_memory_store_keeps_each_epochs_state_and_resuming_from_an_earlier_one_matches(tmp_path):
+    from nntransfer.trainer import DirectoryCheckpointStore
+
+    store = MemoryCheckpointStore()
+    _, out_ref, ref = train(model(dropout=0.3), max_iter=4, checkpoints=store, keep_last_n=4, keep_best_n=0, restore_best=False,
+                            early_stopping=False)
+    assert sorted(store.states) == [1, 2, 3, 4]
+    epoch2 = store.states[2][1]
+    assert not torch.equal(epoch2["model"]["0.weight"], ref["0.weight"])  # a copy, not the live parameters
+    # a store holding only epoch 2 (e.g. the job died during epoch 3) resumes to the same end
+    disk = DirectoryCheckpointStore(tmp_path)
+    disk.save(2, store.states[2][0], epoch2)
+    assert disk.latest()["epoch"] == 2  # loads with weights_only=True
+    _, out, resumed = train(model(dropout=0.3), max_iter=4, checkpoints=disk, early_stopping=False, restore_best=False)
+    assert out["tracker"] == out_ref["tracker"]
+    assert all(torch.equal(ref[k], resumed[k]) for k in ref)

@@ -48,7 +48,8 @@ class MemoryCheckpointStore:
         return self.states[max(self.states)][1]
 
     def save(self, epoch, score, state):
-        self.states[int(epoch)] = (float(score), state)
+        # a copy: the state's tensors are the live parameters and optimizer buffers
+        self.states[int(epoch)] = (float(score), _clone(state))
 
     def prune(self, keep_last_n, keep_best_n):
         keep = _choose([(e, s) for e, (s, _) in self.states.items()], keep_last_n, keep_best_n)
@@ -87,6 +88,16 @@ class DirectoryCheckpointStore:
         for epoch, (_, file) in entries.items():
             if epoch not in keep:
                 file.unlink()
+
+
+def _clone(value):
+    if torch.is_tensor(value):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _clone(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_clone(v) for v in value)
+    return value
 
 
 # -- random number generator states as tensors --------------------------------------------------

@@ -104,14 +104,13 @@ class Trainer:
         training = mode == TRAIN
         self._set_modes(training)
         for module in self.modules:
+            module.mode, module.epoch = mode, self.epoch  # also for modules whose pre_epoch skips super()
             module.pre_epoch(self.model, mode, epoch=self.epoch)
         # per task: per-batch loss tensors, predicted classes with their targets, and batch sizes, reduced
         # once at the end of the pass (one kernel per batch for accuracy, no per-batch synchronisation)
         totals = {task: ([], [], [], []) for task in loaders}
         batch_losses, batch_indices = [], []
-        n_batches = sum(len(loader) for loader in loaders.values())
-        if training and len(loaders) > 1:
-            n_batches = len(loaders) * max(len(loader) for loader in loaders.values())
+        n_batches = _total_batches(loaders, cycle=training)
         batches = tqdm(self._batches(loaders, cycle=training), total=n_batches, leave=False,
                        desc=f"{mode} {self.epoch}", disable=not self.config.verbose)
         with torch.set_grad_enabled(training):
@@ -372,6 +371,15 @@ class Trainer:
         }
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         return float(score), output, state
+
+
+def _total_batches(loaders: dict, cycle: bool) -> int | None:
+    """Batches in a pass (for the progress bar); None when a loader has no length."""
+    try:
+        lengths = [len(loader) for loader in loaders.values()]
+    except TypeError:
+        return None
+    return len(lengths) * max(lengths) if cycle and len(lengths) > 1 else sum(lengths)
 
 
 def _matches(name: str, pattern: str) -> bool:
