@@ -263,3 +263,29 @@ def test_memory_store_keeps_each_epochs_state_and_resuming_from_an_earlier_one_m
     _, out, resumed = train(model(dropout=0.3), max_iter=4, checkpoints=disk, early_stopping=False, restore_best=False)
     assert out["tracker"] == out_ref["tracker"]
     assert all(torch.equal(ref[k], resumed[k]) for k in ref)
+
+
+def test_batchnorm_mode_eval_keeps_running_statistics_while_training():
+    def bn_model():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
+
+    _, _, frozen_stats = train(bn_model(), max_iter=1, save_every_n=0, batchnorm_mode="eval", restore_best=False)
+    _, _, moving_stats = train(bn_model(), max_iter=1, save_every_n=0, restore_best=False)
+    assert torch.equal(frozen_stats["1.running_mean"], torch.zeros(16))
+    assert not torch.equal(moving_stats["1.running_mean"], torch.zeros(16))
+    assert int(frozen_stats["1.num_batches_tracked"]) == 0 and int(moving_stats["1.num_batches_tracked"]) == 2
+
+
+def test_a_log_line_per_epoch_and_progress_bars(caplog, capsys):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="nntransfer.trainer"):
+        train(max_iter=2, save_every_n=0, verbose=False, early_stopping=False)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert len(lines) == 2 and lines[1].startswith("epoch 2 | Training/t: loss ")
+    assert "Validation/t: loss " in lines[1] and "accuracy " in lines[1]
+    assert capsys.readouterr().err == ""  # verbose=False: no bars
+    train(max_iter=1, save_every_n=0, verbose=True)
+    err = capsys.readouterr().err
+    assert "epochs" in err and "Training 1" in err  # tqdm bars for epochs and batches
