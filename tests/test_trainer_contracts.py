@@ -289,3 +289,8 @@ def test_a_log_line_per_epoch_and_progress_bars(caplog, capsys):
     train(max_iter=1, save_every_n=0, verbose=True)
     err = capsys.readouterr().err
     assert "epochs" in err and "Training 1" in err  # tqdm bars for epochs and batches
+
+
+def test_unknown_config_fields_name_the_way_to_a_subclass():
+    with pytest.raises(ConfigError, match=r"does not know: \['noise_level'\].*own fn"):
+        train(max_iter=1, noise_level=0.3)

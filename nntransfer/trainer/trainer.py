@@ -37,6 +37,14 @@ def trainer(model: nn.Module, dataloaders: dict, seed: int, uid=None, cb: Callab
     ``output`` holds the tracker history and the final validation and test results.
     """
     config.pop("comment", None)
+    unknown = sorted(set(config) - set(TrainerConfig.fields()))
+    if unknown:
+        raise ConfigError(
+            f"nntransfer.trainer.trainer got config fields it does not know: {unknown}. A TrainerConfig subclass "
+            "with its own fields needs its own fn, e.g. one that calls "
+            "Trainer(model, dataloaders, seed, MyTrainerConfig(**config), checkpoints=checkpoints, cb=cb).train(); "
+            "options of main-loop modules belong in module_options"
+        )
     cfg = TrainerConfig(**config)
     return Trainer(model, dataloaders, seed, cfg, checkpoints=checkpoints, cb=cb).train()
 
