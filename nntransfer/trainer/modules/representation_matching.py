@@ -18,7 +18,8 @@ class RepresentationMatching(MainLoopModule):
 
     During training, clean and noisy inputs run as one batch; the extra loss compares the noisy
     half's representation with the clean half's (no gradient through the clean one), and the noisy
-    half's outputs go on to the main loss. The term is logged as ``representation_matching``.
+    half's outputs go on to the main loss. The term of every training batch is logged as
+    ``representation_matching`` at the end of the epoch.
     """
 
     name = "RepresentationMatching"
@@ -30,8 +31,16 @@ class RepresentationMatching(MainLoopModule):
         self._capture = None
         self._reps = None
         self._task = None
+        self._terms: list = []  # (task, term) of this pass, logged at its end (no per-batch synchronisation)
+
+    def pre_epoch(self, model, mode, **options):
+        super().pre_epoch(model, mode, **options)
+        self._terms = []
 
     def pre_forward(self, model, inputs, task_key, shared_memory):
+        if self._capture is not None:  # the previous batch was cancelled before post_forward
+            self._capture.__exit__(None, None, None)
+            self._capture = None
         if self.mode != "Training":
             return model, inputs
         clean = shared_memory.get("clean_inputs")
@@ -54,6 +63,11 @@ class RepresentationMatching(MainLoopModule):
             term = (1 - F.cosine_similarity(noisy, clean.detach(), dim=1)).mean()
         else:
             term = F.mse_loss(noisy, clean.detach())
-        self.log(self._task, "representation_matching", float(term.detach()))
+        self._terms.append((self._task, term.detach()))
         outputs = outputs[: outputs.shape[0] // 2]
         return outputs, loss + self.option("weight", 1.0) * term, targets
+
+    def post_epoch(self, model):
+        for task, term in self._terms:
+            self.log(task, "representation_matching", float(term))
+        self._terms = []

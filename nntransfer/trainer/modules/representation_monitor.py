@@ -31,6 +31,9 @@ class RepresentationMonitor(MainLoopModule):
         self._sums = {}
 
     def pre_forward(self, model, inputs, task_key, shared_memory):
+        if self._capture is not None:  # the previous batch was cancelled before post_forward
+            self._capture.__exit__(None, None, None)
+            self._capture = None
         if self._active():
             self._task = task_key
             self._capture = capture(self.model, self.layers)
