@@ -63,8 +63,28 @@ def test_key_order_irrelevant_and_comment_ignored():
 
 def test_key_equals_make_hash_of_documented_dict():
     cfg = ToyTrainer(lr=0.3, comment="not hashed")
-    documented = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.to_dict().items() if k != "comment"}
+    run_fields = {"comment", "verbose", "save_every_n", "keep_last_n", "keep_best_n", "track_iterations"}
+    documented = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.to_dict().items() if k not in run_fields}
     assert cfg.get_key() == {"trainer_fn": ToyTrainer.fn, "trainer_hash": make_hash(documented)}
+
+
+def test_run_fields_are_stored_and_shown_but_not_hashed():
+    from nntransfer.configs import ImageDatasetConfig
+
+    base = ToyTrainer(lr=0.3)
+    for change in ({"verbose": False}, {"save_every_n": 3}, {"keep_last_n": 4}, {"keep_best_n": 0},
+                   {"track_iterations": True}):
+        other = base.replace(**change)
+        assert other.get_key() == base.get_key(), change
+        assert other.to_dict()[next(iter(change))] == next(iter(change.values()))
+    assert base.replace(max_iter=3).get_key() != base.get_key()
+    data = ImageDatasetConfig()
+    for change in ({"num_workers": 2}, {"pin_memory": True}, {"data_dir": "/elsewhere"}):
+        assert data.replace(**change).get_key() == data.get_key(), change
+    assert data.replace(batch_size=8).get_key() != data.get_key()
+    shown = base.describe()
+    assert "[run] verbose" in shown and "[key] max_iter" in shown and "[run] comment" in shown
+    assert "verbose" not in ToyTrainer.key_fields() and "lr" in ToyTrainer.key_fields()
 
 
 def test_field_added_later_keeps_old_keys():

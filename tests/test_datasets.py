@@ -123,7 +123,7 @@ def test_image_folder(tmp_path):
 def test_missing_files_give_the_path_and_the_download_hint(tmp_path):
     with pytest.raises(ConfigError, match=r"MNIST not found under .*download=True"):
         image_dataset_loader(seed=1, dataset_cls="MNIST", data_dir=str(tmp_path / "nothing"))
-    with pytest.raises(ConfigError, match="unknown dataset_cls 'MNISTT'"):
+    with pytest.raises(ConfigError, match="unknown dataset 'MNISTT' in ImageDatasetConfig.dataset_cls. Did you mean 'MNIST'"):
         image_dataset_loader(seed=1, dataset_cls="MNISTT")
 
 

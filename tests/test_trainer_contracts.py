@@ -15,7 +15,7 @@ from nntransfer.trainer import (
     register_module,
     trainer,
 )
-from nntransfer.trainer.optim import register_loss
+from nntransfer.trainer.losses import register_loss
 from test_trainer import loaders, model, scripted_validation, train
 
 

@@ -3,10 +3,11 @@
 A config class declares typed fields with defaults::
 
     class MyTrainer(TrainerConfig):
-        fn = "mypackage.training.train"
+        fn = "mypackage.training:train"
         lr: float = 0.01
         milestones: list[int] = [30, 60]        # mutable defaults are copied per instance
         warmup: int = field(default=0, since="0.2")   # added later: keeps old keys
+        log_every: int = field(default=10, key=False)  # a run field: stored, never hashed
 
 Construction takes keyword overrides only. Values are validated and normalised against the
 declared types (``int`` -> ``float`` for float fields, lists <-> tuples as declared) *before* hashing,
@@ -15,8 +16,9 @@ because nnfabrik's ``make_hash`` hashes leaves as ``str(x)`` and would otherwise
 
 Key rule (documented in docs/configs.md): ``get_key()`` is
 ``{"<name>_fn": fn, "<name>_hash": make_hash(cfg.hashed_dict())}`` where ``hashed_dict()`` is
-``to_dict()`` without ``comment`` and without every field declared with ``since=...`` whose value
-equals its default, with tuples written as lists.
+``to_dict()`` without the run fields (``comment`` and every field declared with ``key=False``: settings
+that cannot change a result, such as progress bars, checkpoint cadence or file locations), without every
+field declared with ``since=...`` whose value equals its default, and with tuples written as lists.
 """
 from __future__ import annotations
 
@@ -28,21 +30,25 @@ import types
 import typing
 from typing import Any, ClassVar, Literal, Union
 
+from ..registry import is_import_path, resolve_import_path
 from .errors import ConfigError
 
 _MISSING = dataclasses.MISSING
 
 
-def field(default: Any = _MISSING, *, default_factory: Any = _MISSING, since: str | None = None, help: str = ""):
+def field(default: Any = _MISSING, *, default_factory: Any = _MISSING, since: str | None = None, key: bool = True,
+          help: str = ""):
     """Declare a config field with options.
 
     ``since`` marks a field added after configs were already stored: while it equals its default it
-    is left out of the hash, so existing keys stay valid. ``help`` is shown by ``describe()``.
+    is left out of the hash, so existing keys stay valid. ``key=False`` declares a run field: a setting
+    that cannot change a result (progress bars, checkpoint cadence, loader workers, file locations); it is
+    stored and shown but never hashed. ``help`` is shown by ``describe()``.
     """
     if default is not _MISSING and isinstance(default, (list, dict, set)):
         default_factory, default = (lambda v=default: copy.deepcopy(v)), _MISSING
     return dataclasses.field(
-        default=default, default_factory=default_factory, metadata={"since": since, "help": help}
+        default=default, default_factory=default_factory, metadata={"since": since, "key": key, "help": help}
     )
 
 
@@ -68,7 +74,7 @@ class BaseConfig:
 
     config_name: ClassVar[str] = ""
     fn: ClassVar[str] = ""
-    comment: str = ""
+    comment: str = field(default="", key=False, help="free text, stored with the entry")
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -95,8 +101,8 @@ class BaseConfig:
             )
         if "fn" in overrides:
             fn = overrides.pop("fn")
-            if not isinstance(fn, str) or "." not in fn:
-                raise ConfigError(f"fn must be an import path like 'package.module.function', got {fn!r}")
+            if not isinstance(fn, str) or not is_import_path(fn):
+                raise ConfigError(f"fn must be an import path like 'package.module:function', got {fn!r}")
             self.fn = fn
         for name, f in fields.items():
             if name in overrides:
@@ -164,7 +170,7 @@ class BaseConfig:
         """The dict that ``get_key()`` hashes (see the module docstring for the rule)."""
         out = {}
         for name, f in self.fields().items():
-            if name == "comment":
+            if not is_key_field(f):
                 continue
             value = getattr(self, name)
             if f.metadata.get("since") and value == _default_of(f):
@@ -203,18 +209,30 @@ class BaseConfig:
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and self.fn == other.fn and self.to_dict() == other.to_dict()
 
+    @classmethod
+    def key_fields(cls) -> list[str]:
+        """Names of the fields that are part of the key (all but the run fields)."""
+        return [name for name, f in cls.fields().items() if is_key_field(f)]
+
     def describe(self) -> str:
-        """One line per field: name, type, value, help."""
-        lines = [f"{type(self).__name__} (fn={self.fn})"]
+        """One line per field: key or run field, name, type, value, help."""
+        lines = [f"{type(self).__name__} (fn={self.fn}); 'key' fields make the hash, 'run' fields do not"]
         for name, f in self.fields().items():
             tp = self._hints.get(name, Any)
-            lines.append(f"  {name}: {getattr(tp, '__name__', tp)} = {getattr(self, name)!r}  {f.metadata.get('help', '')}".rstrip())
+            kind = "key" if is_key_field(f) else "run"
+            lines.append(f"  [{kind}] {name}: {_type_name(tp)} = {getattr(self, name)!r}  "
+                         f"{f.metadata.get('help', '')}".rstrip())
         return "\n".join(lines)
 
 
 # BaseConfig itself is a dataclass so that ``comment`` is inherited as a field.
 dataclasses.dataclass(BaseConfig, init=False, repr=False, eq=False, kw_only=True)
 BaseConfig._hints = typing.get_type_hints(BaseConfig)
+
+
+def is_key_field(f: dataclasses.Field) -> bool:
+    """Whether a field is hashed into the key (run fields, declared with ``key=False``, are not)."""
+    return f.metadata.get("key", True)
 
 
 def _default_of(f: dataclasses.Field) -> Any:
@@ -225,29 +243,11 @@ def _default_of(f: dataclasses.Field) -> Any:
     return _MISSING
 
 
-def resolve_import_path(path: str, what: str = "fn"):
-    """Resolve ``package.module.name`` to an object; ConfigError names the part that failed."""
-    import importlib
-
-    if not isinstance(path, str) or "." not in path:
-        raise ConfigError(f"{what} must be an import path like 'package.module.function', got {path!r}")
-    module_path, _, name = path.rpartition(".")
-    try:
-        module = importlib.import_module(module_path)
-    except ImportError as err:
-        raise ConfigError(f"{what}={path!r}: cannot import module {module_path!r} ({err})") from err
-    try:
-        obj = getattr(module, name)
-    except AttributeError:
-        raise ConfigError(f"{what}={path!r}: module {module_path!r} has no attribute {name!r}") from None
-    if not callable(obj):
-        raise ConfigError(f"{what}={path!r} is not callable")
-    return obj
-
-
 # -- type validation ----------------------------------------------------------------------------
 def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    if typing.get_origin(tp) is not None:  # Optional[int], list[str], ... (their __name__ drops the arguments)
+        return str(tp).replace("typing.", "")
+    return getattr(tp, "__name__", None) or str(tp)
 
 
 def _coerce(value: Any, tp: Any, path: str, owner: type) -> Any:

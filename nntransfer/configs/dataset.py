@@ -13,12 +13,12 @@ class DatasetConfig(BaseConfig):
     config_name = "dataset"
     fn = "nntransfer.dataset.image_dataset_loader"
 
-    data_dir: str = field(default="./data", help="where the dataset files live")
+    data_dir: str = field(default="./data", key=False, help="where the dataset files live")
     batch_size: int = field(default=64, help="examples per batch (all splits)")
     valid_size: float = field(default=0.1, help="fraction of the training split held out for validation (seeded)")
     shuffle: bool = field(default=True, help="shuffle the training split every epoch")
-    num_workers: int = field(default=0, help="DataLoader worker processes (ignored by the in-memory path)")
-    pin_memory: bool = field(default=False, help="DataLoader pin_memory (faster host-to-GPU copies)")
+    num_workers: int = field(default=0, key=False, help="DataLoader worker processes (ignored by the in-memory path)")
+    pin_memory: bool = field(default=False, key=False, help="DataLoader pin_memory (faster host-to-GPU copies)")
 
     def __post_init__(self) -> None:
         if not 0 <= self.valid_size < 1:

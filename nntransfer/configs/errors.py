@@ -1,2 +1,3 @@
-class ConfigError(ValueError):
-    """A config has an unknown field, a value of the wrong type, or an unresolvable builder path."""
+from ..errors import ConfigError
+
+__all__ = ["ConfigError"]

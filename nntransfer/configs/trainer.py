@@ -41,9 +41,9 @@ class TrainerConfig(BaseConfig):
     early_stopping: bool = True
     restore_best: bool = field(default=True, help="end with the parameters of the best evaluation")
     # checkpoints
-    save_every_n: int = field(default=1, help="checkpoint every n epochs (0: never)")
-    keep_last_n: int = 1
-    keep_best_n: int = 1
+    save_every_n: int = field(default=1, key=False, help="checkpoint every n epochs (0: never)")
+    keep_last_n: int = field(default=1, key=False, help="keep the newest n checkpoints")
+    keep_best_n: int = field(default=1, key=False, help="also keep the n checkpoints with the best validation score")
     # parameters
     freeze: list[str] = field(default=[], help="glob patterns of parameter names to keep fixed, e.g. 'conv*'")
     reset: list[str] = field(default=[], help="glob patterns of module names to re-initialise before training")
@@ -55,8 +55,8 @@ class TrainerConfig(BaseConfig):
     data_transfer: bool = field(default=False, help="hand this step's logits on the training set to later steps")
     transfer_strict: bool = field(default=True, help="parameter transfer needs identical names and shapes")
     # output
-    verbose: bool = field(default=True, help="progress bars")
-    track_iterations: bool = field(default=False, help="also record the loss of every batch")
+    verbose: bool = field(default=True, key=False, help="progress bars")
+    track_iterations: bool = field(default=False, key=False, help="also record the loss of every batch")
 
     def __post_init__(self) -> None:
         for name in ("max_iter", "patience", "interval", "accumulate_gradients", "lr_decay_steps"):

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from ..configs.errors import ConfigError
+from ..registry import Registry
 
 # mean / std per channel on [0, 1] images
 NORMALIZATION = {
@@ -36,21 +36,18 @@ class Source:
     std: tuple
 
 
-SOURCES: dict[str, Callable[[str, bool], Source]] = {}
+# name -> fn(data_dir, download) -> Source
+SOURCES = Registry("dataset", "ImageDatasetConfig.dataset_cls",
+                   how="Add one with @register_source('Name') (see docs/datasets_and_models.md).")
 
 
 def register_source(name: str):
-    def decorate(fn):
-        SOURCES[name] = fn
-        return fn
-
-    return decorate
+    """Register ``fn(data_dir: str, download: bool) -> Source`` as ``dataset_cls=name``."""
+    return SOURCES.register(name)
 
 
 def load_source(name: str, data_dir: str, download: bool) -> Source:
-    if name not in SOURCES:
-        raise ConfigError(f"unknown dataset_cls {name!r}; available: {', '.join(sorted(SOURCES))}")
-    return SOURCES[name](data_dir, download)
+    return SOURCES.get(name)(data_dir, download)
 
 
 def _missing(name: str, root: str, err: Exception) -> ConfigError:

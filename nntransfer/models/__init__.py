@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..configs.model import ModelConfig
-from .registry import MODEL_FAMILIES, MODELS, DataInfo, data_info, register_model, register_model_family, resolve
+from .registry import MODELS, DataInfo, data_info, register_model, register_model_family, resolve
 from .representations import capture, layer_names
 
 # The registry: one line per architecture family (importing a module registers its builders).
@@ -29,5 +29,5 @@ def classification_model_builder(dataloaders: dict, seed: int, **config) -> nn.M
     return build(info, cfg)
 
 
-__all__ = ["MODELS", "MODEL_FAMILIES", "DataInfo", "capture", "classification_model_builder", "data_info",
+__all__ = ["MODELS", "DataInfo", "capture", "classification_model_builder", "data_info",
            "layer_names", "register_model", "register_model_family", "resolve"]

@@ -6,45 +6,26 @@ from typing import Callable
 
 import torch
 
-from ..configs.errors import ConfigError
+from ..registry import Registry
 
-# name -> builder(info: DataInfo, cfg: ModelConfig) -> nn.Module
-MODELS: dict[str, Callable] = {}
-# prefix -> builder(name_after_prefix, info, cfg): families named at run time, e.g. "torchvision.<name>"
-MODEL_FAMILIES: dict[str, Callable] = {}
+# name -> builder(info: DataInfo, cfg: ModelConfig) -> nn.Module; families ("torchvision.<name>") get the name first
+MODELS = Registry("model type", "ModelConfig.type",
+                  how="Add one with @register_model('name') (see docs/datasets_and_models.md).")
 
 
 def register_model(*names: str):
     """Register a builder ``fn(info: DataInfo, cfg: ModelConfig) -> nn.Module`` under one or more names."""
-
-    def decorate(fn):
-        for name in names:
-            MODELS[name] = fn
-        return fn
-
-    return decorate
+    return MODELS.register(*names)
 
 
 def register_model_family(prefix: str):
     """Register ``fn(name, info, cfg)`` for every ``type`` that starts with ``prefix`` (e.g. ``"torchvision."``)."""
-
-    def decorate(fn):
-        MODEL_FAMILIES[prefix] = fn
-        return fn
-
-    return decorate
+    return MODELS.register_family(prefix)
 
 
 def resolve(model_type: str) -> Callable:
-    """The builder ``fn(info, cfg)`` for ``model_type``."""
-    if model_type in MODELS:
-        return MODELS[model_type]
-    for prefix, family in MODEL_FAMILIES.items():
-        if model_type.startswith(prefix):
-            return lambda info, cfg: family(model_type[len(prefix):], info, cfg)
-    families = ", ".join(f"{p}<name>" for p in MODEL_FAMILIES)
-    raise ConfigError(f"unknown model type {model_type!r}; registered: {', '.join(sorted(MODELS))}, or {families}. "
-                      "Add one with @register_model('name') (see docs/datasets_and_models.md)")
+    """The builder ``fn(info, cfg)`` for ``model_type`` (a registered name, a family member or an import path)."""
+    return MODELS.get(model_type)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The trainer (nnfabrik signature) and its main-loop modules."""
 from .checkpointing import CheckpointStore, DirectoryCheckpointStore, MemoryCheckpointStore
 from .modules import CancelBatch, CancelEpoch, MODULES, MainLoopModule, module_class, register_module
-from .optim import register_loss
+from .losses import LOSSES, register_loss
 from .tracking import Tracker
 from .trainer import Trainer, TrainingDiverged, trainer
 
@@ -10,6 +10,7 @@ __all__ = [
     "CancelEpoch",
     "CheckpointStore",
     "DirectoryCheckpointStore",
+    "LOSSES",
     "MODULES",
     "MainLoopModule",
     "MemoryCheckpointStore",

@@ -1,48 +1,12 @@
-"""Optimizers and losses by name, the learning-rate schedule, and early stopping."""
+"""Optimizers by name, the learning-rate schedule, and early stopping."""
 from __future__ import annotations
 
 import copy
-from typing import Callable
 
 import torch
 from torch import nn
 
 from ..configs.errors import ConfigError
-
-# Losses beyond torch.nn's: name -> factory. Register yours with @register_loss("Name").
-LOSSES: dict[str, Callable[[], nn.Module]] = {}
-
-
-def register_loss(name: str):
-    """Register a loss class (or factory) under ``name`` for ``loss_functions``.
-
-    It is called as ``loss(outputs, targets)``; one whose instances have ``uses_extra = True`` is called as
-    ``loss(outputs, targets, extra)`` with the batch's transfer data (e.g. a teacher's logits).
-    """
-
-    def decorate(factory):
-        LOSSES[name] = factory
-        return factory
-
-    return decorate
-
-
-@register_loss("SoftTargetCrossEntropy")
-class SoftTargetCrossEntropy(nn.Module):
-    """Cross-entropy against soft targets (probabilities), e.g. a teacher's softmax."""
-
-    def forward(self, outputs, targets):
-        return torch.sum(-targets * torch.log_softmax(outputs, dim=-1), dim=-1).mean()
-
-
-def make_loss(name: str) -> nn.Module:
-    if name in LOSSES:
-        return LOSSES[name]()
-    cls = getattr(nn, name, None)
-    if isinstance(cls, type) and issubclass(cls, nn.Module) and name.endswith("Loss"):
-        return cls()
-    raise ConfigError(f"unknown loss {name!r}: use a torch.nn loss class name (e.g. CrossEntropyLoss, MSELoss) "
-                      f"or one of {sorted(LOSSES)}")
 
 
 def make_optimizer(name: str, params, options: dict) -> torch.optim.Optimizer:

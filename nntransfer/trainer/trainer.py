@@ -17,7 +17,8 @@ from ..configs.errors import ConfigError
 from ..configs.trainer import TrainerConfig
 from .checkpointing import CheckpointStore, rng_state, set_rng_state
 from .modules import CancelBatch, CancelEpoch, MainLoopModule, module_class
-from .optim import EarlyStopping, make_loss, make_optimizer, scheduled_lr
+from .losses import make_loss
+from .optim import EarlyStopping, make_optimizer, scheduled_lr
 from .tracking import Tracker
 
 logger = logging.getLogger("nntransfer.trainer")

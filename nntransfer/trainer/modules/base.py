@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ...registry import Registry
 from ..tracking import Tracker
 
 if TYPE_CHECKING:
@@ -98,3 +99,30 @@ def _get(config, name, default):
     if isinstance(config, dict):
         return config.get(name, default)
     return getattr(config, name, default)
+
+
+def _check(obj) -> str | None:
+    if isinstance(obj, type) and issubclass(obj, MainLoopModule):
+        return None
+    return f"{obj!r} is not a MainLoopModule subclass"
+
+
+MODULES = Registry("main-loop module", "TrainerConfig.main_loop_modules", check=_check,
+                   how="Register one with @register_module('Name') (see docs/trainer.md).")
+
+
+def register_module(name: str):
+    """Class decorator registering a module under ``name`` (use the name in ``main_loop_modules``)."""
+    register = MODULES.register(name)
+
+    def decorate(cls):
+        register(cls)
+        cls.name = name
+        return cls
+
+    return decorate
+
+
+def module_class(name: str) -> type[MainLoopModule]:
+    """A registered name, or an import path ``package.module:Class`` of a MainLoopModule subclass."""
+    return MODULES.get(name)

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import functools
 
-from .base import MainLoopModule
+from .base import MainLoopModule, register_module
 
 
+@register_module("ModelWrapper")
 class ModelWrapper(MainLoopModule):
     """Options (``module_options["ModelWrapper"]``):
 
@@ -13,7 +14,6 @@ class ModelWrapper(MainLoopModule):
     * ``output``: index or key selecting the logits when the model returns a tuple or dict.
     """
 
-    name = "ModelWrapper"
 
     def pre_forward(self, model, inputs, task_key, shared_memory):
         argument = self.option("task_key_argument", None)

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from .base import MainLoopModule
+from .base import MainLoopModule, register_module
 
 
+@register_module("NoiseAugmentation")
 class NoiseAugmentation(MainLoopModule):
     """Options (``module_options["NoiseAugmentation"]``):
 
@@ -18,7 +19,6 @@ class NoiseAugmentation(MainLoopModule):
     ``shared_memory["noise_std"]`` for later modules (e.g. RepresentationMatching).
     """
 
-    name = "NoiseAugmentation"
 
     def pre_forward(self, model, inputs, task_key, shared_memory):
         if self.mode != "Training" and not self.option("in_eval", False):

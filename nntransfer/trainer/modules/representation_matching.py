@@ -5,9 +5,10 @@ import torch
 import torch.nn.functional as F
 
 from ...models.representations import capture
-from .base import MainLoopModule
+from .base import MainLoopModule, register_module
 
 
+@register_module("RepresentationMatching")
 class RepresentationMatching(MainLoopModule):
     """Options (``module_options["RepresentationMatching"]``):
 
@@ -22,7 +23,6 @@ class RepresentationMatching(MainLoopModule):
     ``representation_matching`` at the end of the epoch.
     """
 
-    name = "RepresentationMatching"
 
     def __init__(self, model, config, device, seed):
         super().__init__(model, config, device, seed)

@@ -4,16 +4,16 @@ from __future__ import annotations
 import torch
 
 from ...models.representations import capture
-from .base import MainLoopModule
+from .base import MainLoopModule, register_module
 
 
+@register_module("RepresentationMonitor")
 class RepresentationMonitor(MainLoopModule):
     """Options (``module_options["RepresentationMonitor"]``): ``layers`` (names), ``modes``
     (default ``["Validation", "Test"]``). Logs ``<layer>/mean``, ``<layer>/std`` and
     ``<layer>/sparsity`` (fraction of zeros) per task, averaged over the pass.
     """
 
-    name = "RepresentationMonitor"
 
     def __init__(self, model, config, device, seed):
         super().__init__(model, config, device, seed)
