@@ -1,7 +1,6 @@
 """Experiments: dataset + model + trainer + seed, and chains of them (transfer experiments)."""
 from __future__ import annotations
 
-import itertools
 from typing import Any, Iterable, NamedTuple
 
 from .configs.base import BaseConfig, config_class, from_jsonable, to_jsonable
@@ -124,8 +123,9 @@ class Experiment(_Serializable):
     @classmethod
     def grid(cls, base: "Experiment", axes: dict[str, Iterable[Any]]) -> list["Experiment"]:
         """All combinations: ``Experiment.grid(base, {"trainer.optimizer_options.lr": [.1, .01], "seed": [1, 2]})``."""
-        names = list(axes)
-        return [base.replace(**dict(zip(names, values))) for values in itertools.product(*(list(axes[n]) for n in names))]
+        from .recipes.load import grid_points
+
+        return [base.replace(**point) for point in grid_points(axes)]
 
     def to_dict(self) -> dict:
         return {**{part: _config_to_dict(cfg) for part, cfg in self.configs.items()}, "seed": self.seed}

@@ -121,7 +121,7 @@ def test_set_and_grid_overrides_produce_the_expected_keys(tmp_path):
         experiments = {Description("base", 1): Experiment(ToyData(), ToyModel(), ToyTrainer(), 1)}
     """))
     from nntransfer.cli import build_parser
-    from nntransfer.recipes_cli import _experiments
+    from nntransfer.cli.recipes import _experiments
 
     args = build_parser().parse_args(["status", str(recipe), "--set", "trainer.max_iter=1",
                                       "--grid", "trainer.optimizer_options.lr=0.1,0.01"])
@@ -159,7 +159,7 @@ def test_yaml_grid_file_yields_the_full_cross_product(tmp_path):
 
 
 def test_overrides_file_with_grid_keys(tmp_path):
-    from nntransfer.gridfiles import overrides_from_file
+    from nntransfer.recipes.load import overrides_from_file
 
     path = tmp_path / "o.yaml"
     path.write_text("trainer:\n  max_iter: 2\n  optimizer_options:\n    lr_: [0.1, 0.2]\nseed_: [3, 4]\n")
@@ -171,7 +171,7 @@ def test_overrides_file_with_grid_keys(tmp_path):
 
 
 def test_submitit_local_executor_runs_a_worker_to_completion(clean_db, tmp_path):
-    from nntransfer.cluster import submit_workers
+    from nntransfer.recipes.slurm import submit_workers
 
     targets = fill_tables({Description("remote", 5): toy(seed=5)})
     jobs = submit_workers(targets, jobs=1, folder=str(tmp_path / "jobs"), cluster="local", cpus=1)

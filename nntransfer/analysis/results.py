@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..recipes import Target, plan, states
+from ..recipes.plan import Target, plan, states
 
 
 def summary(targets: list[Target]) -> list[dict]:
@@ -87,7 +87,7 @@ def results_frame(experiments: Any):
     """Summary rows of experiments (dict ``Description -> experiment``, or a recipe path) as a pandas DataFrame."""
     import pandas as pd
 
-    from ..recipes import load_recipe, normalize
+    from ..recipes.load import load_recipe, normalize
 
     if isinstance(experiments, (str, os.PathLike)):
         experiments = load_recipe(experiments)

@@ -1,33 +1,8 @@
-"""The ``nntransfer`` command line."""
+"""The ``nntransfer`` command line: one module per group of commands (database, recipes, registries)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-
-
-def _db(args: argparse.Namespace) -> int:
-    from . import db
-
-    if args.action == "path":
-        print(db.home())
-        return 0
-    if args.action == "start":
-        if db.server_configured():
-            print("a database server is configured (DJ_HOST or datajoint.json); nothing to start")
-            return 0
-        info = db.start()
-    elif args.action == "stop":
-        if db.server_configured():
-            print("a database server is configured; the embedded one is not used")
-            return 0
-        stopped = db.stop()
-        print("stopped" if stopped else "not running")
-        return 0
-    else:
-        info = db.status()
-    print(json.dumps(info, indent=2, default=str))
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,24 +12,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("db", help="manage the embedded database", description="Manage the embedded PostgreSQL "
-                       "database (ignored when DJ_HOST or a datajoint.json points at a server).")
-    p.add_argument("action", choices=["status", "start", "stop", "path"],
-                   help="status: where the data lives and whether the server runs; start/stop the server; "
-                        "path: print the data directory")
-    p.set_defaults(handler=_db)
+    from . import database, recipes, registries
 
-    from . import recipes_cli
-
-    recipes_cli.add_commands(sub)
+    database.add_commands(sub)
+    recipes.add_commands(sub)
+    registries.add_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .configs.errors import ConfigError
-    from .db import DatabaseUnavailable
+    from ..configs.errors import ConfigError
+    from ..db import DatabaseUnavailable
 
     try:
         return args.handler(args) or 0
@@ -62,6 +32,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nntransfer: error: {err}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,8 +19,7 @@ def _assignment(text: str) -> tuple[str, str]:
 
 
 def _experiments(args: argparse.Namespace) -> dict:
-    from .gridfiles import overrides_from_file
-    from .recipes import apply_overrides, load_recipe
+    from ..recipes.load import apply_overrides, load_recipe, overrides_from_file
 
     experiments = load_recipe(args.recipe)
     sets, grid = {}, {}
@@ -33,15 +32,15 @@ def _experiments(args: argparse.Namespace) -> dict:
 
 
 def _targets(args, fill: bool):
-    from .recipes import fill_tables, plan
+    from ..recipes import fill_tables, plan
 
     experiments = _experiments(args)
     return fill_tables(experiments) if fill else plan(experiments)
 
 
 def _run(args) -> int:
-    from .analysis import comparison, format_table, plot, summary
-    from .recipes import run_workers, work
+    from ..analysis import comparison, format_table, plot, summary
+    from ..recipes import run_workers, work
 
     targets = _targets(args, fill=True)
     print(f"{len(targets)} training job(s) in the plan; training what is missing with {args.workers} worker(s)")
@@ -60,14 +59,14 @@ def _run(args) -> int:
 
 
 def _worker(args) -> int:
-    from .recipes import work
+    from ..recipes import work
 
     targets = _targets(args, fill=True)
     if not args.slurm:
         result = work(targets, poll=args.poll)
         print(f"worker done: {result['trained']} trained, {len(result['errors'])} error(s)")
         return 0
-    from .cluster import submit_workers
+    from ..recipes.slurm import submit_workers
 
     jobs = submit_workers(targets, jobs=args.jobs, folder=args.folder, cluster=args.cluster,
                           partition=args.partition, gpus=args.gpus, cpus=args.cpus, time_min=args.time,
@@ -81,8 +80,8 @@ def _worker(args) -> int:
 
 
 def _status(args) -> int:
-    from .analysis import format_table
-    from .recipes import states
+    from ..analysis import format_table
+    from ..recipes import states
 
     targets = _targets(args, fill=False)
     current = states(targets)
@@ -99,7 +98,7 @@ def _status(args) -> int:
 
 
 def _results(args) -> int:
-    from .analysis import format_table, plot, summary
+    from ..analysis import format_table, plot, summary
 
     rows = summary(_targets(args, fill=False))
     print(format_table(rows))
@@ -109,7 +108,7 @@ def _results(args) -> int:
 
 
 def _clear_errors(args) -> int:
-    from .recipes import clear_errors
+    from ..recipes import clear_errors
 
     n = clear_errors(_targets(args, fill=False))
     print(f"cleared {n} error(s); run the recipe again to retrain them")

@@ -1,6 +1,6 @@
 """Workers on a cluster through submitit (``pip install nntransfer[slurm]``).
 
-Every submitted worker runs :func:`nntransfer.recipes.work` on the same plan against the same
+Every submitted worker runs :func:`nntransfer.recipes.workers.work` on the same plan against the same
 database, so the cluster nodes must reach a shared server: set ``DJ_HOST``/``DJ_USER``/``DJ_PASS``
 (and ``DJ_BACKEND``) in the environment the jobs inherit. The embedded database only serves
 workers on the machine it runs on (``cluster="local"``).
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 
-from .recipes import Target, work
+from .plan import Target
+from .workers import work
 
 
 def _remote_worker(targets: list[Target]) -> dict:
@@ -28,7 +29,7 @@ def submit_workers(targets: list[Target], jobs: int = 1, folder: str = "nntransf
         import submitit
     except ImportError as err:
         raise RuntimeError("submitting workers needs submitit: pip install 'nntransfer[slurm]'") from err
-    from . import db
+    from .. import db
 
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     if executor.cluster == "slurm" and not db.server_configured():

@@ -1,0 +1,28 @@
+"""``nntransfer list ...``: what configs can name (models, dataset sources, losses, main-loop modules)."""
+from __future__ import annotations
+
+import argparse
+
+KINDS = ("models", "sources", "losses", "modules")
+
+
+def _list(args: argparse.Namespace) -> int:
+    from ..registry import registries
+
+    unknown = [k for k in args.kinds if k not in KINDS]
+    if unknown:
+        raise SystemExit(f"nntransfer list: unknown kind {unknown[0]!r}; use {', '.join(KINDS)}")
+    found = registries()
+    for kind in args.kinds or KINDS:
+        registry = found[kind]
+        print(f"{kind} ({registry.option}): {', '.join(registry.names())}")
+    print("Anything else can be named by import path, e.g. 'mypackage.models:MyNet'.")
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("list", help="list registered models, dataset sources, losses and main-loop modules",
+                       description="What a config can name by registered name. Models, sources, losses and "
+                                   "modules can also be named by import path ('package.module:Name').")
+    p.add_argument("kinds", nargs="*", metavar="KIND", help=f"one of {', '.join(KINDS)} (default: all)")
+    p.set_defaults(handler=_list)
