@@ -2,7 +2,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="nntransfer",
-    version="0.1.0",
+    version="0.2.0",
     description="Transfer-learning experiments in PyTorch, recorded in DataJoint tables keyed by config hashes",
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",

@@ -10,7 +10,7 @@ import warnings
 warnings.filterwarnings("ignore", message="No datajoint.json found")
 warnings.filterwarnings("ignore", message="datajoint.migrate is deprecated", category=DeprecationWarning)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "Experiment": "nntransfer.experiment",

@@ -34,7 +34,9 @@ class TrainerConfig(BaseConfig):
     lr_decay_steps: int = field(default=1, help="plateau: patience runs out this many times (LR decays in between)")
     warmup_epochs: int = field(default=0, help="linear LR warm-up over this many epochs")
     # evaluation and early stopping
-    stop_metric: Literal["accuracy", "loss"] = "accuracy"
+    stop_metric: str = field(default="accuracy", help="'loss' or a metric in `metrics`: early stopping, best epoch, score")
+    metrics: list[str] = field(default=["accuracy"], since="0.2",
+                               help="metrics tracked per task where they apply (registered names or import paths)")
     patience: int = field(default=5, help="non-improving evaluations before stopping (or decaying the LR)")
     threshold: float = field(default=1e-4, help="minimal improvement that counts")
     interval: int = field(default=1, help="evaluate on the validation set every n epochs")
@@ -64,5 +66,8 @@ class TrainerConfig(BaseConfig):
                 raise ConfigError(f"TrainerConfig.{name} must be at least 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"TrainerConfig.max_steps must be at least 1, got {self.max_steps}")
+        if self.stop_metric != "loss" and self.stop_metric not in self.metrics:
+            raise ConfigError(f"TrainerConfig.stop_metric={self.stop_metric!r} must be 'loss' or one of metrics "
+                              f"{self.metrics}")
         if "lr" not in self.optimizer_options:
             raise ConfigError("TrainerConfig.optimizer_options needs an 'lr'")

@@ -18,6 +18,7 @@ from ..configs.trainer import TrainerConfig
 from .checkpointing import CheckpointStore, rng_state, set_rng_state
 from .modules import CancelBatch, CancelEpoch, MainLoopModule, module_class
 from .losses import make_loss
+from .metrics import METRICS
 from .optim import EarlyStopping, make_optimizer, scheduled_lr
 from .tracking import Tracker
 
@@ -67,6 +68,9 @@ class Trainer:
         tasks = dict.fromkeys(task for split in dataloaders.values() for task in split)
         self.losses = {task: make_loss(self._loss_name(task)) for task in tasks}
         self._loss_takes_extra = {task: getattr(loss, "uses_extra", False) for task, loss in self.losses.items()}
+        self.metric_classes = {name: METRICS.get(name) for name in config.metrics}
+        self._stop_sign = -1.0 if config.stop_metric == "loss" or not METRICS.get(config.stop_metric).higher_is_better \
+            else 1.0
         self._reset_and_freeze()
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
@@ -115,9 +119,9 @@ class Trainer:
         for module in self.modules:
             module.mode, module.epoch = mode, self.epoch  # also for modules whose pre_epoch skips super()
             module.pre_epoch(self.model, mode, epoch=self.epoch)
-        # per task: per-batch loss tensors, predicted classes with their targets, and batch sizes, reduced
-        # once at the end of the pass (one kernel per batch for accuracy, no per-batch synchronisation)
-        totals = {task: ([], [], [], []) for task in loaders}
+        # per task: per-batch loss tensors, batch sizes and metric accumulators, reduced once at the end of the
+        # pass (no per-batch synchronisation)
+        totals = {task: ([], [], None) for task in loaders}
         batch_losses, batch_indices = [], []
         n_batches = _total_batches(loaders, cycle=training)
         batches = tqdm(self._batches(loaders, cycle=training), total=n_batches, leave=False,
@@ -126,7 +130,7 @@ class Trainer:
             try:
                 for index, (task, batch) in enumerate(batches):
                     try:
-                        loss = self._step(mode, task, batch, index, totals[task])
+                        loss = self._step(mode, task, batch, index, totals)
                     except CancelBatch:
                         continue
                     batch_losses.append(loss)
@@ -143,7 +147,7 @@ class Trainer:
             module.post_epoch(self.model)
         self._track(mode, totals)
 
-    def _step(self, mode: str, task: str, batch, index: int, totals) -> torch.Tensor:
+    def _step(self, mode: str, task: str, batch, index: int, totals: dict) -> torch.Tensor:
         training = mode == TRAIN
         inputs, targets, extra = _unpack(batch, self.device)
         shared_memory = {"extra": extra, "batch_index": index, "epoch": self.epoch, "mode": mode, "task_key": task}
@@ -164,12 +168,14 @@ class Trainer:
             self._backward_and_step(loss / self.config.accumulate_gradients
                                     if self.config.accumulate_gradients > 1 else loss, index)
         detached = loss.detach()
-        losses, predictions, labels, sizes = totals
+        losses, sizes, metrics = totals[task]
+        if metrics is None:  # first batch of this task in this pass: the metrics that apply to its outputs
+            metrics = {name: cls() for name, cls in self.metric_classes.items() if cls.applies(outputs, targets)}
+            totals[task] = (losses, sizes, metrics)
         losses.append(detached)
         sizes.append(len(targets))
-        if outputs.dim() == 2 and targets.dim() == 1:
-            predictions.append(outputs.detach().argmax(1))
-            labels.append(targets)
+        for metric in metrics.values():
+            metric.update(outputs.detach(), targets)
         if self.config.track_iterations:
             self.tracker.add_iteration(mode, task, float(detached))
         return detached
@@ -207,7 +213,7 @@ class Trainer:
         except KeyError:
             raise ConfigError(f"stop_metric={self.config.stop_metric!r} was not measured on the {split} set "
                               "(accuracy needs class logits and integer targets); set stop_metric='loss'") from None
-        return -value if self.config.stop_metric == "loss" else value
+        return self._stop_sign * value
 
     # -- helpers ------------------------------------------------------------------------------------
     def _log_epoch(self, bar) -> None:
@@ -237,15 +243,14 @@ class Trainer:
                 yield task, batch
 
     def _track(self, mode: str, totals: dict) -> None:
-        for task, (losses, predictions, labels, sizes) in totals.items():
+        for task, (losses, sizes, metrics) in totals.items():
             if not sizes:
                 continue
             n = sum(sizes)
             weights = torch.tensor(sizes, dtype=torch.float32, device=self.device)
             self.tracker.add(mode, task, "loss", float(torch.stack(losses).float() @ weights) / n)
-            if predictions and len(predictions) == len(sizes):
-                correct = (torch.cat(predictions) == torch.cat(labels)).sum()
-                self.tracker.add(mode, task, "accuracy", float(correct) / n)
+            for name, metric in (metrics or {}).items():
+                self.tracker.add(mode, task, name, metric.compute())
         if mode == TRAIN:
             self.tracker.add_epoch(mode, self.epoch)
             self.tracker.add(mode, "all", "lr", self.optimizer.param_groups[0]["lr"])
@@ -364,9 +369,7 @@ class Trainer:
             logger.info("resumed from the checkpoint of epoch %d", self.epoch)
 
     def _finish(self) -> tuple[float, dict, dict]:
-        score = self.evaluate(VALIDATION)
-        if self.config.stop_metric == "loss":
-            score = -score
+        score = self._stop_sign * self.evaluate(VALIDATION)
         self.run_epoch(TEST, self.loaders.get("test", {}))
         self.tracker.add_epoch(TEST, self.epoch)
         final = {mode: {task: {k: v[-1] for k, v in objs.items()} for task, objs in self.tracker.log.get(mode, {}).items()}

@@ -1,0 +1,63 @@
+"""Metrics tracked per task and pass, by name: ``TrainerConfig.metrics`` and ``stop_metric``.
+
+A metric accumulates over one pass with :meth:`Metric.update` (called every batch with the detached outputs
+and targets; it should keep tensors on the device and never synchronise) and reduces once in
+:meth:`Metric.compute`. ``applies(outputs, targets)`` tells whether it makes sense for a task's batches
+(accuracy needs class logits and integer targets); a metric that does not apply is not tracked for that task.
+The loss is always tracked. Register a metric with ``@register_metric("name")`` on a ``Metric`` subclass.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..registry import Registry
+
+
+class Metric:
+    """One pass's accumulator. ``higher_is_better`` decides how early stopping reads it."""
+
+    higher_is_better = True
+
+    @staticmethod
+    def applies(outputs: torch.Tensor, targets: torch.Tensor) -> bool:
+        return True
+
+    def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def compute(self) -> float:
+        raise NotImplementedError
+
+
+def _check(obj) -> str | None:
+    if isinstance(obj, type) and issubclass(obj, Metric):
+        return None
+    return f"{obj!r} is not a Metric subclass"
+
+
+METRICS = Registry("metric", "TrainerConfig.metrics", check=_check,
+                   how="Register one with @register_metric('name') (see docs/trainer.md).")
+register_metric = METRICS.register
+
+
+@register_metric("accuracy")
+class Accuracy(Metric):
+    """Fraction of examples whose largest logit is the target class."""
+
+    @staticmethod
+    def applies(outputs, targets) -> bool:
+        return outputs.dim() == 2 and targets.dim() == 1 and not targets.is_floating_point()
+
+    def __init__(self):
+        self.correct: list[torch.Tensor] = []
+        self.count = 0
+
+    def update(self, outputs, targets) -> None:
+        self.correct.append((outputs.argmax(1) == targets).sum())
+        self.count += len(targets)
+
+    def compute(self) -> float:
+        return float(torch.stack(self.correct).sum()) / self.count
+
+
+__all__ = ["Accuracy", "METRICS", "Metric", "register_metric"]
