@@ -96,7 +96,13 @@ def target_entries(targets: list[Target]) -> list[Entry]:
 
 def _by_ident(table, keys) -> dict:
     rows = (table.Provenance & keys).to_dicts()
-    return {_ident(r, table.primary_key): {c: r[c] for c in provenance.COLUMNS} for r in rows}
+    return {_ident(r, table.primary_key): _provenance(r) for r in rows}
+
+
+def _provenance(row: dict) -> dict:
+    found = {c: row[c] for c in provenance.COLUMNS}
+    found["git_dirty"] = None if found["git_dirty"] is None else bool(found["git_dirty"])  # stored as 0/1
+    return found
 
 
 def _ident(key: dict, primary_key: Iterable[str]) -> tuple:
@@ -127,7 +133,7 @@ def _query_entries(query) -> list[Entry]:
     for part in ("dataset", "model", "trainer"):
         for row in (tables.table(part.capitalize()) & query).to_dicts():
             configs[(part, row[f"{part}_fn"], row[f"{part}_hash"])] = _stored_key_values(part, row[f"{part}_config"])
-    prov = {_ident(r, pk): {c: r[c] for c in provenance.COLUMNS} for r in (table.Provenance & query).to_dicts()}
+    prov = {_ident(r, pk): _provenance(r) for r in (table.Provenance & query).to_dicts()}
     out = []
     for row in query.proj("score", "output", "comment").to_dicts(order_by=list(pk)):
         key = {a: row[a] for a in pk}
