@@ -15,9 +15,18 @@ from __future__ import annotations
 import os
 import sys
 import time
+import weakref
 from typing import Iterable
 
-_runs: list = []  # run bars that are open, innermost last
+# run bars that are open, innermost last; weak, so that the bar of a run that raised goes with its frame
+_runs: list[weakref.ref] = []
+
+
+def _open_run():
+    """The innermost open run bar, or None."""
+    while _runs and _runs[-1]() is None:
+        _runs.pop()
+    return _runs[-1]() if _runs else None
 
 
 def in_notebook() -> bool:
@@ -62,8 +71,7 @@ class _RunMixin:
             self.set_postfix_str(text, refresh=True)
 
     def close(self):
-        if self in _runs:
-            _runs.remove(self)
+        _runs[:] = [ref for ref in _runs if ref() is not None and ref() is not self]
         super().close()
 
 
@@ -82,7 +90,7 @@ def run_bar(total: int | None = None, initial: int = 0, desc: str = "", disable:
     bar = _run_class(_base())(total=total, initial=initial, desc=desc, disable=disable, leave=notebook,
                               mininterval=1.0 if notebook else 0.1, dynamic_ncols=not notebook)
     if not disable:
-        _runs.append(bar)
+        _runs.append(weakref.ref(bar))
     return bar
 
 
@@ -104,16 +112,18 @@ class _Pass:
 
 def pass_bar(iterable: Iterable, total: int | None = None, desc: str = "", disable: bool = False):
     """Progress of one pass over the data: inside a run bar it is shown there, otherwise as its own bar."""
-    if not disable and _runs:
-        return _Pass(iterable, _runs[-1], total, desc)
+    run = None if disable else _open_run()
+    if run is not None:
+        return _Pass(iterable, run, total, desc)
     return _base()(iterable, total=total, desc=desc, disable=disable, leave=False)
 
 
 def write(line: str) -> None:
     """A log line for people watching: in a notebook it replaces the run bar's text, elsewhere it is printed
     above the bars."""
-    if in_notebook() and _runs:
-        _runs[-1].note(line, force=True)
+    run = _open_run() if in_notebook() else None
+    if run is not None:
+        run.note(line, force=True)
     else:
         _base().write(line)
 

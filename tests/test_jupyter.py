@@ -26,7 +26,7 @@ class _Counting(tqdm.std.tqdm):
     created = 0
 
     def __init__(self, *args, **kwargs):
-        type(self).created += 1
+        _Counting.created += 1
         super().__init__(*args, **kwargs)
 
 

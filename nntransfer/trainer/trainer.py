@@ -110,10 +110,10 @@ class Trainer:
             self._checkpoint()
             if self.cb is not None:
                 self.cb()
-        epochs.close()
         if cfg.restore_best:
             self.stopper.restore(self.model)
         result = self._finish()
+        epochs.close()  # after the final evaluation, which shows in the run's bar too
         board.close(self.tracker)
         return result
 
