@@ -27,8 +27,9 @@ setup(
         "pandas",  # results_frame / history_frame
     ],
     extras_require={
-        # the suite covers TensorBoard logs and executes the quickstart notebook
-        "test": ["pytest>=7", "submitit>=1.5", "tensorboard", "nbclient", "nbformat", "ipykernel"],
+        # the suite covers TensorBoard logs, executes the quickstart notebook and builds the docs site
+        "test": ["pytest>=7", "submitit>=1.5", "tensorboard", "nbclient", "nbformat", "ipykernel", "mkdocs>=1.6",
+                 "mkdocstrings[python]>=0.26"],
         "slurm": ["submitit>=1.5"],
         "tensorboard": ["tensorboard"],
         "notebook": ["ipykernel", "ipywidgets"],
