@@ -24,11 +24,16 @@ setup(
         "matplotlib",
         "scikit-learn",
         "pyyaml",
+        "pandas",  # results_frame / history_frame
     ],
     extras_require={
-        "test": ["pytest>=7", "submitit>=1.5"],
+        # the suite covers TensorBoard logs, executes the quickstart notebook and builds the docs site
+        "test": ["pytest>=7", "submitit>=1.5", "tensorboard", "nbclient", "nbformat", "ipykernel", "mkdocs>=1.6",
+                 "mkdocstrings[python]>=0.26"],
         "slurm": ["submitit>=1.5"],
-        "docs": ["mkdocs"],
+        "tensorboard": ["tensorboard"],
+        "notebook": ["ipykernel", "ipywidgets"],
+        "docs": ["mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
     },
     entry_points={"console_scripts": ["nntransfer=nntransfer.cli:main"]},
 )

@@ -68,6 +68,11 @@ class _Serializable:
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and self.to_dict() == other.to_dict()
 
+    def _repr_html_(self) -> str:  # a table of the steps in notebooks
+        from .analysis.html import experiment_html
+
+        return experiment_html(self)
+
 
 class Experiment(_Serializable):
     """One training run: ``Experiment(dataset_cfg, model_cfg, trainer_cfg, seed)``."""

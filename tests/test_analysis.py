@@ -1,21 +1,226 @@
-"""Results as tables, data frames and plots."""
-from nntransfer import Description, Experiment, run
-from nntransfer.analysis import compare, format_table, plot, results_frame
-from toy_pipeline import ToyData, ToyModel, ToyTrainer
+"""Results people look at: frames, the one definition of spread, plots, the HTML report in Chromium."""
+import math
+import socket
+import statistics
+
+import matplotlib
+import pandas as pd
+import pytest
+import torch
+
+import nntransfer
+from nntransfer import Description, Experiment, TransferExperiment, run
+from nntransfer.analysis import (chain_plot, compare, comparison, format_spread, format_table, history_frame,
+                                 learning_curves, plot, results_frame, spread, sweep_plot, transfer_comparison,
+                                 write_report)
+from nntransfer.compat import make_hash
+from nntransfer.configs import ImageDatasetConfig, ModelConfig, TrainerConfig
+from nntransfer.recipes import normalize, plan
+
+PRETRAIN_DATA = ImageDatasetConfig(dataset_cls="digits", filter_classes=[0, 1, 2, 3, 4], examples_per_class=30,
+                                   batch_size=32)
+LENET = ModelConfig(type="lenet")
+TRAIN = TrainerConfig(max_iter=2, verbose=False, optimizer_options={"lr": 0.003})
+BUDGETS = (5, 10)
+SEEDS = (1, 2)
 
 
-def test_results_frame_compare_and_plot(clean_db, tmp_path):
-    experiments = {Description(name, seed): Experiment(ToyData(), ToyModel(), ToyTrainer(lr=lr, max_iter=1), seed)
-                   for name, lr in (("fast", 0.5), ("slow", 0.001)) for seed in (1, 2)}
-    rows = run(experiments, quiet=True)
-    text = format_table(rows)
-    assert text.splitlines()[0].split()[:5] == ["name", "seed", "step", "state", "score"]
-    assert "test/toy/accuracy" in text
-    frame = results_frame(experiments)
-    assert len(frame) == 4 and set(frame["state"]) == {"done"}
-    assert frame["score"].tolist() == frame["test/toy/accuracy"].tolist()  # toy trainer scores test accuracy
-    table = compare(frame)
-    assert table["count"].tolist() == [2, 2]
-    assert abs(table.loc[table.name == "fast", "mean"].item() - frame[frame.name == "fast"]["score"].mean()) < 1e-12
-    path = plot(rows, tmp_path / "scores.png")
-    assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"
+def target_data(n):
+    return ImageDatasetConfig(dataset_cls="digits", filter_classes=[5, 6, 7, 8, 9], examples_per_class=n,
+                              batch_size=16)
+
+
+# a finished 2-seed run: two-step transfer chains and one-step baselines, swept over examples_per_class
+EXPERIMENTS = {}
+for _n in BUDGETS:
+    for _seed in SEEDS:
+        EXPERIMENTS[Description(f"transfer[examples_per_class={_n}]", _seed)] = TransferExperiment(
+            [Experiment(PRETRAIN_DATA, LENET, TRAIN, _seed), Experiment(target_data(_n), LENET, TRAIN, _seed)])
+        EXPERIMENTS[Description(f"baseline[examples_per_class={_n}]", _seed)] = TransferExperiment(
+            [Experiment(target_data(_n), LENET, TRAIN, _seed)])
+NAMES = list(dict.fromkeys(d.name for d in EXPERIMENTS))
+
+
+@pytest.fixture
+def finished(clean_db):
+    run(EXPERIMENTS, quiet=True)
+    return clean_db
+
+
+def _targets():
+    return plan(normalize(EXPERIMENTS))
+
+
+def test_results_frame_rows_columns_and_values_match_the_tables(finished):
+    frame = results_frame(EXPERIMENTS)
+    targets = _targets()
+    assert len(frame) == len(targets) == 2 * (2 * 2 + 2 * 1)  # seeds x (chains x 2 steps + baselines x 1 step)
+    assert set(frame["state"]) == {"done"}
+    assert list(frame.columns[:5]) == ["name", "seed", "step", "state", "score"]
+    for column in ("test/img_classification/accuracy", "test/img_classification/loss", "epochs", "best_epoch",
+                   "wall_time", "git_commit", "git_dirty", "host", "device", "torch_version", "key_hash"):
+        assert column in frame.columns
+    # config fields that differ between rows are columns; those that are the same everywhere are not
+    assert "dataset.examples_per_class" in frame.columns and "dataset.filter_classes" in frame.columns
+    assert "trainer.max_iter" not in frame.columns and "model.type" not in frame.columns
+    table = finished.TransferredTrainedModel
+    for target, (_, row) in zip(targets, frame.iterrows()):
+        stored = (table & target.key).fetch1()
+        assert (row["name"], row["seed"], row["step"]) == (target.description.name, target.description.seed,
+                                                           target.step)
+        assert row["score"] == stored["score"]
+        assert row["test/img_classification/accuracy"] == stored["output"]["test"]["img_classification"]["accuracy"]
+        assert row["epochs"] == stored["output"]["epochs"] and row["best_epoch"] == stored["output"]["best_epoch"]
+        assert row["key_hash"] == make_hash(dict(target.key))
+        expected_budget = 30 if row["name"].startswith("transfer") and row["step"] == 0 else \
+            int(row["name"].split("=")[1].rstrip("]"))
+        assert row["dataset.examples_per_class"] == expected_budget
+        # provenance of every result
+        prov = (table.Provenance & target.key).fetch1()
+        assert row["nntransfer_version"] == prov["nntransfer_version"] == nntransfer.__version__
+        assert row["torch_version"] == torch.__version__ and row["host"] == socket.gethostname()
+        assert row["device"] == "cpu" or row["device"].startswith("cuda:")
+        assert row["wall_time"] == prov["wall_time"] > 0
+
+
+def test_results_frame_of_a_datajoint_restriction(finished):
+    table = finished.TransferredTrainedModel
+    seed_one = [t.key for t in _targets() if t.description.seed == 1]
+    frame = results_frame(table & seed_one)
+    distinct = {make_hash(dict(k)) for k in seed_one}
+    assert len(frame) == len(distinct) == 5  # the pretraining step is shared by both chains
+    by_recipe = results_frame(EXPERIMENTS).drop_duplicates("key_hash").set_index("key_hash")
+    for _, row in frame.iterrows():
+        assert row["seed"] == 1 and row["state"] == "done"
+        assert row["score"] == by_recipe.loc[row["key_hash"], "score"]
+        assert row["step"] == by_recipe.loc[row["key_hash"], "step"]
+    assert "dataset.examples_per_class" in frame.columns  # configs come from the config tables
+    assert len(results_frame(table)) == 10
+    with pytest.raises(TypeError, match="TrainedModel"):
+        results_frame(finished.Dataset())
+
+
+def test_history_frame_is_the_tracker_history_in_long_format(finished):
+    history = history_frame(EXPERIMENTS)
+    assert list(history.columns) == ["name", "seed", "step", "mode", "task", "metric", "epoch", "value"]
+    target = next(t for t in _targets() if t.step == 1)
+    tracker = (finished.TransferredTrainedModel & target.key).fetch1("output")["tracker"]
+    mine = history[(history["name"] == target.description.name) & (history["seed"] == target.description.seed)
+                   & (history["step"] == 1)]
+    assert len(mine) == sum(len(v) for tasks in tracker["log"].values() for m in tasks.values() for v in m.values())
+    accuracy = mine[(mine["mode"] == "Validation") & (mine["metric"] == "accuracy")]
+    assert accuracy["value"].tolist() == tracker["log"]["Validation"]["img_classification"]["accuracy"]
+    assert accuracy["epoch"].tolist() == tracker["epochs"]["Validation"]
+    assert set(mine["mode"]) == {"Training", "Validation", "Test"}
+
+
+def test_one_definition_of_spread_everywhere():
+    values = [0.5, 0.7, 0.9]
+    rows = [{"name": "a", "seed": s, "step": 0, "state": "done", "score": v, "test/t/accuracy": v}
+            for s, v in enumerate(values)] + [{"name": "b", "seed": 1, "step": 0, "state": "done", "score": 0.3,
+                                               "test/t/accuracy": 0.3}]
+    sample_std = statistics.stdev(values)  # ddof=1
+    s = spread(values)
+    assert (s.mean, s.count) == (pytest.approx(0.7), 3) and s.std == pytest.approx(sample_std)
+    assert format_spread(s) == f"0.7000 ± {sample_std:.4f} (n=3)"
+    one = spread([0.3])
+    assert one.count == 1 and math.isnan(one.std) and format_spread(one) == "0.3000 (n=1)"
+    # the CLI comparison
+    compared = {r["name"]: r for r in comparison(rows)}
+    assert compared["a"]["std"] == pytest.approx(sample_std) and compared["a"]["n"] == 3
+    assert compared["b"]["n"] == 1 and math.isnan(compared["b"]["std"])
+    assert "–" in format_table([compared["b"]])
+    # compare() on a frame
+    table = compare(pd.DataFrame(rows)).set_index("name")
+    assert table.loc["a", "std"] == pytest.approx(sample_std) and table.loc["a", "count"] == 3
+    # the comparison plot's error bar spans mean ± the same std
+    ax = transfer_comparison(rows).axes[0]
+    (segment,) = [seg for c in ax.collections if hasattr(c, "get_segments") for seg in c.get_segments()]
+    assert segment[1][0] - segment[0][0] == pytest.approx(2 * sample_std)
+
+
+def _scatter_points(ax) -> int:
+    return sum(len(c.get_offsets()) for c in ax.collections if type(c).__name__ == "PathCollection")
+
+
+def test_plots_return_figures_save_and_leave_the_backend_alone(finished, tmp_path):
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")  # any backend a program chose must stay (the old plot switched to Agg)
+    try:
+        frame = results_frame(EXPERIMENTS)
+        history = history_frame(EXPERIMENTS)
+        figures = {}
+
+        figures["curves"] = fig = learning_curves(history)
+        assert len(fig.axes) >= 4
+        grid = [ax for ax in fig.axes if ax.get_title()]
+        assert {ax.get_title() for ax in grid} == {"Training loss", "Training accuracy", "Validation loss",
+                                                   "Validation accuracy"}
+        assert all(len(ax.lines) == len(NAMES) for ax in grid)  # one line per experiment (last step)
+
+        figures["comparison"] = fig = transfer_comparison(frame)
+        ax = fig.axes[0]
+        assert len(ax.patches) == len(NAMES)  # one bar per experiment
+        assert _scatter_points(ax) == len(NAMES) * len(SEEDS)  # one point per seed
+        assert [t.get_text() for t in ax.get_yticklabels()] == list(reversed(NAMES))
+        values = frame.loc[frame["step"] == frame.groupby("name")["step"].transform("max"),
+                           "test/img_classification/accuracy"]
+        low, high = ax.get_xlim()
+        assert low <= values.min() and values.max() <= high
+
+        figures["sweep"] = fig = sweep_plot(frame, "dataset.examples_per_class")
+        ax = fig.axes[0]
+        assert len(ax.lines) == 2  # transfer and baseline
+        assert all(list(line.get_xdata()) == list(BUDGETS) for line in ax.lines)
+        assert _scatter_points(ax) == len(NAMES) * len(SEEDS)
+
+        figures["chain"] = fig = chain_plot(frame)
+        ax = fig.axes[0]
+        assert len(ax.lines) == 2 and all(list(line.get_xdata()) == [0, 1] for line in ax.lines)
+
+        for name, fig in figures.items():
+            for suffix in ("png", "svg", "pdf"):
+                path = tmp_path / f"{name}.{suffix}"
+                fig.savefig(path)
+                assert path.stat().st_size > 1000
+        saved = plot(frame, tmp_path / "scores.png")
+        assert saved.read_bytes()[:4] == b"\x89PNG"
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(previous)
+
+
+def test_report_renders_in_headless_chromium(finished, tmp_path):
+    from browser import find_chromium, render
+
+    recipe = tmp_path / "digits_sweep.py"
+    recipe.write_text("from test_analysis import EXPERIMENTS as transfer_experiments\n")
+    from nntransfer.cli import main
+
+    assert main(["results", str(recipe), "--report", str(tmp_path / "report")]) == 0
+    index = tmp_path / "report" / "index.html"
+    page = index.read_text()
+    assert "digits_sweep" in page and "transfer[examples_per_class=5]" in page
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no Chromium to render the report (apt-get install chromium)")
+    shown = render(chromium, index)
+    assert shown["errors"] == []
+    sources = {image["src"] for image in shown["images"]}
+    assert sources == {"comparison.png", "sweep_dataset_examples_per_class.png", "chain.png", "learning_curves.png"}
+    assert all((tmp_path / "report" / src).is_file() for src in sources)
+    assert all(image["complete"] and image["width"] > 0 for image in shown["images"])
+    import io
+
+    from matplotlib.image import imread
+
+    pixels = imread(io.BytesIO(shown["screenshot"]), format="png")
+    assert pixels.shape[0] > 1000 and pixels.shape[1] > 1000
+    assert pixels[..., :3].std() > 0.05  # not a blank page
+
+
+def test_write_report_of_a_query_and_notes_what_it_cannot_plot(finished, tmp_path):
+    index = write_report(finished.TransferredTrainedModel & "transfer_step = 0", tmp_path / "r")
+    page = index.read_text()
+    assert "<h2>Provenance</h2>" in page and "comparison.png" in page
+    assert "no finished experiment with more than one step" not in page  # no chain: no chain section at all

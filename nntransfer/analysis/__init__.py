@@ -1,4 +1,20 @@
-"""Looking at results: summary tables, data frames, comparisons and plots."""
-from .results import compare, comparison, format_table, plot, results_frame, summary
+"""Looking at results: data frames, comparisons, plots and an HTML report.
 
-__all__ = ["compare", "comparison", "format_table", "plot", "results_frame", "summary"]
+* :mod:`.frames` — ``results_frame`` (one row per trained entry and step) and ``history_frame`` (per-epoch
+  history, long format) of a recipe, experiments or a query of ``TrainedModel``/``TransferredTrainedModel``;
+  ``compare``/``comparison`` summaries.
+* :mod:`.stats` — the one definition of spread: mean, sample std (ddof=1), count.
+* :mod:`.plots` — learning curves, transfer comparison, sweep and chain plots (matplotlib Figures,
+  never the global backend).
+* :mod:`.report` — ``write_report``: figures and a self-contained ``index.html``.
+"""
+from .frames import (compare, comparison, default_metric, entries, history_frame, last_steps, results_frame,
+                     summary)
+from .plots import chain_plot, learning_curves, plot, sweep_fields, sweep_plot, transfer_comparison
+from .report import write_report
+from .stats import Spread, format_spread, spread
+from .text import format_table
+
+__all__ = ["Spread", "chain_plot", "compare", "comparison", "default_metric", "entries", "format_spread",
+           "format_table", "history_frame", "last_steps", "learning_curves", "plot", "results_frame", "spread",
+           "summary", "sweep_fields", "sweep_plot", "transfer_comparison", "write_report"]

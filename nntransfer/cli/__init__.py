@@ -1,4 +1,4 @@
-"""The ``nntransfer`` command line: one module per group of commands (database, recipes, registries)."""
+"""The ``nntransfer`` command line: one module per group of commands (database, recipes, analysis, registries)."""
 from __future__ import annotations
 
 import argparse
@@ -12,10 +12,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from . import database, recipes, registries
+    from . import analysis, database, recipes, registries
 
     database.add_commands(sub)
     recipes.add_commands(sub)
+    analysis.add_commands(sub, recipes.recipe_options())
     registries.add_commands(sub)
     return parser
 

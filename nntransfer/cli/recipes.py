@@ -1,4 +1,4 @@
-"""Recipe commands of the CLI: run, worker, status, results, clear-errors."""
+"""Recipe commands of the CLI: run, worker, status, clear-errors (results and clear: cli/analysis.py)."""
 from __future__ import annotations
 
 import argparse
@@ -31,7 +31,7 @@ def _experiments(args: argparse.Namespace) -> dict:
     return apply_overrides(experiments, sets, grid)
 
 
-def _targets(args, fill: bool):
+def targets(args, fill: bool):
     from ..recipes import fill_tables, plan
 
     experiments = _experiments(args)
@@ -39,36 +39,29 @@ def _targets(args, fill: bool):
 
 
 def _run(args) -> int:
-    from ..analysis import comparison, format_table, plot, summary
     from ..recipes import run_workers, work
+    from .analysis import show_results
 
-    targets = _targets(args, fill=True)
-    print(f"{len(targets)} training job(s) in the plan; training what is missing with {args.workers} worker(s)")
+    planned = targets(args, fill=True)
+    print(f"{len(planned)} training job(s) in the plan; training what is missing with {args.workers} worker(s)")
     if args.workers <= 1:
-        work(targets)
+        work(planned)
     else:
-        run_workers(targets, args.workers, recipe=str(args.recipe))
-    rows = summary(targets)
-    print(format_table(rows))
-    if len({r["name"] for r in rows}) > 1:
-        print("\nComparison (last step of each experiment, mean ± std over seeds):")
-        print(format_table(comparison(rows)))
-    if args.plot:
-        print(f"plot written to {plot(rows, args.plot)}")
-    return 1 if any(r["state"] in ("error", "blocked") for r in rows) else 0
+        run_workers(planned, args.workers, recipe=str(args.recipe))
+    return show_results(planned, args)
 
 
 def _worker(args) -> int:
     from ..recipes import work
 
-    targets = _targets(args, fill=True)
+    planned = targets(args, fill=True)
     if not args.slurm:
-        result = work(targets, poll=args.poll)
+        result = work(planned, poll=args.poll)
         print(f"worker done: {result['trained']} trained, {len(result['errors'])} error(s)")
         return 0
     from ..recipes.slurm import submit_workers
 
-    jobs = submit_workers(targets, jobs=args.jobs, folder=args.folder, cluster=args.cluster,
+    jobs = submit_workers(planned, jobs=args.jobs, folder=args.folder, cluster=args.cluster,
                           partition=args.partition, gpus=args.gpus, cpus=args.cpus, time_min=args.time,
                           mem_gb=args.mem_gb)
     print("submitted:", " ".join(str(j.job_id) for j in jobs))
@@ -83,12 +76,12 @@ def _status(args) -> int:
     from ..analysis import format_table
     from ..recipes import states
 
-    targets = _targets(args, fill=False)
-    current = states(targets)
+    planned = targets(args, fill=False)
+    current = states(planned)
     rows = [{"name": t.description.name, "seed": t.description.seed, "step": t.step, "state": current[t]["state"],
              "score": current[t].get("score"),
              "where": f"{current[t].get('host')}:{current[t].get('pid')}" if current[t]["state"] == "reserved" else "",
-             "error": (current[t].get("error") or "")[:60]} for t in targets]
+             "error": (current[t].get("error") or "")[:60]} for t in planned]
     print(format_table(rows))
     counts = {}
     for r in rows:
@@ -97,25 +90,16 @@ def _status(args) -> int:
     return 0
 
 
-def _results(args) -> int:
-    from ..analysis import format_table, plot, summary
-
-    rows = summary(_targets(args, fill=False))
-    print(format_table(rows))
-    if args.plot:
-        print(f"plot written to {plot(rows, args.plot, metric=args.metric)}")
-    return 0
-
-
 def _clear_errors(args) -> int:
     from ..recipes import clear_errors
 
-    n = clear_errors(_targets(args, fill=False))
+    n = clear_errors(targets(args, fill=False))
     print(f"cleared {n} error(s); run the recipe again to retrain them")
     return 0
 
 
-def add_commands(sub) -> None:
+def recipe_options() -> argparse.ArgumentParser:
+    """The options every recipe command takes (a parent parser): the recipe, --set, --grid, --config."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("recipe", help="recipe file: Python defining transfer_experiments/experiments, or YAML/JSON")
     common.add_argument("--set", action="append", default=[], type=_assignment, metavar="PATH=VALUE",
@@ -125,12 +109,19 @@ def add_commands(sub) -> None:
                         help="one experiment per value, all combinations, e.g. trainer.optimizer_options.lr=0.1,0.01 "
                              "or seed=1,2 (repeatable)")
     common.add_argument("--config", metavar="FILE", help="YAML/JSON overrides; keys ending in _ hold grid values")
+    return common
+
+
+def add_commands(sub) -> None:
+    from .analysis import add_result_options
+
+    common = recipe_options()
 
     p = sub.add_parser("run", parents=[common], help="fill the tables and train what is missing",
                        description="Fill the tables for a recipe and train every missing experiment, transfer "
-                                   "steps in order. Prints the results table.")
+                                   "steps in order. Prints the results table and writes the HTML report.")
     p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the database")
-    p.add_argument("--plot", metavar="FILE", help="also save a bar plot of the scores")
+    add_result_options(p, report_by_default=True)
     p.set_defaults(handler=_run)
 
     p = sub.add_parser("worker", parents=[common], help="train pending jobs of a recipe (locally or via Slurm)",
@@ -154,13 +145,6 @@ def add_commands(sub) -> None:
                        description="pending / reserved (training, with host:pid) / done / error / blocked per "
                                    "experiment and step, with scores.")
     p.set_defaults(handler=_status)
-
-    p = sub.add_parser("results", parents=[common], help="scores and test metrics of a recipe",
-                       description="Scores and test metrics of every finished experiment of a recipe.")
-    p.add_argument("--plot", metavar="FILE", help="save a bar plot (mean ± std over seeds)")
-    p.add_argument("--metric", default="score",
-                   help="column to plot, e.g. test/img_classification/accuracy (default: score)")
-    p.set_defaults(handler=_results)
 
     p = sub.add_parser("clear-errors", parents=[common], help="forget failed jobs so they run again",
                        description="Delete the error records of a recipe's jobs; the next run retrains them.")

@@ -214,6 +214,11 @@ class BaseConfig:
         """Names of the fields that are part of the key (all but the run fields)."""
         return [name for name, f in cls.fields().items() if is_key_field(f)]
 
+    def _repr_html_(self) -> str:  # a table in notebooks
+        from ..analysis.html import config_html
+
+        return config_html(self)
+
     def describe(self) -> str:
         """One line per field: key or run field, name, type, value, help."""
         lines = [f"{type(self).__name__} (fn={self.fn}); 'key' fields make the hash, 'run' fields do not"]

@@ -59,6 +59,8 @@ class TrainerConfig(BaseConfig):
     # output
     verbose: bool = field(default=True, key=False, help="progress bars")
     track_iterations: bool = field(default=False, key=False, help="also record the loss of every batch")
+    tensorboard: bool = field(default=False, key=False,
+                              help="write TensorBoard scalars to $NNTRANSFER_HOME/runs/keys/<key hash> (see docs)")
 
     def __post_init__(self) -> None:
         for name in ("max_iter", "patience", "interval", "accumulate_gradients", "lr_decay_steps"):

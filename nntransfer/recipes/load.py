@@ -31,6 +31,7 @@ import runpy
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from .. import provenance
 from ..configs import DatasetConfig, ImageDatasetConfig, ModelConfig, TrainerConfig
 from ..configs.base import BaseConfig
 from ..configs.errors import ConfigError
@@ -71,6 +72,7 @@ def load_recipe(path: str | os.PathLike) -> Experiments:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"recipe {path} does not exist")
+    provenance.note_recipe(path)  # results trained in this process record the recipe's git commit
     if path.suffix in (".yaml", ".yml", ".json"):
         return experiments_from_file(path)
     namespace = runpy.run_path(str(path), run_name="nntransfer_recipe")

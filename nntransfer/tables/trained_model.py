@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 
 import datajoint as dj
 
+from .. import provenance
 from ..compat import make_hash
 from ..configs.base import resolve_import_path
 from .nnfabrik import Dataset, Fabrikant, Model, Seed, Trainer
@@ -123,6 +125,7 @@ class TrainedModelBase:
         def keep_alive(*_args, **_kwargs):
             connection.ping()  # long epochs must not let the server drop the connection
 
+        started = time.perf_counter()
         score, output, model_state = trainer(
             model, dataloaders, seed=seed, uid=make_hash(dict(key)), cb=keep_alive, checkpoints=store, **trainer_config
         )
@@ -131,15 +134,16 @@ class TrainedModelBase:
 
             model.load_state_dict(model_state)
             output = dict(output, transfer_data=generate_transfer_data(model, dataloaders))
-        return float(score), output, model_state
+        return float(score), output, model_state, provenance.collect(model, time.perf_counter() - started)
 
-    def make_insert(self, key, score, output, model_state):
+    def make_insert(self, key, score, output, model_state, run_provenance):
         output = dict(output)
         transfer_data = output.pop("transfer_data", None)
         self.insert1(dict(key, score=score, output=output, comment=self.comment_for(key),
                           fabrikant_name=Fabrikant.get_current_user()))
         self.ModelStorage.insert1(dict(key, model_state=model_state))
         self.insert_extra(key, transfer_data)
+        self.Provenance.insert1(dict(key, **run_provenance))
         TableCheckpointStore(self.table_name, key).clear()
 
     stores_transfer_data = False
@@ -207,3 +211,6 @@ class TrainedModel(TrainedModelBase, dj.Computed):
         ---
         model_state: <torchstate@nntransfer>   # trained parameters (state_dict)
         """
+
+    class Provenance(dj.Part):
+        definition = provenance.DEFINITION

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datajoint as dj
 
+from .. import provenance
 from .nnfabrik import Dataset, Fabrikant, Model, Seed, Trainer  # noqa: F401  (referenced by the definitions)
 from .schema import schema
 from .trained_model import TrainedModelBase
@@ -83,6 +84,9 @@ class TransferredTrainedModel(TrainedModelBase, dj.Computed):
         ---
         model_state: <torchstate@nntransfer>
         """
+
+    class Provenance(dj.Part):
+        definition = provenance.DEFINITION
 
     class TransferData(dj.Part):
         definition = """

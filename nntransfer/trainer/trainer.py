@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from .. import progress
 
 from ..configs.errors import ConfigError
 from ..configs.trainer import TrainerConfig
@@ -20,6 +20,7 @@ from .modules import CancelBatch, CancelEpoch, MainLoopModule, module_class
 from .losses import make_loss
 from .metrics import METRICS
 from .optim import EarlyStopping, make_optimizer, scheduled_lr
+from .tensorboard import open_log
 from .tracking import Tracker
 
 logger = logging.getLogger("nntransfer.trainer")
@@ -48,13 +49,13 @@ def trainer(model: nn.Module, dataloaders: dict, seed: int, uid=None, cb: Callab
             "options of main-loop modules belong in module_options"
         )
     cfg = TrainerConfig(**config)
-    return Trainer(model, dataloaders, seed, cfg, checkpoints=checkpoints, cb=cb).train()
+    return Trainer(model, dataloaders, seed, cfg, checkpoints=checkpoints, cb=cb, uid=uid).train()
 
 
 class Trainer:
     def __init__(self, model: nn.Module, dataloaders: dict, seed: int, config: TrainerConfig,
-                 checkpoints: CheckpointStore | None = None, cb: Callable | None = None):
-        self.config, self.seed, self.checkpoints, self.cb = config, seed, checkpoints, cb
+                 checkpoints: CheckpointStore | None = None, cb: Callable | None = None, uid=None):
+        self.config, self.seed, self.checkpoints, self.cb, self.uid = config, seed, checkpoints, cb, uid
         self.device = torch.device("cuda" if torch.cuda.is_available() and not config.force_cpu else "cpu")
         self.amp = config.amp and self.device.type == "cuda"
         self.model = model.to(self.device)
@@ -90,7 +91,8 @@ class Trainer:
     def train(self) -> tuple[float, dict, dict]:
         cfg = self.config
         self._resume()
-        epochs = tqdm(total=cfg.max_iter, initial=self.epoch, desc="epochs", disable=not cfg.verbose, leave=False)
+        epochs = progress.run_bar(total=cfg.max_iter, initial=self.epoch, desc="epochs", disable=not cfg.verbose)
+        board = open_log(cfg, self.uid)
         while not self.stopped and self.epoch < cfg.max_iter and not self._budget_spent():
             self.epoch += 1
             self._seed_epoch()
@@ -104,13 +106,16 @@ class Trainer:
                     logger.info("epoch %d: patience ran out, restoring best and decaying the LR", self.epoch)
                 self.stopped = cfg.early_stopping and decision == "stop"
             self._log_epoch(epochs)
+            board.write(self.tracker)
             self._checkpoint()
             if self.cb is not None:
                 self.cb()
-        epochs.close()
         if cfg.restore_best:
             self.stopper.restore(self.model)
-        return self._finish()
+        result = self._finish()
+        epochs.close()  # after the final evaluation, which shows in the run's bar too
+        board.close(self.tracker)
+        return result
 
     def run_epoch(self, mode: str, loaders: dict) -> None:
         """One pass over ``loaders`` in ``mode``, calling every module hook."""
@@ -124,8 +129,8 @@ class Trainer:
         totals = {task: ([], [], None) for task in loaders}
         batch_losses, batch_indices = [], []
         n_batches = _total_batches(loaders, cycle=training)
-        batches = tqdm(self._batches(loaders, cycle=training), total=n_batches, leave=False,
-                       desc=f"{mode} {self.epoch}", disable=not self.config.verbose)
+        batches = progress.pass_bar(self._batches(loaders, cycle=training), total=n_batches,
+                                    desc=f"{mode} {self.epoch}", disable=not self.config.verbose)
         with torch.set_grad_enabled(training):
             try:
                 for index, (task, batch) in enumerate(batches):
@@ -222,7 +227,7 @@ class Trainer:
         if self.config.verbose:
             bar.update(1)
             if not logger.isEnabledFor(logging.INFO):  # nobody listens to the log: show the line anyway
-                tqdm.write(line)
+                progress.write(line)
 
     def _batches(self, loaders: dict, cycle: bool) -> Iterator[tuple[str, object]]:
         """Training: interleave tasks, cycling shorter loaders until the longest ends. Evaluation: one after another."""

@@ -1,0 +1,345 @@
+"""Results as data frames: one row per trained entry and step, and the per-epoch history in long format.
+
+Both frames take any of
+
+* a recipe file (``"recipes/sweep.py"``, YAML/JSON too) or experiments (dict ``Description -> experiment``,
+  a list, one experiment): rows in the recipe's order, with their names and seeds, pending ones too;
+* a DataJoint query of ``TrainedModel`` or ``TransferredTrainedModel``, e.g. ``TrainedModel & "seed = 1"``
+  or the table class itself: every trained entry it holds. These rows are named by their comment (the
+  configs' comments joined by ".") or, without one, by the start of their key hash.
+
+The analysis reads the plan (which table rows a recipe needs) and the tables, never the workers.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from .. import provenance
+from ..compat import make_hash
+from ..experiment import Experiment
+from ..recipes.plan import TRAINED, TRANSFERRED, Target, plan, states
+from .stats import spread
+
+# modes of the trainer's tracker (nntransfer.trainer.trainer)
+TRAINING, VALIDATION, TEST = "Training", "Validation", "Test"
+
+HISTORY_COLUMNS = ["name", "seed", "step", "mode", "task", "metric", "epoch", "value"]
+
+
+@dataclass
+class Entry:
+    """One trained (or planned) entry: a step of a named experiment, its state and what the tables hold."""
+
+    name: str
+    seed: int
+    step: int
+    table: str
+    key: dict
+    state: str = "pending"
+    score: float | None = None
+    output: Any = None
+    error: str = ""
+    configs: dict = field(default_factory=dict)  # dotted config field -> value (key fields only)
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def key_hash(self) -> str:
+        return make_hash(dict(self.key))
+
+
+# -- collecting entries ---------------------------------------------------------------------------
+def entries(source: Any) -> list[Entry]:
+    """The entries of a recipe file, experiments, targets of a plan, or a query of a trained-model table."""
+    if isinstance(source, list) and source and all(isinstance(e, Entry) for e in source):
+        return source  # already collected (e.g. by write_report, for both frames)
+    if _is_query(source):
+        return _query_entries(source)
+    if isinstance(source, list) and source and all(isinstance(t, Target) for t in source):
+        return target_entries(source)
+    from ..recipes.load import load_recipe, normalize
+
+    experiments = load_recipe(source) if isinstance(source, (str, os.PathLike)) else normalize(source)
+    steps = {}
+    for desc, exp in experiments.items():
+        for level, step in enumerate([exp] if isinstance(exp, Experiment) else list(exp)):
+            steps[(desc, level)] = step
+    targets = plan(experiments)
+    found = target_entries(targets)
+    for target, entry in zip(targets, found):
+        entry.configs = _flat_configs({part: _key_values(cfg) for part, cfg in
+                                       steps[(target.description, target.step)].configs.items()})
+    return found
+
+
+def target_entries(targets: list[Target]) -> list[Entry]:
+    """Entries of a plan's targets with their state, score, output and provenance (configs not filled)."""
+    from .. import tables
+
+    current = states(targets, outputs=True)
+    found = []
+    for table_name in (TRAINED, TRANSFERRED):
+        keys = [t.key for t in targets if t.table == table_name and current[t]["state"] == "done"]
+        found.append(_by_ident(tables.table(table_name), keys) if keys else {})
+    prov = dict(zip((TRAINED, TRANSFERRED), found))
+    out = []
+    for t in targets:
+        s = current[t]
+        table = tables.table(t.table)
+        out.append(Entry(t.description.name, t.description.seed, t.step, t.table, dict(t.key), s["state"],
+                         s.get("score"), s.get("output"), s.get("error") or "",
+                         provenance=prov[t.table].get(_ident(t.key, table.primary_key), {})))
+    return out
+
+
+def _by_ident(table, keys) -> dict:
+    rows = (table.Provenance & keys).to_dicts()
+    return {_ident(r, table.primary_key): _provenance(r) for r in rows}
+
+
+def _provenance(row: dict) -> dict:
+    found = {c: row[c] for c in provenance.COLUMNS}
+    found["git_dirty"] = None if found["git_dirty"] is None else bool(found["git_dirty"])  # stored as 0/1
+    return found
+
+
+def _ident(key: dict, primary_key: Iterable[str]) -> tuple:
+    return tuple(key[a] for a in primary_key)
+
+
+def _is_query(source: Any) -> bool:
+    import datajoint as dj
+
+    return isinstance(source, dj.expression.QueryExpression) or (
+        isinstance(source, type) and issubclass(source, dj.Table))
+
+
+def _query_entries(query) -> list[Entry]:
+    from .. import tables
+
+    if isinstance(query, type):
+        query = query()
+    for table_name in (TRANSFERRED, TRAINED):
+        table = tables.table(table_name)
+        if isinstance(query, table):
+            break
+    else:
+        raise TypeError("results_frame/history_frame take a recipe, experiments, or a query of TrainedModel or "
+                        f"TransferredTrainedModel (e.g. TrainedModel & 'seed = 1'), not {type(query).__name__}")
+    pk = table.primary_key
+    configs = {}
+    for part in ("dataset", "model", "trainer"):
+        for row in (tables.table(part.capitalize()) & query).to_dicts():
+            configs[(part, row[f"{part}_fn"], row[f"{part}_hash"])] = _stored_key_values(part, row[f"{part}_config"])
+    prov = {_ident(r, pk): _provenance(r) for r in (table.Provenance & query).to_dicts()}
+    out = []
+    for row in query.proj("score", "output", "comment").to_dicts(order_by=list(pk)):
+        key = {a: row[a] for a in pk}
+        entry = Entry(row["comment"] or f"{table_name}:{make_hash(key)[:8]}", int(row["seed"]),
+                      int(row.get("transfer_step", 0)), table_name, key, "done", row["score"], row["output"])
+        entry.configs = _flat_configs({part: configs.get((part, row[f"{part}_fn"], row[f"{part}_hash"]), {})
+                                       for part in ("dataset", "model", "trainer")})
+        entry.provenance = prov.get(_ident(row, pk), {})
+        out.append(entry)
+    return out
+
+
+# -- configs as dotted columns --------------------------------------------------------------------
+def _key_values(cfg) -> dict:
+    keyed = set(cfg.key_fields())
+    return {name: value for name, value in cfg.to_dict().items() if name in keyed}
+
+
+def _run_field_names(part: str) -> set[str]:
+    """Names of run fields (never hashed) declared by any config class of this part (``dataset`` ...)."""
+    from ..configs.base import BaseConfig, is_key_field
+
+    names, stack = {"comment"}, [BaseConfig]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if getattr(cls, "config_name", "") == part:
+            names |= {f.name for f in cls.fields().values() if not is_key_field(f)}
+    return names
+
+
+def _stored_key_values(part: str, config: dict) -> dict:
+    run_fields = _run_field_names(part)
+    return {name: value for name, value in dict(config).items() if name not in run_fields}
+
+
+def _flat_configs(parts: dict) -> dict:
+    flat = {}
+
+    def walk(prefix, value):
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}", v)
+        elif isinstance(value, dict):
+            return  # an empty dict adds no column
+        else:
+            flat[prefix] = _hashable(value)
+
+    for part, values in parts.items():
+        walk(part, values)
+    return flat
+
+
+def _hashable(value):
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+def differing_configs(found: list[Entry]) -> list[str]:
+    """Dotted config fields whose value is not the same in every entry, in first-seen order."""
+    missing = object()
+    names = list(dict.fromkeys(name for e in found for name in e.configs))
+    return [n for n in names if len({repr(e.configs.get(n, missing)) for e in found}) > 1]
+
+
+# -- frames ---------------------------------------------------------------------------------------
+def test_metrics(output: Any) -> dict:
+    """``output["test"]`` (``{test_key: {metric: value}}``) as ``test/<key>/<metric>`` columns."""
+    if not isinstance(output, dict) or not isinstance(output.get("test"), dict):
+        return {}
+    flat = {}
+    for test_key, metrics in output["test"].items():
+        if isinstance(metrics, dict):
+            for metric, value in metrics.items():
+                if isinstance(value, (int, float)):
+                    flat[f"test/{test_key}/{metric}"] = value
+        elif isinstance(metrics, (int, float)):
+            flat[f"test/{test_key}"] = metrics
+    return flat
+
+
+def results_frame(source: Any):
+    """One row per trained entry and step (pandas DataFrame).
+
+    Columns: ``name, seed, step, state, score``, every test metric (``test/<task>/<metric>``),
+    ``epochs, best_epoch, wall_time`` (seconds), the config fields that differ between the rows (dotted
+    names such as ``trainer.optimizer_options.lr``), the provenance (versions, ``git_commit``,
+    ``git_dirty``, ``host``, ``device`` ...), ``error`` when a row failed, and ``table`` and ``key_hash``
+    (the entry's table and the hash of its key, which names its TensorBoard directory).
+    """
+    import pandas as pd
+
+    found = entries(source)
+    differing = differing_configs(found)
+    rows, metric_columns = [], {}
+    for e in found:
+        metrics = test_metrics(e.output)
+        metric_columns.update(dict.fromkeys(metrics))
+        output = e.output if isinstance(e.output, dict) else {}
+        row = {"name": e.name, "seed": e.seed, "step": e.step, "state": e.state, "score": e.score, **metrics,
+               "epochs": output.get("epochs"), "best_epoch": output.get("best_epoch"),
+               "wall_time": e.provenance.get("wall_time")}
+        row.update({name: e.configs.get(name) for name in differing})
+        row.update({c: e.provenance.get(c) for c in provenance.COLUMNS if c != "wall_time"})
+        row.update(error=e.error, table=e.table, key_hash=e.key_hash)
+        rows.append(row)
+    columns = (["name", "seed", "step", "state", "score", *metric_columns, "epochs", "best_epoch", "wall_time",
+                *differing, *(c for c in provenance.COLUMNS if c != "wall_time")]
+               + (["error"] if any(e.error for e in found) else []) + ["table", "key_hash"])
+    frame = pd.DataFrame(rows, columns=columns)
+    for name in ("epochs", "best_epoch"):
+        frame[name] = frame[name].astype("Int64")
+    for name in differing:  # as configured: 3 stays an int and None stays None (not 3.0 and NaN)
+        frame[name] = pd.Series([e.configs.get(name) for e in found], index=frame.index, dtype=object)
+    return frame
+
+
+def history_frame(source: Any):
+    """The trainer's per-epoch history in long format: ``name, seed, step, mode, task, metric, epoch, value``.
+
+    ``mode`` is Training, Validation or Test; the learning rate is ``task="all", metric="lr"``. A series
+    with one value per evaluation gets its epochs; a series of another length (e.g. values logged per
+    batch) gets ``epoch`` NaN. Entries whose trainer keeps no tracker history add no rows.
+    """
+    import pandas as pd
+
+    rows = []
+    for e in entries(source):
+        tracker = e.output.get("tracker") if isinstance(e.output, dict) else None
+        if not isinstance(tracker, dict):
+            continue
+        epochs = tracker.get("epochs", {})
+        for mode, tasks in tracker.get("log", {}).items():
+            mode_epochs = list(epochs.get(mode, []))
+            for task, metrics in tasks.items():
+                for metric, values in metrics.items():
+                    values = list(values)
+                    at = mode_epochs if len(mode_epochs) == len(values) else [math.nan] * len(values)
+                    rows.extend((e.name, e.seed, e.step, mode, task, metric, ep, float(v)) for ep, v in zip(at, values))
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+
+# -- summaries --------------------------------------------------------------------------------------
+def summary(targets: list[Target]) -> list[dict]:
+    """One row per target for the command line: name, seed, step, state, score, test metrics (and error)."""
+    rows = []
+    for e in target_entries(targets):
+        row = {"name": e.name, "seed": e.seed, "step": e.step, "state": e.state, "score": e.score}
+        row.update(test_metrics(e.output))
+        if e.state == "error":
+            row["error"] = e.error[:80]
+        rows.append(row)
+    return rows
+
+
+def default_metric(columns: Iterable[str]) -> str:
+    """The metric a table or plot shows by default: the first test accuracy, else the first test metric, else score."""
+    tests = [c for c in columns if c.startswith("test/")]
+    accuracies = [c for c in tests if c.endswith("/accuracy")]
+    return (accuracies or tests or ["score"])[0]
+
+
+def last_steps(frame):
+    """The rows of each experiment's last step (finished ones)."""
+    done = frame[frame["state"] == "done"]
+    last = frame.groupby("name")["step"].transform("max")
+    return done[done["step"] == last[done.index]]
+
+
+def compare(frame, metric: str | None = None):
+    """Mean, sample std (ddof=1) and count of ``metric`` per experiment name and step (finished runs)."""
+    import pandas as pd
+
+    metric = metric or default_metric(frame.columns)
+    done = frame[frame["state"] == "done"]
+    rows = []
+    for (name, step), group in done.groupby(["name", "step"], sort=False):
+        s = spread(group[metric])
+        rows.append({"name": name, "step": step, "mean": s.mean, "std": s.std, "count": s.count})
+    return pd.DataFrame(rows, columns=["name", "step", "mean", "std", "count"])
+
+
+def comparison(rows: list[dict], metric: str | None = None) -> list[dict]:
+    """The last step of each experiment: ``metric`` (default: :func:`default_metric`) as mean, std, n."""
+    done = [r for r in rows if r["state"] == "done"]
+    metric = metric or default_metric(dict.fromkeys(c for r in done for c in r))
+    last_step: dict = {}
+    for r in rows:
+        last_step[r["name"]] = max(last_step.get(r["name"], 0), r["step"])
+    groups: dict = {}
+    for r in done:
+        if r["step"] == last_step[r["name"]] and r.get(metric) is not None:
+            groups.setdefault(r["name"], []).append(r[metric])
+    out = []
+    for name, values in groups.items():
+        s = spread(values)
+        out.append({"name": name, "metric": metric, "mean": s.mean, "std": s.std, "n": s.count})
+    return out
+
+
+__all__ = ["Entry", "compare", "comparison", "default_metric", "differing_configs", "entries", "history_frame",
+           "last_steps", "results_frame", "summary", "target_entries", "test_metrics"]

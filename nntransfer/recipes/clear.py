@@ -1,0 +1,80 @@
+"""Deleting results so that the next run trains them again (``nntransfer clear``).
+
+A result of a transfer step is the start of every later step trained from it (the steps whose recipe
+row names it as ``prev_*``, in any recipe). Deleting a step therefore also deletes those later steps,
+recursively: otherwise they would stay "done" although they were trained from parameters that no longer
+exist. Rows are deleted with DataJoint 2's ``delete(prompt=False)`` in one transaction, which removes
+their part rows (model state, transfer data, provenance) too; their job records go as well, so
+that nothing (an old error, say) keeps the next run from training them.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+from .plan import TRAINED, TRANSFERRED, Target, states
+
+
+@dataclass
+class Clearing:
+    """What :func:`clear_results` deletes: the chosen results and the later steps trained from them."""
+
+    chosen: list[Target]
+    later: list[dict] = field(default_factory=list)  # keys of TransferredTrainedModel rows trained from them
+
+    def __len__(self) -> int:
+        return len(self.chosen) + len(self.later)
+
+
+def select(targets: list[Target], step: int | None = None, name: str | None = None) -> list[Target]:
+    """Finished targets of step ``step`` (all steps if None) whose name matches the glob ``name``."""
+    current = states(targets)
+    return [t for t in targets if current[t]["state"] == "done"
+            and (step is None or t.step == step)
+            and (name is None or fnmatch.fnmatchcase(t.description.name, name))]
+
+
+def plan_clearing(targets: list[Target], step: int | None = None, name: str | None = None) -> Clearing:
+    """The results to delete and the later steps that were trained from them (nothing is deleted yet)."""
+    from .. import tables
+    from ..tables.transfer import PREV
+
+    chosen = list(dict.fromkeys(select(targets, step, name)))
+    recipe, trained = tables.TrainedModelTransferRecipe(), tables.TransferredTrainedModel()
+    own = {_ident(t.key) for t in chosen}
+    frontier = [t.key for t in chosen if t.table == TRANSFERRED]
+    later, seen = [], set(own)
+    while frontier:
+        key = frontier.pop()
+        following = recipe & {PREV[a]: key[a] for a in PREV}
+        for row in (trained & following.proj()).keys():
+            if _ident(row) not in seen:
+                seen.add(_ident(row))
+                later.append(row)
+                frontier.append(row)
+    return Clearing(chosen, later)
+
+
+def clear_results(clearing: Clearing) -> int:
+    """Delete what :func:`plan_clearing` found, in one transaction; returns the number of results deleted."""
+    from .. import db, tables
+
+    by_table = {TRAINED: [t.key for t in clearing.chosen if t.table == TRAINED],
+                TRANSFERRED: [t.key for t in clearing.chosen if t.table == TRANSFERRED] + clearing.later}
+    with db.transaction():
+        for table_name, keys in by_table.items():
+            if keys:
+                table = tables.table(table_name)
+                (table & keys).delete(transaction=False, prompt=False)
+                (table.jobs & keys).delete_quick()
+    return len(clearing)
+
+
+def _ident(key: dict) -> tuple:
+    return tuple(sorted((k, v) for k, v in key.items() if k in _KEY_ATTRIBUTES))
+
+
+_KEY_ATTRIBUTES = ("transfer_step", "model_fn", "model_hash", "dataset_fn", "dataset_hash", "trainer_fn",
+                   "trainer_hash", "seed", "collapsed_history")
+
+__all__ = ["Clearing", "clear_results", "plan_clearing", "select"]
