@@ -44,6 +44,19 @@ def model_config(**options) -> dict:
     return config
 
 
+def test_neuralpredictors_imports_after_the_compat_shims_and_only_when_used():
+    import subprocess
+    import sys
+
+    code = ("import sys, nntransfer.models, nntransfer.dataset, nntransfer.trainer\n"
+            "assert 'neuralpredictors' not in sys.modules  # lazy: classification never pays for it\n"
+            "import nntransfer.compat\n"
+            "import neuralpredictors.data.datasets, neuralpredictors.data.transforms, neuralpredictors.layers.cores\n"
+            "import neuralpredictors.layers.readouts, neuralpredictors.measures.modules, neuralpredictors.training\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+
+
 # -- simulate_neurons ---------------------------------------------------------------------------------
 def test_simulate_neurons_writes_a_dataset_neuralpredictors_opens(data_dir):
     from neuralpredictors.data.datasets import FileTreeDataset
@@ -349,3 +362,18 @@ def test_digits_to_neurons_example_beats_its_stated_floor(clean_db):
     for name, values in correlations.items():
         assert len(values) == len(example["SEEDS"])
         assert min(values) > example["FLOOR"], (name, values)
+
+
+@pytest.mark.cuda
+def test_neural_training_on_the_gpu(data_dir):
+    from nntransfer.trainer.trainer import Trainer
+
+    out = loaders(data_dir, in_memory=True, device="cuda")
+    model = neural_model_builder(out, seed=1, **model_config())
+    cfg = TrainerConfig(max_iter=2, loss_functions={"neurons": "PoissonLoss"}, metrics=["correlation"],
+                        stop_metric="correlation", verbose=False)
+    trainer = Trainer(model, out, 1, cfg)
+    assert trainer.device.type == "cuda" and next(model.parameters()).is_cuda
+    score, output, state = trainer.train()
+    assert all(not t.is_cuda for t in state.values())
+    assert 0 < score < 1 and all(0 < output["test"][s]["correlation"] < 1 for s in ("a", "b"))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
@@ -76,15 +77,15 @@ class NeuralSplit(Dataset):
         self.path, self.data_keys, self.indices, self.session = Path(path), tuple(data_keys), indices, session
         self.normalize, self.exclude = normalize, tuple(exclude)
         self._data = None
-        self._arrays: dict | None = None
+        self._arrays: dict[str, np.ndarray] = {}
 
     def _dataset(self):
         if self._data is None:
             self._data = open_session(self.path, self.data_keys, self.normalize, self.exclude)
         return self._data
 
-    def __getstate__(self):
-        return {**self.__dict__, "_data": None}
+    def __getstate__(self):  # DataLoader workers read their items from the files
+        return {**self.__dict__, "_data": None, "_arrays": {}}
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -97,19 +98,21 @@ class NeuralSplit(Dataset):
             return item + (dict(zip(self.data_keys[2:], values[2:])),)
         return item
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        """Every data key of the split as one float32 array (loaded once, then kept)."""
-        if self._arrays is None:
+    def arrays(self, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """Data keys of the split (default: all) as one float32 array each, loaded once, then kept."""
+        keys = self.data_keys if keys is None else tuple(keys)
+        missing = tuple(key for key in keys if key not in self._arrays)
+        if missing:
             # the files of each key stacked, then the dataset's transforms once on the stack (NeuroNormalizer is
-            # elementwise): the same values as item by item, without its per-item overhead
+            # elementwise and keyed by field name): the same values as item by item, without per-item overhead
             data = self._dataset()
-            folders = [data.resolve_data_path(key) for key in self.data_keys]
-            stacked = [np.stack([np.load(folder / f"{int(i)}.npy") for i in self.indices]) for folder in folders]
-            point = data.data_point(*stacked)
+            folders = [data.resolve_data_path(key) for key in missing]
+            point = namedtuple("Split", missing)(*(np.stack([np.load(folder / f"{int(i)}.npy") for i in self.indices])
+                                                   for folder in folders))
             for transform in data.transforms:
                 point = transform(point)
-            self._arrays = {key: np.asarray(value, dtype=np.float32) for key, value in zip(self.data_keys, point)}
-        return self._arrays
+            self._arrays.update((key, np.asarray(value, dtype=np.float32)) for key, value in zip(missing, point))
+        return {key: self._arrays[key] for key in keys}
 
     @property
     def n_neurons(self) -> int:
@@ -121,7 +124,7 @@ class NeuralSplit(Dataset):
 
     def mean_responses(self) -> np.ndarray:
         """Mean (normalised) response per neuron over this split."""
-        return self.arrays()["responses"].mean(axis=0)
+        return self.arrays(("responses",))["responses"].mean(axis=0)
 
 
 class TensorBatches:

@@ -222,7 +222,7 @@ def _cut_points(model: nn.Module, channels: int, height: int, width: int) -> str
         model.train(was_training)
     shapes = [(name, list(outputs[name].shape[1:])) for name in candidates
               if name in outputs and torch.is_tensor(outputs[name]) and outputs[name].dim() == 4]
-    return ", ".join(f"{name} {shape}" for name, shape in shapes)
+    return ", ".join(f"{name} {shape}" for name, shape in shapes) or "none (the model has no convolutional layers)"
 
 
 # -- readouts ---------------------------------------------------------------------------------------------
