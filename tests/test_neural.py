@@ -197,6 +197,10 @@ def test_same_seed_same_model_and_config_errors(data_dir):
         neural_model_builder(out, seed=1, **model_config(type="lenett"))
     with pytest.raises(ConfigError, match="does not take these options.*core_options"):
         neural_model_builder(out, seed=1, **model_config(core_options={"not_an_option": 1}))
+    with pytest.raises(ConfigError, match="not_an_option.*not options of FullGaussian2d.*gauss_type"):
+        neural_model_builder(out, seed=1, **model_config(readout_options={"not_an_option": 1}))
+    isotropic = neural_model_builder(out, seed=1, **model_config(readout_options={"gauss_type": "isotropic"}))
+    assert isotropic.readout["a"].sigma.shape == (1, 7, 1, 1)
     with pytest.raises(ConfigError, match="'resnet18' needs core_layer.*layer1 \\[64, 12, 12\\], layer1.0"):
         neural_model_builder(out, seed=1, **model_config(type="resnet18"))
     with pytest.raises(ConfigError, match="feature maps"):

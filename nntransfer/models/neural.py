@@ -8,7 +8,7 @@ earlier transfer step hands over its core with ``transfer_strict=False`` and the
 """
 from __future__ import annotations
 
-import warnings
+import inspect
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -64,8 +64,7 @@ class NeuralModel(nn.Module):
     def __init__(self, core: "OrderedDict[str, nn.Module]", readout: nn.Module, input_channels: int,
                  elu_offset: float = 0.0):
         super().__init__()
-        clash = [name for name in core if name == "readout"]
-        if clash:
+        if "readout" in core:
             raise ConfigError("the core has a layer named 'readout' (the classifier's head?): set core_layer to a "
                               "layer before it")
         for name, module in core.items():
@@ -97,14 +96,6 @@ class NeuralModel(nn.Module):
 
 
 # -- cores ------------------------------------------------------------------------------------------------
-def _quiet(build, *args, **kwargs):
-    # neuralpredictors warns on every construction about defaults it chose itself ("averaged value of
-    # regularizer", "NOT initialized with mean activity"); nntransfer sets them explicitly
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=UserWarning, module="neuralpredictors")
-        return build(*args, **kwargs)
-
-
 @CORES.register("stacked2d")
 def stacked2d(channels: int, cfg: NeuralModelConfig) -> nn.Module:
     from .. import compat  # noqa: F401
@@ -130,7 +121,7 @@ def se2d(channels: int, cfg: NeuralModelConfig) -> nn.Module:
 
 def _core(cls, name: str, options: dict) -> nn.Module:
     try:
-        return _quiet(cls, **options)
+        return cls(**options)
     except TypeError as err:
         raise ConfigError(f"{cls.__name__} (type={name!r}) does not take these options: {err}; "
                           "check core_options") from None
@@ -239,14 +230,17 @@ def multi_readout(cfg: NeuralModelConfig, in_shapes: dict, sessions: dict[str, S
                        feature_reg_weight=cfg.gamma_readout)
     else:
         options = dict(spatial_and_feature_reg_weight=cfg.gamma_readout)
+    base = getattr(readouts, READOUTS[cfg.readout])
+    # the readouts take **kwargs and ignore what they do not know: check the names here
+    known = sorted(set(inspect.signature(base.__init__).parameters) - {"self", "kwargs", "in_shape", "outdims",
+                                                                          "mean_activity"})
+    unknown = sorted(set(cfg.readout_options) - set(known))
+    if unknown:
+        raise ConfigError(f"readout_options {unknown} are not options of {base.__name__}; it takes {known}")
     options = {"bias": True, **options, **cfg.readout_options}
     means = {session: _inverse_output(info.mean_responses, cfg.elu_offset) for session, info in sessions.items()}
-    try:
-        return _quiet(readouts.MultiReadoutBase, in_shapes, {s: info.n_neurons for s, info in sessions.items()},
-                      base_readout=getattr(readouts, READOUTS[cfg.readout]), mean_activity_dict=means, **options)
-    except TypeError as err:
-        raise ConfigError(f"{READOUTS[cfg.readout]} does not take these options: {err}; check readout_options") \
-            from None
+    return readouts.MultiReadoutBase(in_shapes, {s: info.n_neurons for s, info in sessions.items()},
+                                     base_readout=base, mean_activity_dict=means, **options)
 
 
 def _inverse_output(mean: np.ndarray, offset: float) -> torch.Tensor:
