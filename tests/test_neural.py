@@ -170,6 +170,9 @@ def test_loader_errors_name_the_cause(data_dir, tmp_path):
     n_train, n_valid = len(drawn["train"]["a"].dataset), len(drawn["validation"]["a"].dataset)
     assert n_train + n_valid == 1437 and n_valid == round(0.25 * 1437)
     assert not set(drawn["train"]["a"].dataset.indices) & set(drawn["validation"]["a"].dataset.indices)
+    np.save(tmp_path / "a/meta/trials/tiers.npy", np.full(len(tiers), "train"))  # no test trials: no test loader
+    for in_memory in (False, True):
+        assert loaders(tmp_path, sessions=["a"], valid_size=0.25, in_memory=in_memory)["test"] == {}
 
 
 # -- models --------------------------------------------------------------------------------------------

@@ -73,10 +73,10 @@ class NeuralSplit(Dataset):
     """
 
     def __init__(self, path: str | os.PathLike, data_keys: tuple[str, ...], indices: np.ndarray, session: str,
-                 normalize: bool = True, exclude: tuple[str, ...] = ()):
+                 normalize: bool = True, exclude: tuple[str, ...] = (), data=None):
         self.path, self.data_keys, self.indices, self.session = Path(path), tuple(data_keys), indices, session
         self.normalize, self.exclude = normalize, tuple(exclude)
-        self._data = None
+        self._data = data  # the session's open_session(...), if this process has it already
         self._arrays: dict[str, np.ndarray] = {}
 
     def _dataset(self):
@@ -175,8 +175,9 @@ def neural_dataset_loader(seed: int, transfer_data: dict | None = None, **config
         path = Path(cfg.data_dir) / session
         data = open_session(path, keys, cfg.normalize, exclude)
         for tier, indices in _tier_indices(data.trial_info.tiers, cfg.valid_size, seed, path).items():
-            dataset = NeuralSplit(path, keys, indices, session, cfg.normalize, exclude)
-            dataset._data = data  # this process already has it open
+            if not len(indices):  # e.g. a session without test trials: no test loader for it
+                continue
+            dataset = NeuralSplit(path, keys, indices, session, cfg.normalize, exclude, data=data)
             train = tier == "train"
             if cfg.in_memory:
                 loaders[tier][session] = TensorBatches(dataset, cfg.batch_size, train and cfg.shuffle, device)
