@@ -222,6 +222,12 @@ def test_classifier_cores_keep_the_classifiers_parameter_names(data_dir):
     core = {k for k in neural.state_dict() if not k.startswith(("readout.", "core_norm."))}
     assert core and core <= set(classifier.state_dict())
     assert {k.split(".")[0] for k in core} == {"conv1", "bn1", "layer1", "layer2"}
+    # torchvision models take 3 channels: grayscale images are repeated, as TransferLearningCore does
+    tv = neural_model_builder(out, seed=1, **model_config(type="torchvision.vgg11", core_layer="features.5"))
+    images = next(iter(out["train"]["a"]))[0]
+    assert tv.features[0].in_channels == 3 and tv.eval()(images).shape == (32, 7)
+    with pytest.raises(ConfigError, match="needs core_layer.*features.0 \\[64, 12, 12\\]"):  # too small for all
+        neural_model_builder(out, seed=1, **model_config(type="torchvision.vgg11"))
     lenet = neural_model_builder(out, seed=1, **model_config(type="lenet", core_layer="core.4"))
     assert [k for k in lenet.state_dict() if k.startswith("core.")] == \
         ["core.0.weight", "core.0.bias", "core.3.weight", "core.3.bias"]

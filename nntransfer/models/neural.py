@@ -206,11 +206,13 @@ def _cut_points(model: nn.Module, channels: int, height: int, width: int) -> str
 
     was_training = model.training
     model.eval()
-    try:
-        with torch.no_grad(), capture(model, candidates) as outputs:
+    with torch.no_grad(), capture(model, candidates) as outputs:
+        try:
             model(torch.zeros(1, channels, height, width))
-    finally:
-        model.train(was_training)
+        except RuntimeError:  # too small for the whole classifier (e.g. 5 poolings): the layers before still ran
+            pass
+        finally:
+            model.train(was_training)
     shapes = [(name, list(outputs[name].shape[1:])) for name in candidates
               if name in outputs and torch.is_tensor(outputs[name]) and outputs[name].dim() == 4]
     return ", ".join(f"{name} {shape}" for name, shape in shapes) or "none (the model has no convolutional layers)"
