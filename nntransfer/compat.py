@@ -1,9 +1,11 @@
 """Import shims that let nnfabrik 0.2.1 load on Python 3.11 and DataJoint 2.
 
 nnfabrik imports ``Iterable``/``Mapping`` from ``collections`` (removed in 3.10) and
-``datajoint.schemas.Schema`` (renamed ``_Schema`` in DataJoint 2). neuralpredictors needs the
-``collections`` aliases too. Both shims are idempotent and only add names; import this module
-before importing nnfabrik or neuralpredictors.
+``datajoint.schemas.Schema`` (renamed ``_Schema`` in DataJoint 2). neuralpredictors 0.3.0 needs the
+``collections`` aliases too (``Iterable`` in its cores and data transforms, ``Mapping`` in ``data.utils``);
+its ``data.transforms`` (imported by ``FileTreeDataset``) also needs scikit-image installed. Both shims
+are idempotent and only add names; import this module before importing nnfabrik or neuralpredictors
+(nntransfer's neural modules do so right before their neuralpredictors imports, which stay lazy).
 """
 import collections
 import collections.abc

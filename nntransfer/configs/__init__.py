@@ -3,6 +3,7 @@ from .base import BaseConfig, field, resolve_import_path, to_jsonable, from_json
 from .dataset import DatasetConfig, ImageDatasetConfig
 from .errors import ConfigError
 from .model import ModelConfig
+from .neural import NeuralDatasetConfig, NeuralModelConfig
 from .trainer import TrainerConfig
 
 __all__ = [
@@ -11,6 +12,8 @@ __all__ = [
     "DatasetConfig",
     "ImageDatasetConfig",
     "ModelConfig",
+    "NeuralDatasetConfig",
+    "NeuralModelConfig",
     "TrainerConfig",
     "field",
     "from_jsonable",

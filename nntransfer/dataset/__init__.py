@@ -1,20 +1,26 @@
 """Dataset loaders (nnfabrik convention: ``fn(seed, **config) -> {"train": ..., "validation": ..., "test": ...}``)."""
 from .image_loader import ImageDataset, image_dataset_loader, select, split, unshuffled
 from .in_memory import InMemoryLoader, augment_batch, random_crop_flip, random_rotation
+from .neural import NeuralSplit, TensorBatches, neural_dataset_loader, open_session, simulate_neurons
 from .sources import NORMALIZATION, SOURCES, Source, register_source
 
 __all__ = [
     "ImageDataset",
     "InMemoryLoader",
     "NORMALIZATION",
+    "NeuralSplit",
     "SOURCES",
     "Source",
+    "TensorBatches",
     "augment_batch",
     "image_dataset_loader",
+    "neural_dataset_loader",
+    "open_session",
     "random_crop_flip",
     "random_rotation",
     "register_source",
     "select",
+    "simulate_neurons",
     "split",
     "unshuffled",
 ]

@@ -17,6 +17,7 @@ from . import mlp  # noqa: E402,F401
 from . import resnet  # noqa: E402,F401
 from . import vgg  # noqa: E402,F401
 from . import torchvision_models  # noqa: E402,F401  (type="torchvision.<name>")
+from . import neural  # noqa: E402,F401  (NeuralModelConfig: cores, readouts, cut classifiers)
 
 
 def classification_model_builder(dataloaders: dict, seed: int, **config) -> nn.Module:

@@ -46,3 +46,32 @@ def make_loss(name: str) -> nn.Module:
 
 
 __all__ = ["LOSSES", "SoftTargetCrossEntropy", "make_loss", "register_loss"]
+
+
+# -- neural responses (neuralpredictors' losses; imported when first used) --------------------------------
+@register_loss("PoissonLoss")
+def poisson_loss() -> nn.Module:
+    """neuralpredictors' PoissonLoss (``output - target * log(output)``), averaged over examples and neurons.
+
+    Averaged like every other loss here: the trainer weighs each batch by its size.
+    """
+    import warnings
+
+    from .. import compat  # noqa: F401  (collections aliases neuralpredictors imports)
+    from neuralpredictors.measures.modules import PoissonLoss
+
+    with warnings.catch_warnings():  # "averaged per batch ... recommended to use sum": averaging is our convention
+        warnings.simplefilter("ignore", UserWarning)
+        return PoissonLoss(avg=True)
+
+
+@register_loss("AnscombeMSE")
+def anscombe_mse() -> nn.Module:
+    """neuralpredictors' AnscombeMSE: squared error after the variance-stabilising Anscombe transform."""
+    from .. import compat  # noqa: F401
+    from neuralpredictors.measures.modules import AnscombeMSE
+
+    return AnscombeMSE()
+
+
+__all__ += ["anscombe_mse", "poisson_loss"]

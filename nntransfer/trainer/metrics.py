@@ -61,3 +61,38 @@ class Accuracy(Metric):
 
 
 __all__ = ["Accuracy", "METRICS", "Metric", "register_metric"]
+
+
+@register_metric("correlation")
+class Correlation(Metric):
+    """Pearson correlation per neuron (output column) over the whole pass, averaged over neurons.
+
+    The same number as neuralpredictors' ``measures.np_functions.corr(outputs, targets, axis=0).mean()`` on the
+    concatenated pass (population statistics, ``eps`` added to each standard deviation), computed from running
+    sums kept on the device in float64: no per-batch synchronisation, no stored predictions.
+    """
+
+    eps = 1e-8  # neuralpredictors' default
+
+    @staticmethod
+    def applies(outputs, targets) -> bool:
+        return outputs.dim() == 2 and targets.shape == outputs.shape and targets.is_floating_point()
+
+    def __init__(self):
+        self.sums: torch.Tensor | None = None  # [6, neurons]: n, Σx, Σy, Σx², Σy², Σxy
+
+    def update(self, outputs, targets) -> None:
+        x, y = outputs.double(), targets.double()
+        batch = torch.stack([torch.full_like(x[0], len(x)), x.sum(0), y.sum(0), (x * x).sum(0), (y * y).sum(0),
+                             (x * y).sum(0)])
+        self.sums = batch if self.sums is None else self.sums + batch
+
+    def compute(self) -> float:
+        n, sx, sy, sxx, syy, sxy = self.sums
+        mx, my = sx / n, sy / n
+        std_x = (sxx / n - mx * mx).clamp_min(0).sqrt()
+        std_y = (syy / n - my * my).clamp_min(0).sqrt()
+        return float(((sxy / n - mx * my) / ((std_x + self.eps) * (std_y + self.eps))).mean())
+
+
+__all__ += ["Correlation"]

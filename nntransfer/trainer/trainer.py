@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import inspect
 import logging
 import random
 import re
@@ -86,6 +87,9 @@ class Trainer:
         self._hooks = {hook: [getattr(m, hook) for m in self.modules
                               if getattr(type(m), hook) is not getattr(MainLoopModule, hook)]
                        for hook in ("pre_forward", "post_forward", "post_backward", "post_optimizer")}
+        # neural models (neuralpredictors' convention): forward(x, data_key=<task>) and regularizer(<task>)
+        self._takes_data_key = "data_key" in inspect.signature(self.model.forward).parameters
+        self._regularizer = self.model.regularizer if callable(getattr(self.model, "regularizer", None)) else None
 
     # -- the main loop ----------------------------------------------------------------------------
     def train(self) -> tuple[float, dict, dict]:
@@ -160,7 +164,7 @@ class Trainer:
         for pre_forward in self._hooks["pre_forward"]:
             model, inputs = pre_forward(model, inputs, task, shared_memory)
         with torch.autocast("cuda") if self.amp else contextlib.nullcontext():
-            outputs = model(inputs)
+            outputs = model(inputs, data_key=task) if self._takes_data_key and model is self.model else model(inputs)
             loss = 0.0  # modules add extra terms here, before the main loss
             for post_forward in self._hooks["post_forward"]:
                 outputs, loss, targets = post_forward(outputs, loss, targets, **shared_memory)
@@ -170,8 +174,10 @@ class Trainer:
                 main_loss = self.losses[task](outputs, targets)
             loss = main_loss if isinstance(loss, float) and loss == 0.0 else loss + main_loss
         if training:
-            self._backward_and_step(loss / self.config.accumulate_gradients
-                                    if self.config.accumulate_gradients > 1 else loss, index)
+            # the model's regularizer (e.g. neuralpredictors' core and readout penalties) joins the training loss
+            total = loss + self._regularizer(task) if self._regularizer is not None else loss
+            self._backward_and_step(total / self.config.accumulate_gradients
+                                    if self.config.accumulate_gradients > 1 else total, index)
         detached = loss.detach()
         losses, sizes, metrics = totals[task]
         if metrics is None:  # first batch of this task in this pass: the metrics that apply to its outputs
@@ -230,22 +236,17 @@ class Trainer:
                 progress.write(line)
 
     def _batches(self, loaders: dict, cycle: bool) -> Iterator[tuple[str, object]]:
-        """Training: interleave tasks, cycling shorter loaders until the longest ends. Evaluation: one after another."""
+        """Training: interleave tasks with neuralpredictors' LongCycler (shorter loaders cycle until the longest
+        ends). Evaluation: one after another."""
         if not cycle or len(loaders) == 1:
             for task, loader in loaders.items():
                 for batch in loader:
                     yield task, batch
             return
-        longest = max(len(loader) for loader in loaders.values())
-        iterators = {task: iter(loader) for task, loader in loaders.items()}
-        for _ in range(longest):
-            for task, loader in loaders.items():
-                try:
-                    batch = next(iterators[task])
-                except StopIteration:
-                    iterators[task] = iter(loader)
-                    batch = next(iterators[task])
-                yield task, batch
+        from .. import compat  # noqa: F401  (collections aliases neuralpredictors imports)
+        from neuralpredictors.training.cyclers import LongCycler
+
+        yield from LongCycler({task: loader for task, loader in loaders.items() if len(loader)})  # empty: endless
 
     def _track(self, mode: str, totals: dict) -> None:
         for task, (losses, sizes, metrics) in totals.items():
