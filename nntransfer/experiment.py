@@ -25,11 +25,15 @@ def _config_to_dict(cfg: BaseConfig) -> dict:
 
 
 def _config_from_dict(data: dict, base: type[BaseConfig]) -> BaseConfig:
-    data = dict(data)
-    cls = config_class(data.pop("__class__")) if "__class__" in data else base
-    if not issubclass(cls, base):
-        raise ConfigError(f"{cls.__name__} is not a {base.__name__}")
-    return cls(**data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"the {base.config_name} part must be a dict of fields, got {data!r:.100}")
+    qual = data.get("__class__")
+    if qual is not None and not isinstance(qual, str):
+        raise ConfigError(f"__class__ must name a config class ('module.QualName'), got {qual!r:.100}")
+    cls = config_class(qual) if qual else base
+    if cls.config_name != base.config_name:
+        raise ConfigError(f"{cls.__name__} is not a {base.config_name} config")
+    return cls.from_dict(data)
 
 
 def set_path(cfg: BaseConfig, path: list[str], value: Any) -> BaseConfig:
@@ -74,8 +78,11 @@ class Experiment(_Serializable):
 
     def __init__(self, dataset: DatasetConfig, model: ModelConfig, trainer: TrainerConfig, seed: int = 42):
         for part, cfg in (("dataset", dataset), ("model", model), ("trainer", trainer)):
-            if not isinstance(cfg, _PARTS[part]):
-                raise ConfigError(f"Experiment {part} must be a {_PARTS[part].__name__}, got {type(cfg).__name__}")
+            # any config of that part: nntransfer's classes, or a BaseConfig with config_name=part for
+            # nnfabrik-style functions that take exactly their own keyword arguments
+            if not (isinstance(cfg, BaseConfig) and cfg.config_name == part):
+                raise ConfigError(f"Experiment {part} must be a {_PARTS[part].__name__} (or a config with "
+                                  f"config_name={part!r}), got {type(cfg).__name__}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"Experiment seed must be an int, got {seed!r}")
         self.dataset, self.model, self.trainer, self.seed = dataset, model, trainer, seed
