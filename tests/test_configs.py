@@ -174,3 +174,60 @@ def test_json_keeps_tuples_and_non_string_keys():
     back = ToyTrainer.from_json(cfg.to_json())
     assert back.betas == (0.1, 0.2) and isinstance(back.betas, tuple)
     assert back.weights == {7: 0.5}
+
+
+# -- issue 10 item 12: values that print alike never share a key --------------------------------------
+def key(**trainer):
+    return ToyTrainer(**trainer).get_key()
+
+
+def test_untyped_dicts_are_normalised_so_equal_values_share_a_key():
+    assert key(optimizer_options={"lr": 1}) == key(optimizer_options={"lr": 1.0})
+    assert ToyTrainer(optimizer_options={"lr": 1.0}).optimizer_options == {"lr": 1}  # integral floats are ints
+    assert key(optimizer_options={"lr": 0.1, "weight_decay": -0.0}) == key(optimizer_options={"lr": 0.1,
+                                                                                             "weight_decay": 0})
+    assert key(lr=-0.0) == key(lr=0.0) and ToyTrainer(lr=-0.0).lr == 0.0  # typed floats too
+    betas = ToyTrainer(optimizer_options={"lr": 0.1, "betas": (0.9, 0.99)})
+    assert betas.optimizer_options["betas"] == [0.9, 0.99]  # one representation (JSON-like)
+    assert betas.get_key() == key(optimizer_options={"lr": 0.1, "betas": [0.9, 0.99]})
+    assert key(module_options={"M": {}}) != key()  # {} is kept
+    import numpy as np
+
+    assert key(optimizer_options={"lr": np.float32(0.5)}) == key(optimizer_options={"lr": 0.5})
+
+
+@pytest.mark.parametrize("value, message", [
+    ("0.01", "reads as a number"), ("1", "reads as a number"), ("1e-3", "reads as a number"),
+    ("True", "reads as True"), ("False", "reads as False"), ("None", "reads as None"),
+    ("", "empty string"), ([], "empty list"), (float("nan"), "NaN"), (float("inf"), "NaN and infinite"),
+    ([1, float("-inf")], "NaN and infinite"), (object(), "must be numbers, strings"),
+])
+def test_untyped_values_that_would_share_a_key_are_rejected(value, message):
+    with pytest.raises(ConfigError, match=message):
+        ToyTrainer(optimizer_options={"lr": 0.1, "x": value})
+    with pytest.raises(ConfigError, match=message):
+        ToyTrainer(module_options={"NoiseAugmentation": {"std": value}})
+
+
+def test_the_distinct_values_of_each_pair_get_distinct_keys():
+    pairs = [(1, True), (None, "none-ish"), (1, 1.5), ({}, {"a": 1}), ("1x", 1)]
+    for a, b in pairs:
+        assert key(optimizer_options={"lr": 0.1, "x": a}) != key(optimizer_options={"lr": 0.1, "x": b}), (a, b)
+
+
+def test_typed_fields_reject_nan_inf_and_strings_that_hash_like_another_member():
+    for bad in (float("nan"), float("inf"), -float("inf"), 10 ** 400):
+        with pytest.raises(ConfigError, match="NaN and infinite"):
+            ToyTrainer(lr=bad)
+    with pytest.raises(ConfigError, match="NaN and infinite"):
+        ToyTrainer(betas=(0.9, float("nan")))
+    with pytest.raises(ConfigError, match="would share a key with None"):
+        ToyTrainer(note="None")  # Optional[str]: "None" and None hash alike
+    assert ToyTrainer(note="none").note == "none" and key(note=None) != key(note="none")
+
+
+def test_untyped_dict_keys_are_strings():
+    with pytest.raises(ConfigError, match=r"module_options.<key> must be str, got int 1"):
+        ToyTrainer(module_options={1: {"std": 0.1}})
+    with pytest.raises(ConfigError, match="keys of untyped dicts are strings"):
+        ToyTrainer(optimizer_options={"lr": 0.1, "nested": {2: 1}})

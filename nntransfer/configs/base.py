@@ -10,9 +10,11 @@ A config class declares typed fields with defaults::
         log_every: int = field(default=10, key=False)  # a run field: stored, never hashed
 
 Construction takes keyword overrides only. Values are validated and normalised against the
-declared types (``int`` -> ``float`` for float fields, lists <-> tuples as declared) *before* hashing,
-because nnfabrik's ``make_hash`` hashes leaves as ``str(x)`` and would otherwise let ``1`` and
-``"1"`` or ``(1, 2)`` and ``[1, 2]`` share a key.
+declared types (``int`` -> ``float`` for float fields, lists <-> tuples as declared, ``-0.0`` -> ``0.0``,
+NaN/inf rejected) *before* hashing, because nnfabrik's ``make_hash`` hashes leaves as ``str(x)`` and would
+otherwise let ``1`` and ``"1"`` or ``(1, 2)`` and ``[1, 2]`` share a key. Untyped values (``dict`` fields
+such as ``optimizer_options``, ``Any``) are normalised by :func:`_untyped` (integral floats become ints;
+strings that read as numbers, ``True``/``False``/``None``, ``''`` and ``[]`` are rejected).
 
 Key rule (documented in docs/configs.md): ``get_key()`` is
 ``{"<name>_fn": fn, "<name>_hash": make_hash(cfg.hashed_dict())}`` where ``hashed_dict()`` is
@@ -26,6 +28,7 @@ import copy
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from typing import Any, ClassVar, Literal, Union
@@ -141,8 +144,12 @@ class BaseConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BaseConfig":
         """Build a config from ``to_dict()`` output (or a JSON-decoded one; types are restored)."""
+        if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+            raise ConfigError(f"{cls.__name__}.from_dict needs a dict of field names to values, got {data!r:.200}")
         data = dict(data)
         qual = data.pop("__class__", None)
+        if qual is not None and not isinstance(qual, str):
+            raise ConfigError(f"__class__ must name a config class ('module.QualName'), got {qual!r}")
         target = config_class(qual) if qual else cls
         if not issubclass(target, cls):
             raise ConfigError(f"{qual} is not a {cls.__name__}")
@@ -154,7 +161,7 @@ class BaseConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "BaseConfig":
-        return cls.from_dict(from_jsonable(json.loads(text)))
+        return cls.from_dict(from_jsonable(parse_json(text)))
 
     def replace(self, **changes: Any) -> "BaseConfig":
         """A copy with some fields changed (validated like construction)."""
@@ -259,12 +266,14 @@ def _coerce(value: Any, tp: Any, path: str, owner: type) -> Any:
         )
 
     if tp is Any or tp is object:
-        return _plain(value)
+        return _untyped(value, path, owner)
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        if isinstance(value, str) and str in args:
+            _check_string_in_union(value, args, path, owner)
         errors = []
         for option in args:
             if option is type(None):
@@ -300,7 +309,7 @@ def _coerce(value: Any, tp: Any, path: str, owner: type) -> Any:
         if isinstance(value, bool):
             fail()
         if isinstance(value, (int, float)) or (_is_numpy_scalar(value) and value.dtype.kind in "iuf"):
-            return float(value)
+            return _finite(value, path, owner) + 0.0  # + 0.0: -0.0 becomes 0.0 (one value, one key)
         fail()
     if tp is str:
         if isinstance(value, str):
@@ -317,7 +326,7 @@ def _coerce(value: Any, tp: Any, path: str, owner: type) -> Any:
         if not isinstance(value, (list, tuple)):
             fail()
         if not args:
-            return tuple(_plain(v) for v in value)
+            return tuple(_untyped(v, f"{path}[{i}]", owner) for i, v in enumerate(value))
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], f"{path}[{i}]", owner) for i, v in enumerate(value))
         if len(args) != len(value):
@@ -327,6 +336,8 @@ def _coerce(value: Any, tp: Any, path: str, owner: type) -> Any:
         if not isinstance(value, dict):
             fail()
         key_tp, val_tp = args if args else (Any, Any)
+        if key_tp is Any:  # untyped keys: 1 and "1" would hash alike, so keys are strings
+            key_tp = str
         return {
             _coerce(k, key_tp, f"{path}.<key>", owner): _coerce(v, val_tp, f"{path}[{k!r}]", owner)
             for k, v in value.items()
@@ -342,18 +353,82 @@ def _is_numpy_scalar(value: Any) -> bool:
     return type(value).__module__ == "numpy" and hasattr(value, "dtype") and getattr(value, "shape", None) == ()
 
 
-def _plain(value: Any) -> Any:
-    """Untyped values: numpy scalars to Python, containers recursively; everything must be JSON-like."""
+def _finite(value, path: str, owner: type) -> float:
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ConfigError(f"{owner.__name__}.{path} is {value!r}: NaN and infinite values cannot be part of a key "
+                          "(NaN != NaN); use a finite number")
+    return number
+
+
+def _looks_like(text: str) -> str | None:
+    """What a string would be mistaken for when hashed (``make_hash`` hashes ``str(x)``), or None."""
+    if text in ("True", "False", "None"):
+        return text
+    try:
+        float(text)
+    except ValueError:
+        return None
+    return "a number"
+
+
+def _check_string_in_union(value: str, args: tuple, path: str, owner: type) -> None:
+    """In ``Optional[str]``, ``int | str``, ``bool | str``: a string that hashes like another member is an error."""
+    looks = _looks_like(value)
+    others = {a for a in args if a is not str}
+    clash = ((looks == "None" and type(None) in others) or (looks == "a number" and others & {int, float})
+             or (looks in ("True", "False") and bool in others))
+    if clash:
+        raise ConfigError(f"{owner.__name__}.{path} is the string {value!r}, which would share a key with "
+                          f"{value if looks != 'a number' else 'the number'}; give the value without quotes")
+
+
+def _untyped(value: Any, path: str, owner: type) -> Any:
+    """Normalise a value of an untyped field or dict (``optimizer_options``, ``module_options``, ``Any``).
+
+    nnfabrik's ``make_hash`` hashes ``str(x)``, so values that print alike would share a key. Here:
+    numpy scalars become Python numbers; integral floats become ints (``1.0`` and ``1`` are one value, one
+    key; ``-0.0`` is ``0``); NaN/inf, strings that read as numbers or as ``True``/``False``/``None``, the empty
+    string and the empty list (``''``, ``[]`` and ``{}`` hash alike; ``{}`` is kept), non-string dict keys and
+    anything that is not JSON-like are a ConfigError; tuples become lists.
+    """
+    where = f"{owner.__name__}.{path}"
     if _is_numpy_scalar(value):
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if value is None or isinstance(value, (bool, int, float, str)):
+        value = value.item()
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        number = _finite(value, path, owner)
+        return int(number) if number.is_integer() else number
+    if isinstance(value, str):
+        looks = _looks_like(value)
+        if looks:
+            raise ConfigError(f"{where} is the string {value!r}, which reads as {looks}: write it without quotes "
+                              f"(untyped values keep strings and numbers apart); declare a typed field for a "
+                              "string that must look like this")
+        if not value:
+            raise ConfigError(f"{where} is the empty string, which hashes like [] and {{}}; leave the entry out")
+        return value
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ConfigError(f"{where} is an empty list, which hashes like '' and {{}}; leave the entry out")
+        return [_untyped(v, f"{path}[{i}]", owner) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ConfigError(f"{where} has the key {k!r}: keys of untyped dicts are strings (1 and '1' "
+                                  "would share a key)")
+            out[k] = _untyped(v, f"{path}[{k!r}]", owner)
+        return out
     raise ConfigError(
-        f"config values must be numbers, strings, booleans, None, lists, tuples or dicts; got {type(value).__name__}"
+        f"{where}: config values must be numbers, strings, booleans, None, lists or dicts; "
+        f"got {type(value).__name__}"
     )
 
 
@@ -373,23 +448,37 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, list):
         return [to_jsonable(v) for v in value]
     if isinstance(value, dict):
-        if all(isinstance(k, str) for k in value):
+        if all(isinstance(k, str) for k in value) and set(value) not in ({"__tuple__"}, {"__items__"}):
             return {k: to_jsonable(v) for k, v in value.items()}
         return {"__items__": [[to_jsonable(k), to_jsonable(v)] for k, v in value.items()]}
     return value
+
+
+def parse_json(text: str) -> Any:
+    """``json.loads`` with a ConfigError (line and column) for malformed text."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError) as err:
+        where = f" at line {err.lineno}, column {err.colno}" if isinstance(err, json.JSONDecodeError) else ""
+        raise ConfigError(f"not valid JSON{where}: {getattr(err, 'msg', err)}") from None
 
 
 def from_jsonable(value: Any) -> Any:
     if isinstance(value, list):
         return [from_jsonable(v) for v in value]
     if isinstance(value, dict):
-        if set(value) == {"__tuple__"}:
+        if set(value) == {"__tuple__"} and isinstance(value["__tuple__"], list):
             return tuple(from_jsonable(v) for v in value["__tuple__"])
-        if set(value) == {"__items__"}:
+        if set(value) == {"__items__"} and isinstance(value["__items__"], list) and all(
+                isinstance(item, list) and len(item) == 2 for item in value["__items__"]):
             return {_hashable(from_jsonable(k)): from_jsonable(v) for k, v in value["__items__"]}
         return {k: from_jsonable(v) for k, v in value.items()}
     return value
 
 
 def _hashable(key: Any) -> Any:
-    return tuple(_hashable(k) for k in key) if isinstance(key, (list, tuple)) else key
+    if isinstance(key, (list, tuple)):
+        return tuple(_hashable(k) for k in key)
+    if isinstance(key, dict):
+        raise ConfigError(f"a dict cannot be a dict key, got {key!r:.100}")
+    return key
