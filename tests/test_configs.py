@@ -231,3 +231,28 @@ def test_untyped_dict_keys_are_strings():
         ToyTrainer(module_options={1: {"std": 0.1}})
     with pytest.raises(ConfigError, match="keys of untyped dicts are strings"):
         ToyTrainer(optimizer_options={"lr": 0.1, "nested": {2: 1}})
+
+
+@pytest.mark.parametrize("cfg, message", [
+    (ImageDatasetConfig(dataset_cls="MNSIT"), r"unknown dataset 'MNSIT'.*Did you mean 'MNIST'"),
+    (ModelConfig(type="lenett"), r"unknown model type 'lenett'.*Did you mean 'lenet'"),
+    (TrainerConfig(loss_functions={"img_classification": "CrossEntropyLos"}),
+     r"unknown loss 'CrossEntropyLos'.*Did you mean 'CrossEntropyLoss'"),
+    (TrainerConfig(metrics=["accuracy", "acc"]), r"unknown metric 'acc'"),
+    (TrainerConfig(main_loop_modules=["NoiseAugmentaton"]), r"unknown main-loop module|unknown module"),
+    (TrainerConfig(loss_functions={"img_classification": "Distillation"},
+                   loss_options={"Distillation": {"temprature": 2.0}}),
+     r"loss_options\['Distillation'\] has \['temprature'\].*temperature, alpha, key"),
+])
+def test_unknown_registered_names_fail_validation(cfg, message):
+    with pytest.raises(ConfigError, match=message):
+        cfg.validate_names()
+
+
+def test_loss_options_must_belong_to_a_used_loss():
+    with pytest.raises(ConfigError, match=r"loss_options has options for \['Distillation'\]"):
+        TrainerConfig(loss_options={"Distillation": {"alpha": 0.5}})
+    cfg = TrainerConfig(loss_functions={"img_classification": "Distillation"}, loss_options={"Distillation": {"alpha": 0.5}})
+    cfg.validate_names()
+    assert cfg.get_key() != TrainerConfig(loss_functions={"img_classification": "Distillation"}).get_key()
+    assert "loss_options" not in TrainerConfig().hashed_dict()  # added in 0.2: old keys stay

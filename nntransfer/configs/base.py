@@ -198,6 +198,18 @@ class BaseConfig:
         """Import and return the builder function, with a clear error when the path is wrong."""
         return resolve_import_path(self.fn, what=f"{type(self).__name__}.fn")
 
+    def validate_names(self) -> None:
+        """Check that ``fn`` and every registered name this config refers to resolve (ConfigError otherwise).
+
+        Imports the builder and the registries (torch: seconds), so it runs when experiments are filled
+        into the tables, before any row is written, rather than at construction.
+        """
+        self.resolve_fn()
+        self._check_names()
+
+    def _check_names(self) -> None:
+        """Subclasses: look up the names their fields refer to (dataset, model type, losses, ...)."""
+
     def add_to_table(self) -> dict[str, str]:
         """Insert fn, config and comment into this config's table if missing; returns the key."""
         from .. import tables

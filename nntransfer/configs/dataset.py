@@ -77,3 +77,9 @@ class ImageDatasetConfig(DatasetConfig):
         for size in (self.input_width, self.input_height):
             if size is not None and size < 1:
                 raise ConfigError(f"{name}.input_width/input_height must be positive, got {size}")
+
+    def _check_names(self) -> None:
+        if self.fn == ImageDatasetConfig.fn:  # another builder may read dataset_cls differently
+            from ..dataset.sources import SOURCES
+
+            SOURCES.validate_name(self.dataset_cls)

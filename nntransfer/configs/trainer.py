@@ -23,6 +23,8 @@ class TrainerConfig(BaseConfig):
         default={"img_classification": "CrossEntropyLoss"},
         help="task key -> loss name (torch.nn class or registered); a single entry applies to every task",
     )
+    loss_options: dict = field(default={}, since="0.2",
+                               help="loss name -> its keyword arguments, e.g. {'Distillation': {'temperature': 4}}")
     accumulate_gradients: int = field(default=1, help="optimizer step every n batches")
     amp: bool = field(default=False, help="mixed precision (CUDA only; ignored on CPU)")
     force_cpu: bool = False
@@ -71,3 +73,23 @@ class TrainerConfig(BaseConfig):
                               f"{self.metrics}")
         if "lr" not in self.optimizer_options:
             raise ConfigError("TrainerConfig.optimizer_options needs an 'lr'")
+        unused = sorted(set(self.loss_options) - set(self.loss_functions.values()))
+        if unused:
+            raise ConfigError(f"TrainerConfig.loss_options has options for {unused}, which loss_functions does not "
+                              f"use (it uses {sorted(set(self.loss_functions.values()))})")
+        for name, options in self.loss_options.items():
+            if not isinstance(options, dict):
+                raise ConfigError(f"TrainerConfig.loss_options[{name!r}] must be a dict of keyword arguments, "
+                                  f"got {options!r}")
+
+    def _check_names(self) -> None:
+        from ..trainer.losses import LOSSES, check_loss_options
+        from ..trainer.metrics import METRICS
+        from ..trainer.modules import MODULES
+
+        for name in self.loss_functions.values():
+            check_loss_options(name, self.loss_options.get(name, {}), LOSSES.get(name))
+        for name in self.metrics:
+            METRICS.validate_name(name)
+        for name in self.main_loop_modules:
+            MODULES.validate_name(name)
