@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, NamedTuple
 
-from .configs.base import BaseConfig, config_class, from_jsonable, to_jsonable
+from .configs.base import BaseConfig, config_class, from_jsonable, parse_json, to_jsonable
 from .configs.dataset import DatasetConfig
 from .configs.errors import ConfigError
 from .configs.model import ModelConfig
@@ -65,9 +65,7 @@ class _Serializable:
 
     @classmethod
     def from_json(cls, text: str):
-        import json
-
-        return cls.from_dict(from_jsonable(json.loads(text)))
+        return cls.from_dict(from_jsonable(parse_json(text)))
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and self.to_dict() == other.to_dict()
@@ -103,7 +101,7 @@ class Experiment(_Serializable):
         from . import db, tables
 
         for cfg in self.configs.values():
-            cfg.resolve_fn()  # fail before anything is written
+            cfg.validate_names()  # fail before anything is written
         tables.bind()
         with db.transaction():
             tables.Seed().insert1({"seed": self.seed}, skip_duplicates=True)
@@ -116,7 +114,13 @@ class Experiment(_Serializable):
         parts = dict(self.configs)
         seed = self.seed
         for path, value in changes.items():
+            if not isinstance(path, str):
+                raise ConfigError(f"paths are strings like 'trainer.max_iter', got {path!r}")
             head, *rest = path.split(".")
+            if head.isdigit() and rest:  # "0.trainer.max_iter": a one-step experiment is its own step 0
+                if int(head) != 0:
+                    raise ConfigError(f"cannot set {path!r}: a one-step experiment has no step {head}")
+                head, *rest = rest
             if head == "seed" and not rest:
                 seed = value
             elif head in parts and rest:
@@ -139,6 +143,8 @@ class Experiment(_Serializable):
 
     @classmethod
     def from_dict(cls, data: dict) -> "Experiment":
+        if not isinstance(data, dict) or not set(_PARTS) | {"seed"} <= set(data):
+            raise ConfigError(f"an Experiment dict has dataset, model, trainer and seed; got {data!r:.200}")
         parts = {part: _config_from_dict(data[part], base) for part, base in _PARTS.items()}
         return cls(parts["dataset"], parts["model"], parts["trainer"], data["seed"])
 
@@ -164,6 +170,12 @@ class TransferExperiment(_Serializable):
 
     def __len__(self) -> int:
         return len(self.experiments)
+
+    @property
+    def seed(self) -> int:
+        """The seed of the result it describes: its last step's (earlier steps may differ, e.g. a shared
+        pretraining)."""
+        return self.experiments[-1].seed
 
     def __getitem__(self, level: int) -> Experiment:
         return self.experiments[level]
@@ -198,10 +210,13 @@ class TransferExperiment(_Serializable):
         """Apply dotted-path changes to every step, or to one step with a leading index (``"1.trainer.max_iter"``)."""
         steps = list(self.experiments)
         for path, value in changes.items():
+            if not isinstance(path, str):
+                raise ConfigError(f"paths are strings like 'trainer.max_iter', got {path!r}")
             head, _, rest = path.partition(".")
             if head.isdigit():
                 index = int(head)
-                self._check_level(index)
+                if index >= len(steps):
+                    raise ConfigError(f"cannot set {path!r}: this transfer experiment has steps 0..{len(steps) - 1}")
                 steps[index] = steps[index].replace(**{rest: value})
             else:
                 steps = [step.replace(**{path: value}) for step in steps]
@@ -212,6 +227,8 @@ class TransferExperiment(_Serializable):
 
     @classmethod
     def from_dict(cls, data: dict) -> "TransferExperiment":
+        if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
+            raise ConfigError(f"a TransferExperiment dict has a list of 'steps'; got {data!r:.200}")
         return cls([Experiment.from_dict(step) for step in data["steps"]])
 
     def __repr__(self) -> str:
