@@ -1,5 +1,5 @@
 """Dataset loaders (nnfabrik convention: ``fn(seed, **config) -> {"train": ..., "validation": ..., "test": ...}``)."""
-from .image_loader import ImageDataset, image_dataset_loader, select, split, unshuffled
+from .image_loader import ImageDataset, aligned_rows, example_indices, image_dataset_loader, select, split, unshuffled
 from .in_memory import InMemoryLoader, augment_batch, random_crop_flip, random_rotation
 from .sources import NORMALIZATION, SOURCES, Source, register_source
 
@@ -9,7 +9,9 @@ __all__ = [
     "NORMALIZATION",
     "SOURCES",
     "Source",
+    "aligned_rows",
     "augment_batch",
+    "example_indices",
     "image_dataset_loader",
     "random_crop_flip",
     "random_rotation",
