@@ -58,6 +58,10 @@ class TrainerConfig(BaseConfig):
     module_options: dict = field(default={}, help="module name -> its options")
     data_transfer: bool = field(default=False, help="hand this step's logits on the training set to later steps")
     transfer_strict: bool = field(default=True, help="parameter transfer needs identical names and shapes")
+    transfer_parameters: bool = field(
+        default=True, since="0.2",
+        help="a transfer step starts from the previous step's parameters (False: fresh initialisation, e.g. a "
+             "student of another architecture distilling the previous step's logits)")
     # output
     verbose: bool = field(default=True, key=False, help="progress bars")
     track_iterations: bool = field(default=False, key=False, help="also record the loss of every batch")
