@@ -228,3 +228,40 @@ def test_transfer_data_on_cuda_is_stored_on_the_cpu():
     model = classification_model_builder(loaders, seed=1, type="lenet").cuda()
     data = generate_transfer_data(model, loaders)
     assert isinstance(data["train"]["logits"], np.ndarray) and len(data["train"]["logits"]) == 1437
+
+
+def test_distillation_loss_mixes_teacher_and_labels_and_falls_back_to_labels():
+    from nntransfer.trainer.losses import make_loss
+
+    torch.manual_seed(0)
+    student, teacher, labels = torch.randn(8, 5), torch.randn(8, 5), torch.randint(0, 5, (8,))
+    loss = make_loss("Distillation", {"temperature": 2.0, "alpha": 0.25})
+    soft = torch.nn.functional.kl_div(torch.log_softmax(student / 2, 1), torch.softmax(teacher / 2, 1),
+                                      reduction="batchmean")
+    hard = torch.nn.functional.cross_entropy(student, labels)
+    torch.testing.assert_close(loss(student, labels, {"logits": teacher}), 0.25 * 4 * soft + 0.75 * hard)
+    torch.testing.assert_close(loss(student, labels, {}), hard)  # a batch without teacher logits
+    for bad in ({"temperature": 0.0}, {"alpha": 1.5}):
+        with pytest.raises(ConfigError, match="Distillation"):
+            make_loss("Distillation", bad)
+    with pytest.raises(ConfigError, match="does not take"):
+        make_loss("Distillation", {"temp": 1.0})
+
+
+def test_the_distillation_example_runs_and_shares_its_teacher(clean_db):
+    from pathlib import Path
+
+    from nntransfer.recipes import apply_overrides, load_recipe, plan
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "digits_distillation.py"
+    experiments = apply_overrides(load_recipe(example), {"trainer.max_iter": 2})
+    targets = plan(experiments)
+    teachers = {tuple(sorted(t.key.items())) for t in targets if t.step == 0 and "distilled" in t.description.name}
+    assert len(teachers) == 1  # one teacher for every seed
+    rows = run(experiments, quiet=True)
+    assert [r["state"] for r in rows] == ["done"] * len(rows) and len(rows) == 6
+    students = [d for d in experiments if "distilled" in d.name]
+    for desc in students:
+        dataloaders, _ = clean_db.TransferredTrainedModel().load_model(experiments[desc].get_restrictions(1))
+        batch = next(iter(dataloaders["train"][TASK]))
+        assert set(batch[2]) == {"logits"}
