@@ -26,7 +26,7 @@ setup(
         "pyyaml",
     ],
     extras_require={
-        "test": ["pytest>=7", "submitit>=1.5"],
+        "test": ["pytest>=7", "submitit>=1.5", "hypothesis>=6"],
         "slurm": ["submitit>=1.5"],
         "docs": ["mkdocs"],
     },

@@ -117,7 +117,7 @@ class Experiment(_Serializable):
             if not isinstance(path, str):
                 raise ConfigError(f"paths are strings like 'trainer.max_iter', got {path!r}")
             head, *rest = path.split(".")
-            if head.isdigit() and rest:  # "0.trainer.max_iter": a one-step experiment is its own step 0
+            if head.isascii() and head.isdigit() and rest:  # "0.trainer.x": a one-step experiment is its step 0
                 if int(head) != 0:
                     raise ConfigError(f"cannot set {path!r}: a one-step experiment has no step {head}")
                 head, *rest = rest
@@ -213,7 +213,7 @@ class TransferExperiment(_Serializable):
             if not isinstance(path, str):
                 raise ConfigError(f"paths are strings like 'trainer.max_iter', got {path!r}")
             head, _, rest = path.partition(".")
-            if head.isdigit():
+            if head.isascii() and head.isdigit():
                 index = int(head)
                 if index >= len(steps):
                     raise ConfigError(f"cannot set {path!r}: this transfer experiment has steps 0..{len(steps) - 1}")

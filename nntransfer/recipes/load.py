@@ -84,7 +84,7 @@ def _steps(exp: Experiment | TransferExperiment) -> int:
 def step_of(path: str) -> int | None:
     """The step a path addresses (``"1.trainer.max_iter"`` -> 1), or None for every step."""
     head = path.split(".", 1)[0]
-    return int(head) if head.isdigit() else None
+    return int(head) if head.isascii() and head.isdigit() else None
 
 
 def _has_step(exp, path: str) -> bool:
