@@ -73,8 +73,10 @@ def test_set_values_follow_yaml_1_2_numbers_and_booleans():
 def test_set_optimizer_lr_1e_3_is_a_number(toy_recipe):
     (exp,) = cli_experiments(toy_recipe, "--set", "trainer.optimizer_options.lr=1e-3").values()
     assert all(step.trainer.optimizer_options["lr"] == 0.001 for step in exp)
-    with pytest.raises(ConfigError, match="reads as a number"):
-        cli_experiments(toy_recipe, "--set", "trainer.optimizer_options.lr='1e-3'")
+    (quoted,) = cli_experiments(toy_recipe, "--set", "trainer.optimizer_options.lr='1e-3'").values()
+    assert quoted[0].trainer.optimizer_options["lr"] == "1e-3" and quoted.get_restrictions(0) != exp.get_restrictions(0)
+    with pytest.raises(ConfigError, match=r"optimizer_options\['lr'\] is the string '1e-3'; Adam takes a number"):
+        quoted[0].trainer.validate_names()  # when filled
 
 
 # -- item 13: the seed lives in one place -----------------------------------------------------------------

@@ -14,10 +14,10 @@ declared types (``int`` -> ``float`` for float fields, lists <-> tuples as decla
 NaN/inf rejected) *before* hashing, because nnfabrik's ``make_hash`` hashes leaves as ``str(x)`` and would
 otherwise let ``1`` and ``"1"`` or ``(1, 2)`` and ``[1, 2]`` share a key. Untyped values (``dict`` fields
 such as ``optimizer_options``, ``Any``) are normalised by :func:`_untyped` (integral floats become ints;
-strings that read as numbers, ``True``/``False``/``None``, ``''`` and ``[]`` are rejected).
+``''`` and ``[]`` are rejected), and strings that read as numbers are hashed quoted (:func:`hash_form`).
 
 Key rule (documented in docs/configs.md): ``get_key()`` is
-``{"<name>_fn": fn, "<name>_hash": make_hash(cfg.hashed_dict())}`` where ``hashed_dict()`` is
+``{"<name>_fn": fn, "<name>_hash": make_hash(hash_form(cfg.hashed_dict()))}`` where ``hashed_dict()`` is
 ``to_dict()`` without the run fields (``comment`` and every field declared with ``key=False``: settings
 that cannot change a result, such as progress bars, checkpoint cadence or file locations), without every
 field declared with ``since=...`` whose value equals its default, and with tuples written as lists.
@@ -192,7 +192,8 @@ class BaseConfig:
             raise ConfigError(f"{type(self).__name__} has no config_name; subclass DatasetConfig, ModelConfig or TrainerConfig")
         if not self.fn:
             raise ConfigError(f"{type(self).__name__} has no fn: set the class attribute fn to the builder's import path")
-        return {f"{self.config_name}_fn": self.fn, f"{self.config_name}_hash": make_hash(self.hashed_dict())}
+        hashed = make_hash(hash_form(self.hashed_dict()))
+        return {f"{self.config_name}_fn": self.fn, f"{self.config_name}_hash": hashed}
 
     def resolve_fn(self):
         """Import and return the builder function, with a clear error when the path is wrong."""
@@ -284,8 +285,6 @@ def _coerce(value: Any, tp: Any, path: str, owner: type) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        if isinstance(value, str) and str in args:
-            _check_string_in_union(value, args, path, owner)
         errors = []
         for option in args:
             if option is type(None):
@@ -348,12 +347,8 @@ def _coerce(value: Any, tp: Any, path: str, owner: type) -> Any:
         if not isinstance(value, dict):
             fail()
         key_tp, val_tp = args if args else (Any, Any)
-        if key_tp is Any:  # untyped keys: 1 and "1" would hash alike, so keys are strings
-            key_tp = str
-        return {
-            _coerce(k, key_tp, f"{path}.<key>", owner): _coerce(v, val_tp, f"{path}[{k!r}]", owner)
-            for k, v in value.items()
-        }
+        key = _untyped_key if key_tp is Any else lambda k, p, o: _coerce(k, key_tp, p, o)
+        return {key(k, f"{path}.<key>", owner): _coerce(v, val_tp, f"{path}[{k!r}]", owner) for k, v in value.items()}
     if isinstance(tp, type):
         if isinstance(value, tp):
             return value
@@ -376,26 +371,30 @@ def _finite(value, path: str, owner: type) -> float:
     return number
 
 
-def _looks_like(text: str) -> str | None:
-    """What a string would be mistaken for when hashed (``make_hash`` hashes ``str(x)``), or None."""
+def _looks_like(text: str) -> bool:
+    """Whether ``str(x)`` of a number, bool or None could be this string (``make_hash`` hashes ``str(x)``)."""
     if text in ("True", "False", "None"):
-        return text
+        return True
     try:
         float(text)
     except ValueError:
-        return None
-    return "a number"
+        return False
+    return True
 
 
-def _check_string_in_union(value: str, args: tuple, path: str, owner: type) -> None:
-    """In ``Optional[str]``, ``int | str``, ``bool | str``: a string that hashes like another member is an error."""
-    looks = _looks_like(value)
-    others = {a for a in args if a is not str}
-    clash = ((looks == "None" and type(None) in others) or (looks == "a number" and others & {int, float})
-             or (looks in ("True", "False") and bool in others))
-    if clash:
-        raise ConfigError(f"{owner.__name__}.{path} is the string {value!r}, which would share a key with "
-                          f"{value if looks != 'a number' else 'the number'}; give the value without quotes")
+def hash_form(value: Any) -> Any:
+    """What ``get_key`` hands to ``make_hash``: the value with every string that reads as a number, a bool or
+    None (``"1"``, ``"0.01"``, ``"None"``) — or starts with a double quote — written as a JSON string
+    (``'"1"'``), keys included. ``make_hash`` hashes ``str(x)``, so ``"1"`` and ``1`` would otherwise share a
+    key; the mapping is one-to-one and leaves every other value (so every other key) unchanged.
+    """
+    if isinstance(value, str):
+        return json.dumps(value) if value.startswith('"') or _looks_like(value.strip()) else value
+    if isinstance(value, dict):
+        return {hash_form(k) if isinstance(k, str) else k: hash_form(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [hash_form(v) for v in value]
+    return value
 
 
 def _untyped(value: Any, path: str, owner: type) -> Any:
@@ -403,9 +402,9 @@ def _untyped(value: Any, path: str, owner: type) -> Any:
 
     nnfabrik's ``make_hash`` hashes ``str(x)``, so values that print alike would share a key. Here:
     numpy scalars become Python numbers; integral floats become ints (``1.0`` and ``1`` are one value, one
-    key; ``-0.0`` is ``0``); NaN/inf, strings that read as numbers or as ``True``/``False``/``None``, the empty
-    string and the empty list (``''``, ``[]`` and ``{}`` hash alike; ``{}`` is kept), non-string dict keys and
-    anything that is not JSON-like are a ConfigError; tuples become lists.
+    key; ``-0.0`` is ``0``); tuples become lists; NaN/inf, the empty string and the empty list (``''``,
+    ``[]`` and ``{}`` hash alike; ``{}`` is kept), and anything that is not JSON-like are a ConfigError.
+    Strings that read as numbers (``"1"``, a layer name) stay strings: :func:`hash_form` keeps them apart.
     """
     where = f"{owner.__name__}.{path}"
     if _is_numpy_scalar(value):
@@ -418,11 +417,6 @@ def _untyped(value: Any, path: str, owner: type) -> Any:
         number = _finite(value, path, owner)
         return int(number) if number.is_integer() else number
     if isinstance(value, str):
-        looks = _looks_like(value)
-        if looks:
-            raise ConfigError(f"{where} is the string {value!r}, which reads as {looks}: write it without quotes "
-                              f"(untyped values keep strings and numbers apart); declare a typed field for a "
-                              "string that must look like this")
         if not value:
             raise ConfigError(f"{where} is the empty string, which hashes like [] and {{}}; leave the entry out")
         return value
@@ -431,17 +425,23 @@ def _untyped(value: Any, path: str, owner: type) -> Any:
             raise ConfigError(f"{where} is an empty list, which hashes like '' and {{}}; leave the entry out")
         return [_untyped(v, f"{path}[{i}]", owner) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise ConfigError(f"{where} has the key {k!r}: keys of untyped dicts are strings (1 and '1' "
-                                  "would share a key)")
-            out[k] = _untyped(v, f"{path}[{k!r}]", owner)
-        return out
+        return {_untyped_key(k, f"{path}.<key>", owner): _untyped(v, f"{path}[{k!r}]", owner)
+                for k, v in value.items()}
     raise ConfigError(
         f"{where}: config values must be numbers, strings, booleans, None, lists or dicts; "
         f"got {type(value).__name__}"
     )
+
+
+def _untyped_key(key: Any, path: str, owner: type) -> Any:
+    """A key of an untyped dict: a string, or a number (``{0.5: 0.3, 1.0: 0.7}``; normalised like values, so
+    ``1.0`` and ``1`` are one key)."""
+    if isinstance(key, str):
+        return key
+    if _is_numpy_scalar(key) or isinstance(key, (bool, int, float)):
+        return _untyped(key, path, owner)
+    raise ConfigError(f"{owner.__name__}.{path}: keys of untyped dicts are strings or numbers, got "
+                      f"{type(key).__name__} {key!r}")
 
 
 def _lists_for_tuples(value: Any) -> Any:
