@@ -27,9 +27,10 @@ setup(
         "pandas",  # results_frame / history_frame
     ],
     extras_require={
-        # the suite covers TensorBoard logs, executes the quickstart notebook and builds the docs site
-        "test": ["pytest>=7", "submitit>=1.5", "tensorboard", "nbclient", "nbformat", "ipykernel", "mkdocs>=1.6",
-                 "mkdocstrings[python]>=0.26"],
+        # the suite covers TensorBoard logs, executes the quickstart notebook, builds the docs site and runs
+        # property-based tests
+        "test": ["pytest>=7", "submitit>=1.5", "hypothesis>=6", "tensorboard", "nbclient", "nbformat", "ipykernel",
+                 "mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
         "slurm": ["submitit>=1.5"],
         "tensorboard": ["tensorboard"],
         "notebook": ["ipykernel", "ipywidgets"],

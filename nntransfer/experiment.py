@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, NamedTuple
 
-from .configs.base import BaseConfig, config_class, from_jsonable, to_jsonable
+from .configs.base import BaseConfig, config_class, from_jsonable, parse_json, to_jsonable
 from .configs.dataset import DatasetConfig
 from .configs.errors import ConfigError
 from .configs.model import ModelConfig
@@ -25,11 +25,15 @@ def _config_to_dict(cfg: BaseConfig) -> dict:
 
 
 def _config_from_dict(data: dict, base: type[BaseConfig]) -> BaseConfig:
-    data = dict(data)
-    cls = config_class(data.pop("__class__")) if "__class__" in data else base
-    if not issubclass(cls, base):
-        raise ConfigError(f"{cls.__name__} is not a {base.__name__}")
-    return cls(**data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"the {base.config_name} part must be a dict of fields, got {data!r:.100}")
+    qual = data.get("__class__")
+    if qual is not None and not isinstance(qual, str):
+        raise ConfigError(f"__class__ must name a config class ('module.QualName'), got {qual!r:.100}")
+    cls = config_class(qual) if qual else base
+    if cls.config_name != base.config_name:
+        raise ConfigError(f"{cls.__name__} is not a {base.config_name} config")
+    return cls.from_dict(data)
 
 
 def set_path(cfg: BaseConfig, path: list[str], value: Any) -> BaseConfig:
@@ -61,9 +65,7 @@ class _Serializable:
 
     @classmethod
     def from_json(cls, text: str):
-        import json
-
-        return cls.from_dict(from_jsonable(json.loads(text)))
+        return cls.from_dict(from_jsonable(parse_json(text)))
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and self.to_dict() == other.to_dict()
@@ -79,8 +81,11 @@ class Experiment(_Serializable):
 
     def __init__(self, dataset: DatasetConfig, model: ModelConfig, trainer: TrainerConfig, seed: int = 42):
         for part, cfg in (("dataset", dataset), ("model", model), ("trainer", trainer)):
-            if not isinstance(cfg, _PARTS[part]):
-                raise ConfigError(f"Experiment {part} must be a {_PARTS[part].__name__}, got {type(cfg).__name__}")
+            # any config of that part: nntransfer's classes, or a BaseConfig with config_name=part for
+            # nnfabrik-style functions that take exactly their own keyword arguments
+            if not (isinstance(cfg, BaseConfig) and cfg.config_name == part):
+                raise ConfigError(f"Experiment {part} must be a {_PARTS[part].__name__} (or a config with "
+                                  f"config_name={part!r}), got {type(cfg).__name__}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"Experiment seed must be an int, got {seed!r}")
         self.dataset, self.model, self.trainer, self.seed = dataset, model, trainer, seed
@@ -101,7 +106,7 @@ class Experiment(_Serializable):
         from . import db, tables
 
         for cfg in self.configs.values():
-            cfg.resolve_fn()  # fail before anything is written
+            cfg.validate_names()  # fail before anything is written
         tables.bind()
         with db.transaction():
             tables.Seed().insert1({"seed": self.seed}, skip_duplicates=True)
@@ -114,7 +119,13 @@ class Experiment(_Serializable):
         parts = dict(self.configs)
         seed = self.seed
         for path, value in changes.items():
+            if not isinstance(path, str):
+                raise ConfigError(f"paths are strings like 'trainer.max_iter', got {path!r}")
             head, *rest = path.split(".")
+            if head.isascii() and head.isdigit() and rest:  # "0.trainer.x": a one-step experiment is its step 0
+                if int(head) != 0:
+                    raise ConfigError(f"cannot set {path!r}: a one-step experiment has no step {head}")
+                head, *rest = rest
             if head == "seed" and not rest:
                 seed = value
             elif head in parts and rest:
@@ -137,6 +148,8 @@ class Experiment(_Serializable):
 
     @classmethod
     def from_dict(cls, data: dict) -> "Experiment":
+        if not isinstance(data, dict) or not set(_PARTS) | {"seed"} <= set(data):
+            raise ConfigError(f"an Experiment dict has dataset, model, trainer and seed; got {data!r:.200}")
         parts = {part: _config_from_dict(data[part], base) for part, base in _PARTS.items()}
         return cls(parts["dataset"], parts["model"], parts["trainer"], data["seed"])
 
@@ -162,6 +175,12 @@ class TransferExperiment(_Serializable):
 
     def __len__(self) -> int:
         return len(self.experiments)
+
+    @property
+    def seed(self) -> int:
+        """The seed of the result it describes: its last step's (earlier steps may differ, e.g. a shared
+        pretraining)."""
+        return self.experiments[-1].seed
 
     def __getitem__(self, level: int) -> Experiment:
         return self.experiments[level]
@@ -196,10 +215,13 @@ class TransferExperiment(_Serializable):
         """Apply dotted-path changes to every step, or to one step with a leading index (``"1.trainer.max_iter"``)."""
         steps = list(self.experiments)
         for path, value in changes.items():
+            if not isinstance(path, str):
+                raise ConfigError(f"paths are strings like 'trainer.max_iter', got {path!r}")
             head, _, rest = path.partition(".")
-            if head.isdigit():
+            if head.isascii() and head.isdigit():
                 index = int(head)
-                self._check_level(index)
+                if index >= len(steps):
+                    raise ConfigError(f"cannot set {path!r}: this transfer experiment has steps 0..{len(steps) - 1}")
                 steps[index] = steps[index].replace(**{rest: value})
             else:
                 steps = [step.replace(**{path: value}) for step in steps]
@@ -210,6 +232,8 @@ class TransferExperiment(_Serializable):
 
     @classmethod
     def from_dict(cls, data: dict) -> "TransferExperiment":
+        if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
+            raise ConfigError(f"a TransferExperiment dict has a list of 'steps'; got {data!r:.200}")
         return cls([Experiment.from_dict(step) for step in data["steps"]])
 
     def __repr__(self) -> str:

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .configs.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 
@@ -15,13 +17,32 @@ def load_transferred_state(model: nn.Module, state: dict, strict: bool = True) -
 
     ``strict=True`` requires identical names and shapes. ``strict=False`` loads every parameter whose
     name and shape match and keeps the fresh initialisation of the rest (e.g. a new classifier head);
-    returns the names that were not loaded.
+    returns the names that were not loaded. Either way a transfer that cannot do what it says is a
+    ConfigError naming the parameters and the option to use.
     """
-    if strict:
-        model.load_state_dict(state, strict=True)
-        return []
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if strict:
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        resized = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+        if missing or unexpected or resized:
+            problems = [f"{what}: {_some(names)}" for what, names in (
+                ("missing in the previous step's model", missing), ("only in the previous step's model", unexpected),
+                ("different shapes", [f"{k} {tuple(state[k].shape)} -> {tuple(own[k].shape)}" for k in resized]))
+                if names]
+            raise ConfigError(
+                "strict parameter transfer needs the previous step's parameter names and shapes ("
+                + "; ".join(problems) + "). Set trainer.transfer_strict=False to load the parameters that match "
+                "and keep the fresh initialisation of the rest, trainer.transfer_parameters=False to start from a "
+                "fresh initialisation (e.g. to distil the previous step's logits), or use the same model")
+        model.load_state_dict(state, strict=True)
+        return []
+    if not usable:
+        raise ConfigError(
+            f"transfer_strict=False transferred no parameter: none of this model's parameters ({_some(sorted(own))}) "
+            f"matches the previous step's ({_some(sorted(state))}) in name and shape. Use a model that shares "
+            "parameters with it, or set trainer.transfer_parameters=False to start from a fresh initialisation")
     skipped = sorted(set(own) - set(usable))
     model.load_state_dict(usable, strict=False)
     if skipped:
@@ -29,22 +50,61 @@ def load_transferred_state(model: nn.Module, state: dict, strict: bool = True) -
     return skipped
 
 
+def _some(names: list[str], n: int = 6) -> str:
+    return ", ".join(names[:n]) + (f", … ({len(names)} in all)" if len(names) > n else "")
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters (or buffers) are; CPU for a model without either."""
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
-def generate_transfer_data(model: nn.Module, dataloaders: dict, device: str | torch.device = "cpu") -> dict:
-    """Logits of the trained model for every training example, in the train split's canonical order.
+def generate_transfer_data(model: nn.Module, dataloaders: dict, device: str | torch.device | None = None) -> dict:
+    """Logits of the trained model for every example it can name, computed on ``device`` (the model's) and
+    stored on the CPU.
 
-    Returns ``{"train": {"logits": array[N, ...]}}`` for a single task, ``{"train": {"<task>/logits": ...}}``
-    with several; later steps' dataset loaders receive it as ``transfer_data``.
+    For each training task, the training and validation splits (and the test split) whose datasets declare
+    ``example_indices`` and ``source_split`` (see :func:`nntransfer.dataset.example_indices`) are run in
+    canonical order; rows are grouped by source split::
+
+        {"train": {"logits": array[N, ...], "example_indices": array[N]}, "test": {...}}
+
+    so that a later step, whatever its seed, split or selection, gets each of its examples' own rows. A
+    dataset without indices contributes its training split only, indexed by position. With several tasks
+    the names are ``"<task>/logits"`` and ``"<task>/example_indices"``.
     """
-    from .dataset import unshuffled
+    from .dataset import example_indices, unshuffled
 
+    device = model_device(model) if device is None else torch.device(device)
     was_training = model.training
     model.eval()
-    tasks = dataloaders["train"]
-    out = {}
-    for task, loader in tasks.items():
-        chunks = [model(batch[0].to(device)).float().cpu().numpy() for batch in unshuffled(loader)]
-        name = "logits" if len(tasks) == 1 else f"{task}/logits"
-        out[name] = np.concatenate(chunks)
+    tasks = list(dataloaders["train"])
+    out: dict[str, dict] = {}
+    for task in tasks:
+        prefix = "" if len(tasks) == 1 else f"{task}/"
+        rows: dict[str, list] = {}  # source split -> [(logits, indices), ...]
+        for split in ("train", "validation", "test"):
+            loader = dataloaders.get(split, {}).get(task)
+            if loader is None:
+                continue
+            located = example_indices(loader)
+            if located is None and split != "train":
+                continue  # without indices, only the training split's order is known
+            batches = [model(batch[0].to(device)).float().cpu().numpy() for batch in unshuffled(loader)]
+            if not batches:  # an empty split (e.g. valid_size=0)
+                continue
+            logits = np.concatenate(batches)
+            source_split, indices = located if located is not None else ("train", np.arange(len(logits)))
+            rows.setdefault(source_split, []).append((logits, indices))
+        for source_split, parts in rows.items():
+            block = out.setdefault(source_split, {})
+            block[f"{prefix}logits"] = np.concatenate([logits for logits, _ in parts])
+            block[f"{prefix}example_indices"] = np.concatenate([indices for _, indices in parts]).astype(np.int64)
     model.train(was_training)
-    return {"train": out}
+    return out
+
+
+__all__ = ["generate_transfer_data", "load_transferred_state", "model_device"]

@@ -174,3 +174,91 @@ def test_json_keeps_tuples_and_non_string_keys():
     back = ToyTrainer.from_json(cfg.to_json())
     assert back.betas == (0.1, 0.2) and isinstance(back.betas, tuple)
     assert back.weights == {7: 0.5}
+
+
+# -- issue 10 item 12: values that print alike never share a key --------------------------------------
+def key(**trainer):
+    return ToyTrainer(**trainer).get_key()
+
+
+def test_untyped_dicts_are_normalised_so_equal_values_share_a_key():
+    assert key(optimizer_options={"lr": 1}) == key(optimizer_options={"lr": 1.0})
+    assert ToyTrainer(optimizer_options={"lr": 1.0}).optimizer_options == {"lr": 1}  # integral floats are ints
+    assert key(optimizer_options={"lr": 0.1, "weight_decay": -0.0}) == key(optimizer_options={"lr": 0.1,
+                                                                                             "weight_decay": 0})
+    assert key(lr=-0.0) == key(lr=0.0) and ToyTrainer(lr=-0.0).lr == 0.0  # typed floats too
+    betas = ToyTrainer(optimizer_options={"lr": 0.1, "betas": (0.9, 0.99)})
+    assert betas.optimizer_options["betas"] == [0.9, 0.99]  # one representation (JSON-like)
+    assert betas.get_key() == key(optimizer_options={"lr": 0.1, "betas": [0.9, 0.99]})
+    assert key(module_options={"M": {}}) != key()  # {} is kept
+    import numpy as np
+
+    assert key(optimizer_options={"lr": np.float32(0.5)}) == key(optimizer_options={"lr": 0.5})
+
+
+@pytest.mark.parametrize("value, message", [
+    ("", "empty string"), ([], "empty list"), (float("nan"), "NaN"), (float("inf"), "NaN and infinite"),
+    ([1, float("-inf")], "NaN and infinite"), (object(), "must be numbers, strings"),
+])
+def test_untyped_values_that_cannot_get_a_key_of_their_own_are_rejected(value, message):
+    with pytest.raises(ConfigError, match=message):
+        ToyTrainer(optimizer_options={"lr": 0.1, "x": value})
+    with pytest.raises(ConfigError, match=message):
+        ToyTrainer(module_options={"NoiseAugmentation": {"std": value}})
+
+
+@pytest.mark.parametrize("a, b", [
+    ("0.01", 0.01), ("1", 1), ("1e-3", 0.001), ("True", True), ("False", False), ("None", None), ("nan", "inf"),
+    ('"1"', "1"), (1, True), ({}, {"a": 1}), ("1x", 1), (["1"], [1]), ({"1": 0.5}, {1: 0.5}),
+])
+def test_values_that_print_alike_get_distinct_keys(a, b):
+    """make_hash hashes str(x): strings that read as numbers, bools or None are hashed quoted."""
+    assert key(optimizer_options={"lr": 0.1, "x": a}) != key(optimizer_options={"lr": 0.1, "x": b}), (a, b)
+    assert key(module_options={"M": {"layer": a}}) != key(module_options={"M": {"layer": b}}), (a, b)
+    assert ToyTrainer(module_options={"M": {"layer": a}}).module_options["M"]["layer"] == a  # stored as given
+
+
+def test_typed_fields_reject_nan_inf_and_keep_strings_apart_from_none():
+    for bad in (float("nan"), float("inf"), -float("inf"), 10 ** 400):
+        with pytest.raises(ConfigError, match="NaN and infinite"):
+            ToyTrainer(lr=bad)
+    with pytest.raises(ConfigError, match="NaN and infinite"):
+        ToyTrainer(betas=(0.9, float("nan")))
+    assert key(note="None") != key(note=None) and key(note="1") != key(note=None)  # Optional[str]
+    assert ToyTrainer(note="None").note == "None"
+
+
+def test_untyped_dict_keys_are_names_or_numbers():
+    mixture = ToyTrainer(module_options={"NoiseAugmentation": {"std": {0.0: 0.5, 1.0: 0.5}}})
+    assert mixture.module_options["NoiseAugmentation"]["std"] == {0: 0.5, 1: 0.5}  # numbers as keys, normalised
+    assert mixture.get_key() == key(module_options={"NoiseAugmentation": {"std": {0: 0.5, 1: 0.5}}})
+    assert key(module_options={"M": {"1": 0.5}}) != key(module_options={"M": {1: 0.5}})
+    with pytest.raises(ConfigError, match="keys of untyped dicts are strings or numbers, got tuple"):
+        ToyTrainer(optimizer_options={"lr": 0.1, "nested": {(1, 2): 1}})
+    with pytest.raises(ConfigError, match="NaN"):
+        ToyTrainer(module_options={"M": {float("nan"): 1}})
+
+
+@pytest.mark.parametrize("cfg, message", [
+    (ImageDatasetConfig(dataset_cls="MNSIT"), r"unknown dataset 'MNSIT'.*Did you mean 'MNIST'"),
+    (ModelConfig(type="lenett"), r"unknown model type 'lenett'.*Did you mean 'lenet'"),
+    (TrainerConfig(loss_functions={"img_classification": "CrossEntropyLos"}),
+     r"unknown loss 'CrossEntropyLos'.*Did you mean 'CrossEntropyLoss'"),
+    (TrainerConfig(metrics=["accuracy", "acc"]), r"unknown metric 'acc'"),
+    (TrainerConfig(main_loop_modules=["NoiseAugmentaton"]), r"unknown main-loop module|unknown module"),
+    (TrainerConfig(loss_functions={"img_classification": "Distillation"},
+                   loss_options={"Distillation": {"temprature": 2.0}}),
+     r"loss_options\['Distillation'\] has \['temprature'\].*temperature, alpha, key"),
+])
+def test_unknown_registered_names_fail_validation(cfg, message):
+    with pytest.raises(ConfigError, match=message):
+        cfg.validate_names()
+
+
+def test_loss_options_must_belong_to_a_used_loss():
+    with pytest.raises(ConfigError, match=r"loss_options has options for \['Distillation'\]"):
+        TrainerConfig(loss_options={"Distillation": {"alpha": 0.5}})
+    cfg = TrainerConfig(loss_functions={"img_classification": "Distillation"}, loss_options={"Distillation": {"alpha": 0.5}})
+    cfg.validate_names()
+    assert cfg.get_key() != TrainerConfig(loss_functions={"img_classification": "Distillation"}).get_key()
+    assert "loss_options" not in TrainerConfig().hashed_dict()  # added in 0.2: old keys stay

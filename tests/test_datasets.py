@@ -150,10 +150,33 @@ def test_filters_keep_exactly_what_they_should():
         assert set(all_labels(loaders[split][TASK]).tolist()) == {3, 7}
     train, valid = all_labels(loaders["train"][TASK]), all_labels(loaders["validation"][TASK])
     assert len(train) + len(valid) == 24  # 12 per class before the validation split
-    assert torch.bincount(all_labels(loaders["test"][TASK])).tolist()[3::4] == [12, 12]
+    test_counts = torch.bincount(all_labels(loaders["test"][TASK])).tolist()[3::4]
+    assert test_counts == [37, 36]  # the whole test split of classes 3 and 7 (issue 10 item 9)
     relabelled = image_dataset_loader(seed=1, dataset_cls="digits", filter_classes=[3, 7], relabel=True)
     assert set(all_labels(relabelled["test"][TASK]).tolist()) == {0, 1}
     assert relabelled["test"][TASK].dataset.num_classes == 2
+
+
+def test_examples_per_class_limits_training_only_and_every_seed_gets_the_same_test_set(tmp_path):
+    def test_pixels(**config):
+        loaders = image_dataset_loader(dataset_cls="digits", **config)
+        return [tuple(x.flatten().tolist()) for batch in unshuffled(loaders["test"][TASK]) for x in batch[0]]
+
+    whole = test_pixels(seed=1)
+    for seed in (1, 2, 3):
+        assert test_pixels(seed=seed, examples_per_class=5) == whole
+    limited = [test_pixels(seed=seed, examples_per_class=5, test_examples_per_class=4) for seed in (1, 2, 3)]
+    assert len(limited[0]) == 40 and limited[0] == limited[1] == limited[2]
+    assert set(limited[0]) <= set(whole)
+    # corrupted test sets follow the same rule
+    np.save(tmp_path / "fog.npy", np.random.RandomState(0).randint(0, 256, (50, 8, 8, 1), dtype=np.uint8))
+    np.save(tmp_path / "labels.npy", np.arange(50) % 10)
+    for seed in (1, 2):
+        loaders = image_dataset_loader(seed=seed, dataset_cls="digits", examples_per_class=2,
+                                       corrupted_test_dir=str(tmp_path))
+        assert len(loaders["test"][f"{TASK}_fog"].dataset) == 50
+    with pytest.raises(ConfigError, match="test_examples_per_class must be >= 1"):
+        image_dataset_loader(seed=1, dataset_cls="digits", test_examples_per_class=0)
 
 
 def test_extra_test_sets_rotated_and_corrupted(tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from nntransfer.compat import make_hash
 from nntransfer.configs import DatasetConfig, ModelConfig, TrainerConfig
 
 
@@ -52,7 +53,7 @@ def toy_trainer(model, dataloaders, seed, uid=None, cb=None, checkpoints=None, l
     log = os.environ.get("TOY_TRAIN_LOG")
     if log:
         with open(log, "a") as f:
-            f.write(f"{uid} {os.getpid()}\n")
+            f.write(f"{make_hash(uid)} {os.getpid()}\n")  # uid: the entry's key dict, as nnfabrik passes it
     if fail_if_exists and os.path.exists(fail_if_exists):
         raise RuntimeError(f"toy failure requested by {fail_if_exists}")
     initial = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}

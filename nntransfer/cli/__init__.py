@@ -30,6 +30,50 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args) or 0
     except (ConfigError, DatabaseUnavailable, FileNotFoundError) as err:
-        print(f"nntransfer: error: {err}", file=sys.stderr)
+        print(f"nntransfer: error: {_scrub(str(err))}", file=sys.stderr)
         return 2
+    except Exception as err:  # noqa: BLE001 - anything else: one line here, the traceback in a file
+        log = _write_traceback(err, argv if argv is not None else sys.argv[1:])
+        cause = _scrub(str(err)).strip().splitlines()
+        print(f"nntransfer: unexpected {type(err).__name__}: {cause[0][:300] if cause else '(no message)'} "
+              f"(full traceback in {log})", file=sys.stderr)
+        return 1
+
+
+def _write_traceback(err: BaseException, argv: list[str]) -> str:
+    """Write the traceback to ``$NNTRANSFER_HOME/logs/`` (or the working directory); returns the path."""
+    import datetime
+    import os
+    import traceback
+    from pathlib import Path
+
+    from ..db import home
+
+    name = f"nntransfer-error-{datetime.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+    text = _scrub(f"nntransfer {' '.join(argv)}\n\n" + "".join(traceback.format_exception(err)))
+    for folder in (home() / "logs", Path.cwd()):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
+            return str(folder / name)
+        except OSError:
+            continue
+    return "(nowhere: neither $NNTRANSFER_HOME/logs nor the working directory is writable)"
+
+
+def _scrub(text: str) -> str:
+    """Remove the configured database password from ``text`` (messages and tracebacks are shown and stored)."""
+    import os
+
+    secrets = {os.environ.get("DJ_PASS", "")}
+    if "datajoint" in sys.modules:
+        try:
+            password = sys.modules["datajoint"].config.get("database.password")
+        except Exception:  # noqa: BLE001 - a broken config must not hide the original error
+            password = None
+        secrets.add(password.get_secret_value() if hasattr(password, "get_secret_value") else password or "")
+    for secret in secrets:
+        if secret:
+            text = text.replace(str(secret), "***")
+    return text
 

@@ -3,12 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _parse_value(text: str):
-    """CLI values are YAML scalars/lists: ``3`` -> int, ``0.1`` -> float, ``[1,2]`` -> list, ``adam`` -> str."""
-    import yaml
-
-    return yaml.safe_load(text)
+from ..configs.errors import ConfigError
 
 
 def _assignment(text: str) -> tuple[str, str]:
@@ -18,17 +13,35 @@ def _assignment(text: str) -> tuple[str, str]:
     return path.strip(), value
 
 
+def _command_line(pairs: list[tuple[str, str]], option: str, parse) -> dict:
+    """``--set``/``--grid`` pairs as ``{path: parsed}``; a path given twice is an error (not a silent last wins)."""
+    out = {}
+    for path, text in pairs:
+        if path in out:
+            raise ConfigError(f"{option} {path} is given twice; give it once (a grid lists all its values: "
+                              f"{option} {path}=V1,V2,...)")
+        out[path] = parse(text, f"{option} {path}={text}")
+    return out
+
+
 def _experiments(args: argparse.Namespace) -> dict:
-    from ..recipes.load import apply_overrides, load_recipe, overrides_from_file
+    """The recipe's experiments with --config, then --set and --grid applied (the command line wins over the file)."""
+    from ..recipes.load import apply_overrides, load_recipe, overrides_from_file, parse_value, parse_values
 
     experiments = load_recipe(args.recipe)
-    sets, grid = {}, {}
-    if args.config:
-        sets, grid = overrides_from_file(args.config)
-    sets.update({path: _parse_value(value) for path, value in args.set})
-    for path, values in args.grid:
-        grid[path] = [_parse_value(v) for v in values.split(",")]
-    return apply_overrides(experiments, sets, grid)
+    sets, grid = overrides_from_file(args.config) if args.config else ({}, {})
+    cli_sets = _command_line(args.set, "--set", parse_value)
+    cli_grid = _command_line(args.grid, "--grid", parse_values)
+    both = sorted(set(cli_sets) & set(cli_grid))
+    if both:
+        raise ConfigError(f"{both[0]} is given with both --set and --grid; use one")
+    for path in cli_sets:
+        grid.pop(path, None)
+    for path in cli_grid:
+        sets.pop(path, None)
+    sets.update(cli_sets)
+    grid.update(cli_grid)
+    return apply_overrides(experiments, sets, grid, report=print)
 
 
 def targets(args, fill: bool):
@@ -107,7 +120,8 @@ def recipe_options() -> argparse.ArgumentParser:
                              "for step 1 only (repeatable)")
     common.add_argument("--grid", action="append", default=[], type=_assignment, metavar="PATH=V1,V2",
                         help="one experiment per value, all combinations, e.g. trainer.optimizer_options.lr=0.1,0.01 "
-                             "or seed=1,2 (repeatable)")
+                             "or seed=1,2 (seed replicates); values are a YAML flow list without brackets: "
+                             "'trainer.milestones=[10,20],[5]', \"dataset.comment='a, b',c\" (one --grid per path)")
     common.add_argument("--config", metavar="FILE", help="YAML/JSON overrides; keys ending in _ hold grid values")
     return common
 

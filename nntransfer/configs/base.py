@@ -10,12 +10,14 @@ A config class declares typed fields with defaults::
         log_every: int = field(default=10, key=False)  # a run field: stored, never hashed
 
 Construction takes keyword overrides only. Values are validated and normalised against the
-declared types (``int`` -> ``float`` for float fields, lists <-> tuples as declared) *before* hashing,
-because nnfabrik's ``make_hash`` hashes leaves as ``str(x)`` and would otherwise let ``1`` and
-``"1"`` or ``(1, 2)`` and ``[1, 2]`` share a key.
+declared types (``int`` -> ``float`` for float fields, lists <-> tuples as declared, ``-0.0`` -> ``0.0``,
+NaN/inf rejected) *before* hashing, because nnfabrik's ``make_hash`` hashes leaves as ``str(x)`` and would
+otherwise let ``1`` and ``"1"`` or ``(1, 2)`` and ``[1, 2]`` share a key. Untyped values (``dict`` fields
+such as ``optimizer_options``, ``Any``) are normalised by :func:`_untyped` (integral floats become ints;
+``''`` and ``[]`` are rejected), and strings that read as numbers are hashed quoted (:func:`hash_form`).
 
 Key rule (documented in docs/configs.md): ``get_key()`` is
-``{"<name>_fn": fn, "<name>_hash": make_hash(cfg.hashed_dict())}`` where ``hashed_dict()`` is
+``{"<name>_fn": fn, "<name>_hash": make_hash(hash_form(cfg.hashed_dict()))}`` where ``hashed_dict()`` is
 ``to_dict()`` without the run fields (``comment`` and every field declared with ``key=False``: settings
 that cannot change a result, such as progress bars, checkpoint cadence or file locations), without every
 field declared with ``since=...`` whose value equals its default, and with tuples written as lists.
@@ -26,6 +28,7 @@ import copy
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from typing import Any, ClassVar, Literal, Union
@@ -141,8 +144,12 @@ class BaseConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BaseConfig":
         """Build a config from ``to_dict()`` output (or a JSON-decoded one; types are restored)."""
+        if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+            raise ConfigError(f"{cls.__name__}.from_dict needs a dict of field names to values, got {data!r:.200}")
         data = dict(data)
         qual = data.pop("__class__", None)
+        if qual is not None and not isinstance(qual, str):
+            raise ConfigError(f"__class__ must name a config class ('module.QualName'), got {qual!r}")
         target = config_class(qual) if qual else cls
         if not issubclass(target, cls):
             raise ConfigError(f"{qual} is not a {cls.__name__}")
@@ -154,7 +161,7 @@ class BaseConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "BaseConfig":
-        return cls.from_dict(from_jsonable(json.loads(text)))
+        return cls.from_dict(from_jsonable(parse_json(text)))
 
     def replace(self, **changes: Any) -> "BaseConfig":
         """A copy with some fields changed (validated like construction)."""
@@ -185,11 +192,24 @@ class BaseConfig:
             raise ConfigError(f"{type(self).__name__} has no config_name; subclass DatasetConfig, ModelConfig or TrainerConfig")
         if not self.fn:
             raise ConfigError(f"{type(self).__name__} has no fn: set the class attribute fn to the builder's import path")
-        return {f"{self.config_name}_fn": self.fn, f"{self.config_name}_hash": make_hash(self.hashed_dict())}
+        hashed = make_hash(hash_form(self.hashed_dict()))
+        return {f"{self.config_name}_fn": self.fn, f"{self.config_name}_hash": hashed}
 
     def resolve_fn(self):
         """Import and return the builder function, with a clear error when the path is wrong."""
         return resolve_import_path(self.fn, what=f"{type(self).__name__}.fn")
+
+    def validate_names(self) -> None:
+        """Check that ``fn`` and every registered name this config refers to resolve (ConfigError otherwise).
+
+        Imports the builder and the registries (torch: seconds), so it runs when experiments are filled
+        into the tables, before any row is written, rather than at construction.
+        """
+        self.resolve_fn()
+        self._check_names()
+
+    def _check_names(self) -> None:
+        """Subclasses: look up the names their fields refer to (dataset, model type, losses, ...)."""
 
     def add_to_table(self) -> dict[str, str]:
         """Insert fn, config and comment into this config's table if missing; returns the key."""
@@ -264,7 +284,7 @@ def _coerce(value: Any, tp: Any, path: str, owner: type) -> Any:
         )
 
     if tp is Any or tp is object:
-        return _plain(value)
+        return _untyped(value, path, owner)
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (Union, types.UnionType):
@@ -305,7 +325,7 @@ def _coerce(value: Any, tp: Any, path: str, owner: type) -> Any:
         if isinstance(value, bool):
             fail()
         if isinstance(value, (int, float)) or (_is_numpy_scalar(value) and value.dtype.kind in "iuf"):
-            return float(value)
+            return _finite(value, path, owner) + 0.0  # + 0.0: -0.0 becomes 0.0 (one value, one key)
         fail()
     if tp is str:
         if isinstance(value, str):
@@ -322,7 +342,7 @@ def _coerce(value: Any, tp: Any, path: str, owner: type) -> Any:
         if not isinstance(value, (list, tuple)):
             fail()
         if not args:
-            return tuple(_plain(v) for v in value)
+            return tuple(_untyped(v, f"{path}[{i}]", owner) for i, v in enumerate(value))
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], f"{path}[{i}]", owner) for i, v in enumerate(value))
         if len(args) != len(value):
@@ -332,10 +352,8 @@ def _coerce(value: Any, tp: Any, path: str, owner: type) -> Any:
         if not isinstance(value, dict):
             fail()
         key_tp, val_tp = args if args else (Any, Any)
-        return {
-            _coerce(k, key_tp, f"{path}.<key>", owner): _coerce(v, val_tp, f"{path}[{k!r}]", owner)
-            for k, v in value.items()
-        }
+        key = _untyped_key if key_tp is Any else lambda k, p, o: _coerce(k, key_tp, p, o)
+        return {key(k, f"{path}.<key>", owner): _coerce(v, val_tp, f"{path}[{k!r}]", owner) for k, v in value.items()}
     if isinstance(tp, type):
         if isinstance(value, tp):
             return value
@@ -347,19 +365,88 @@ def _is_numpy_scalar(value: Any) -> bool:
     return type(value).__module__ == "numpy" and hasattr(value, "dtype") and getattr(value, "shape", None) == ()
 
 
-def _plain(value: Any) -> Any:
-    """Untyped values: numpy scalars to Python, containers recursively; everything must be JSON-like."""
-    if _is_numpy_scalar(value):
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
+def _finite(value, path: str, owner: type) -> float:
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ConfigError(f"{owner.__name__}.{path} is {value!r}: NaN and infinite values cannot be part of a key "
+                          "(NaN != NaN); use a finite number")
+    return number
+
+
+def _looks_like(text: str) -> bool:
+    """Whether ``str(x)`` of a number, bool or None could be this string (``make_hash`` hashes ``str(x)``)."""
+    if text in ("True", "False", "None"):
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def hash_form(value: Any) -> Any:
+    """What ``get_key`` hands to ``make_hash``: the value with every string that reads as a number, a bool or
+    None (``"1"``, ``"0.01"``, ``"None"``) — or starts with a double quote — written as a JSON string
+    (``'"1"'``), keys included. ``make_hash`` hashes ``str(x)``, so ``"1"`` and ``1`` would otherwise share a
+    key; the mapping is one-to-one and leaves every other value (so every other key) unchanged.
+    """
+    if isinstance(value, str):
+        return json.dumps(value) if value.startswith('"') or _looks_like(value.strip()) else value
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if value is None or isinstance(value, (bool, int, float, str)):
+        return {hash_form(k) if isinstance(k, str) else k: hash_form(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [hash_form(v) for v in value]
+    return value
+
+
+def _untyped(value: Any, path: str, owner: type) -> Any:
+    """Normalise a value of an untyped field or dict (``optimizer_options``, ``module_options``, ``Any``).
+
+    nnfabrik's ``make_hash`` hashes ``str(x)``, so values that print alike would share a key. Here:
+    numpy scalars become Python numbers; integral floats become ints (``1.0`` and ``1`` are one value, one
+    key; ``-0.0`` is ``0``); tuples become lists; NaN/inf, the empty string and the empty list (``''``,
+    ``[]`` and ``{}`` hash alike; ``{}`` is kept), and anything that is not JSON-like are a ConfigError.
+    Strings that read as numbers (``"1"``, a layer name) stay strings: :func:`hash_form` keeps them apart.
+    """
+    where = f"{owner.__name__}.{path}"
+    if _is_numpy_scalar(value):
+        value = value.item()
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        number = _finite(value, path, owner)
+        return int(number) if number.is_integer() else number
+    if isinstance(value, str):
+        if not value:
+            raise ConfigError(f"{where} is the empty string, which hashes like [] and {{}}; leave the entry out")
+        return value
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ConfigError(f"{where} is an empty list, which hashes like '' and {{}}; leave the entry out")
+        return [_untyped(v, f"{path}[{i}]", owner) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {_untyped_key(k, f"{path}.<key>", owner): _untyped(v, f"{path}[{k!r}]", owner)
+                for k, v in value.items()}
     raise ConfigError(
-        f"config values must be numbers, strings, booleans, None, lists, tuples or dicts; got {type(value).__name__}"
+        f"{where}: config values must be numbers, strings, booleans, None, lists or dicts; "
+        f"got {type(value).__name__}"
     )
+
+
+def _untyped_key(key: Any, path: str, owner: type) -> Any:
+    """A key of an untyped dict: a string, or a number (``{0.5: 0.3, 1.0: 0.7}``; normalised like values, so
+    ``1.0`` and ``1`` are one key)."""
+    if isinstance(key, str):
+        return key
+    if _is_numpy_scalar(key) or isinstance(key, (bool, int, float)):
+        return _untyped(key, path, owner)
+    raise ConfigError(f"{owner.__name__}.{path}: keys of untyped dicts are strings or numbers, got "
+                      f"{type(key).__name__} {key!r}")
 
 
 def _lists_for_tuples(value: Any) -> Any:
@@ -378,23 +465,37 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, list):
         return [to_jsonable(v) for v in value]
     if isinstance(value, dict):
-        if all(isinstance(k, str) for k in value):
+        if all(isinstance(k, str) for k in value) and set(value) not in ({"__tuple__"}, {"__items__"}):
             return {k: to_jsonable(v) for k, v in value.items()}
         return {"__items__": [[to_jsonable(k), to_jsonable(v)] for k, v in value.items()]}
     return value
+
+
+def parse_json(text: str) -> Any:
+    """``json.loads`` with a ConfigError (line and column) for malformed text."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError) as err:
+        where = f" at line {err.lineno}, column {err.colno}" if isinstance(err, json.JSONDecodeError) else ""
+        raise ConfigError(f"not valid JSON{where}: {getattr(err, 'msg', err)}") from None
 
 
 def from_jsonable(value: Any) -> Any:
     if isinstance(value, list):
         return [from_jsonable(v) for v in value]
     if isinstance(value, dict):
-        if set(value) == {"__tuple__"}:
+        if set(value) == {"__tuple__"} and isinstance(value["__tuple__"], list):
             return tuple(from_jsonable(v) for v in value["__tuple__"])
-        if set(value) == {"__items__"}:
+        if set(value) == {"__items__"} and isinstance(value["__items__"], list) and all(
+                isinstance(item, list) and len(item) == 2 for item in value["__items__"]):
             return {_hashable(from_jsonable(k)): from_jsonable(v) for k, v in value["__items__"]}
         return {k: from_jsonable(v) for k, v in value.items()}
     return value
 
 
 def _hashable(key: Any) -> Any:
-    return tuple(_hashable(k) for k in key) if isinstance(key, (list, tuple)) else key
+    if isinstance(key, (list, tuple)):
+        return tuple(_hashable(k) for k in key)
+    if isinstance(key, dict):
+        raise ConfigError(f"a dict cannot be a dict key, got {key!r:.100}")
+    return key

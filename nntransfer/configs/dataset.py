@@ -48,7 +48,12 @@ class ImageDatasetConfig(DatasetConfig):
         default="default", help="per-dataset mean/std, or computed on the training split")
     filter_classes: Optional[list[int]] = field(default=None, help="keep only these labels (all splits)")
     relabel: bool = field(default=False, help="map the kept labels to 0..k-1")
-    examples_per_class: Optional[int] = field(default=None, help="keep at most N examples per class in every split")
+    examples_per_class: Optional[int] = field(
+        default=None, help="keep at most N examples per class of the training split (training + validation; chosen "
+                           "by seed); the test split stays whole")
+    test_examples_per_class: Optional[int] = field(
+        default=None, since="0.2",
+        help="keep at most N test examples per class (the same ones for every seed); None: the whole test split")
     test_rotations: list[float] = field(default=[], help="extra test sets rotated by these angles")
     corrupted_test_dir: Optional[str] = field(
         default=None, help="directory of <corruption>.npy test images (+ labels.npy): one extra test set each")
@@ -68,12 +73,18 @@ class ImageDatasetConfig(DatasetConfig):
                                                 or len(set(self.filter_classes)) != len(self.filter_classes)):
             raise ConfigError(f"{name}.filter_classes must be a non-empty list of distinct labels, "
                               f"got {self.filter_classes}; use None to keep all classes")
-        if self.examples_per_class is not None and self.examples_per_class < 1:
-            raise ConfigError(f"{name}.examples_per_class must be >= 1 (or None for all), "
-                              f"got {self.examples_per_class}")
+        for limit in ("examples_per_class", "test_examples_per_class"):
+            if getattr(self, limit) is not None and getattr(self, limit) < 1:
+                raise ConfigError(f"{name}.{limit} must be >= 1 (or None for all), got {getattr(self, limit)}")
         if self.corruption_severity is not None and not 1 <= self.corruption_severity <= 5:
             raise ConfigError(f"{name}.corruption_severity must be 1..5 (or None for the whole file), "
                               f"got {self.corruption_severity}")
         for size in (self.input_width, self.input_height):
             if size is not None and size < 1:
                 raise ConfigError(f"{name}.input_width/input_height must be positive, got {size}")
+
+    def _check_names(self) -> None:
+        if self.fn == ImageDatasetConfig.fn:  # another builder may read dataset_cls differently
+            from ..dataset.sources import SOURCES
+
+            SOURCES.validate_name(self.dataset_cls)

@@ -20,3 +20,9 @@ class ModelConfig(BaseConfig):
     hidden_sizes: list[int] = field(default=[256, 128], help="mlp: sizes of the hidden layers")
     cifar_stem: bool = field(default=True, help="resnet: 3x3 stem without max-pool (small images)")
     weights_path: Optional[str] = field(default=None, help="torchvision models: local file with pretrained weights")
+
+    def _check_names(self) -> None:
+        if self.fn == ModelConfig.fn:  # another builder may read type differently
+            from ..models.registry import MODELS
+
+            MODELS.validate_name(self.type)

@@ -1,6 +1,7 @@
 """Trainer configs. The trainer lives in ``nntransfer.trainer``."""
 from __future__ import annotations
 
+import difflib
 from typing import Literal, Optional
 
 from .base import BaseConfig, field
@@ -23,6 +24,8 @@ class TrainerConfig(BaseConfig):
         default={"img_classification": "CrossEntropyLoss"},
         help="task key -> loss name (torch.nn class or registered); a single entry applies to every task",
     )
+    loss_options: dict = field(default={}, since="0.2",
+                               help="loss name -> its keyword arguments, e.g. {'Distillation': {'temperature': 4}}")
     accumulate_gradients: int = field(default=1, help="optimizer step every n batches")
     amp: bool = field(default=False, help="mixed precision (CUDA only; ignored on CPU)")
     force_cpu: bool = False
@@ -56,6 +59,10 @@ class TrainerConfig(BaseConfig):
     module_options: dict = field(default={}, help="module name -> its options")
     data_transfer: bool = field(default=False, help="hand this step's logits on the training set to later steps")
     transfer_strict: bool = field(default=True, help="parameter transfer needs identical names and shapes")
+    transfer_parameters: bool = field(
+        default=True, since="0.2",
+        help="a transfer step starts from the previous step's parameters (False: fresh initialisation, e.g. a "
+             "student of another architecture distilling the previous step's logits)")
     # output
     verbose: bool = field(default=True, key=False, help="progress bars")
     track_iterations: bool = field(default=False, key=False, help="also record the loss of every batch")
@@ -73,3 +80,53 @@ class TrainerConfig(BaseConfig):
                               f"{self.metrics}")
         if "lr" not in self.optimizer_options:
             raise ConfigError("TrainerConfig.optimizer_options needs an 'lr'")
+        unused = sorted(set(self.loss_options) - set(self.loss_functions.values()))
+        if unused:
+            raise ConfigError(f"TrainerConfig.loss_options has options for {unused}, which loss_functions does not "
+                              f"use (it uses {sorted(set(self.loss_functions.values()))})")
+        for name, options in self.loss_options.items():
+            if not isinstance(options, dict):
+                raise ConfigError(f"TrainerConfig.loss_options[{name!r}] must be a dict of keyword arguments, "
+                                  f"got {options!r}")
+
+    def _check_names(self) -> None:
+        from ..trainer.losses import LOSSES, check_loss_options
+        from ..trainer.metrics import METRICS
+        from ..trainer.modules import MODULES
+
+        self._check_optimizer()
+        for name in self.loss_functions.values():
+            check_loss_options(name, self.loss_options.get(name, {}), LOSSES.get(name))
+        for name in self.metrics:
+            METRICS.validate_name(name)
+        for name in self.main_loop_modules:
+            MODULES.validate_name(name)
+
+    def _check_optimizer(self) -> None:
+        """The optimizer exists, takes these options, and numbers are not given as strings (``lr="1e-3"``)."""
+        import inspect
+
+        import torch
+
+        cls = getattr(torch.optim, self.optimizer, None)
+        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+            names = [n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)
+                     and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)]
+            lower = {n.lower(): n for n in names}
+            close = difflib.get_close_matches(self.optimizer.lower(), list(lower), n=1)
+            hint = f"did you mean {lower[close[0]]!r}? " if close else ""
+            raise ConfigError(f"unknown optimizer {self.optimizer!r} in TrainerConfig.optimizer: {hint}use a "
+                              "torch.optim class name such as SGD, Adam, AdamW")
+        parameters = inspect.signature(cls).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            return
+        for name, value in self.optimizer_options.items():
+            if name not in parameters or name == "params":
+                known = [n for n in parameters if n != "params"]
+                raise ConfigError(f"TrainerConfig.optimizer_options[{name!r}]: {self.optimizer} has no option "
+                                  f"{name!r}; its options: {', '.join(known)}")
+            default = parameters[name].default
+            numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+            if numeric and isinstance(value, str):
+                raise ConfigError(f"TrainerConfig.optimizer_options[{name!r}] is the string {value!r}; "
+                                  f"{self.optimizer} takes a number there: write it without quotes")

@@ -1,5 +1,5 @@
 """Dataset loaders (nnfabrik convention: ``fn(seed, **config) -> {"train": ..., "validation": ..., "test": ...}``)."""
-from .image_loader import ImageDataset, image_dataset_loader, select, split, unshuffled
+from .image_loader import ImageDataset, aligned_rows, example_indices, image_dataset_loader, select, split, unshuffled
 from .in_memory import InMemoryLoader, augment_batch, random_crop_flip, random_rotation
 from .neural import NeuralSplit, TensorBatches, neural_dataset_loader, open_session, simulate_neurons
 from .sources import NORMALIZATION, SOURCES, Source, register_source
@@ -12,7 +12,9 @@ __all__ = [
     "SOURCES",
     "Source",
     "TensorBatches",
+    "aligned_rows",
     "augment_batch",
+    "example_indices",
     "image_dataset_loader",
     "neural_dataset_loader",
     "open_session",

@@ -15,6 +15,11 @@ from .sources import Source, load_source
 
 
 # -- which examples ---------------------------------------------------------------------------------
+# The test split's per-class limit (test_examples_per_class) picks with this seed, not the experiment's:
+# every seed of an experiment is evaluated on the same test examples.
+TEST_SELECTION_SEED = 0
+
+
 def select(labels: np.ndarray, filter_classes, examples_per_class, seed: int) -> np.ndarray:
     """Indices kept by the class filter and the per-class limit (seeded choice, original order kept)."""
     keep = np.arange(len(labels))
@@ -42,15 +47,18 @@ class ImageDataset(Dataset):
     (random PIL steps, training only) and ``finish`` (to a float tensor, normalised with ``mean``/``std``).
     The in-memory path reuses ``prepare`` once per image (see :meth:`pixels`) and does the rest on batches.
     Item ``i`` is ``(image, label)``, or ``(image, label, extra)`` when per-example transfer data is
-    attached (row ``i`` of each array belongs to item ``i``).
+    attached (row ``i`` of each array belongs to item ``i``). ``example_indices[i]`` is item ``i``'s index in
+    the dataset's ``source_split`` ("train" or "test" of the source), which transfer data is aligned by.
     """
 
     def __init__(self, images, labels, num_classes: int, prepare: list, augment: list, mean, std,
-                 extra: dict | None = None):
+                 extra: dict | None = None, example_indices=None, source_split: str = "train"):
         self.images, self.labels, self.num_classes = images, labels, num_classes
         self.prepare, self.augment = list(prepare), list(augment)
         self.mean, self.std = mean, std  # None: no normalisation
         self.extra = extra or {}
+        self.example_indices = np.arange(len(labels)) if example_indices is None else np.asarray(example_indices)
+        self.source_split = source_split
         self.transform = _compose(self.prepare + self.augment + _finish_steps(mean, std))
 
     def __len__(self) -> int:
@@ -74,7 +82,7 @@ class ImageDataset(Dataset):
 
     def with_steps(self, prepare: list, augment: list, extra: dict | None = None) -> "ImageDataset":
         return ImageDataset(self.images, self.labels, self.num_classes, prepare, augment, self.mean, self.std,
-                            self.extra if extra is None else extra)
+                            self.extra if extra is None else extra, self.example_indices, self.source_split)
 
     def pixels(self) -> torch.Tensor:
         """All prepared images as one uint8 tensor ``[N, C, H, W]`` (exactly what ``ToTensor`` would scale)."""
@@ -194,36 +202,43 @@ def image_dataset_loader(seed: int, transfer_data: dict | None = None, **config)
     """nnfabrik dataset function: ``{"train": {task: loader}, "validation": {...}, "test": {task: ..., extra sets}}``.
 
     ``config`` holds the fields of :class:`~nntransfer.configs.ImageDatasetConfig` (``comment`` is ignored).
-    ``transfer_data`` (from an earlier transfer step, not a config field) is ``{"train": {name: array}}``
-    with one row per training example in canonical order (the order ``unshuffled`` yields); training
-    batches then carry ``extra={name: rows of this batch}``.
+    ``transfer_data`` (from an earlier transfer step, not a config field) is what
+    :func:`nntransfer.transfer.generate_transfer_data` produced: ``{"train": {name: rows, "example_indices":
+    indices}, "test": {...}}``, rows keyed by the index of their example in the source's training (or test)
+    set. Training batches carry ``extra={name: rows of this batch}``; every training example needs a row
+    (ConfigError otherwise). Validation and test batches carry them when every example of that split has a
+    row, and no extra otherwise; extra test sets (rotations, corruptions) never do. Data without
+    ``example_indices`` (stored before 0.2) has one row per training example in canonical order.
     """
     config.pop("comment", None)
     cfg = ImageDatasetConfig(**config)
     source = load_source(cfg.dataset_cls, cfg.data_dir, cfg.download)
     train_pool = select(source.train_labels, cfg.filter_classes, cfg.examples_per_class, seed)
     train_idx, valid_idx = split(train_pool, cfg.valid_size, seed)
-    test_idx = select(source.test_labels, cfg.filter_classes, cfg.examples_per_class, seed)
+    test_idx = select(source.test_labels, cfg.filter_classes, cfg.test_examples_per_class, TEST_SELECTION_SEED)
     if len(train_idx) == 0:
         raise ConfigError(f"no training examples left after filter_classes={cfg.filter_classes}, "
                           f"examples_per_class={cfg.examples_per_class}, valid_size={cfg.valid_size}")
     mean, std = _stats(cfg, source, train_idx)
     relabel = _relabeller(cfg)
-    extra = _transfer_rows(transfer_data, len(train_idx))
+    transfer_data = _check_transfer_data(transfer_data)
     num_classes = len(cfg.filter_classes) if cfg.relabel and cfg.filter_classes else source.num_classes
     prepare = _prepare_steps(cfg, _native_channels(source.train_images))
 
-    def dataset(images, labels, idx, augment=(), extra=None):
+    def dataset(images, labels, idx, source_split, augment=(), required=False):
         picked = [images[i] for i in idx] if isinstance(images, list) else images[idx]
-        return ImageDataset(picked, relabel(labels[idx]), num_classes, prepare, list(augment), mean, std, extra)
+        extra = aligned_rows(transfer_data, source_split, idx, required)
+        return ImageDataset(picked, relabel(labels[idx]), num_classes, prepare, list(augment), mean, std, extra,
+                            idx, source_split)
 
     splits = {
-        "train": dataset(source.train_images, source.train_labels, train_idx, _augment_steps(cfg), extra),
-        "validation": dataset(source.train_images, source.train_labels, valid_idx),
-        "test": dataset(source.test_images, source.test_labels, test_idx),
+        "train": dataset(source.train_images, source.train_labels, train_idx, "train", _augment_steps(cfg),
+                         required=True),
+        "validation": dataset(source.train_images, source.train_labels, valid_idx, "train"),
+        "test": dataset(source.test_images, source.test_labels, test_idx, "test"),
     }
     loaders = {name: {cfg.task_key: _loader(cfg, ds, train=name == "train")} for name, ds in splits.items()}
-    for key, ds in _extra_test_sets(cfg, splits["test"], relabel, seed).items():
+    for key, ds in _extra_test_sets(cfg, splits["test"], relabel).items():
         loaders["test"][key] = _loader(cfg, ds, train=False)
     return loaders
 
@@ -235,13 +250,57 @@ def _relabeller(cfg):
     return lambda labels: np.asarray([mapping[int(y)] for y in labels], dtype=np.int64)
 
 
-def _transfer_rows(transfer_data: dict | None, n_train: int) -> dict:
+def _check_transfer_data(transfer_data: dict | None) -> dict:
     if not transfer_data:
         return {}
-    unknown = set(transfer_data) - {"train"}
+    unknown = set(transfer_data) - {"train", "test"}
     if unknown:
-        raise ConfigError(f"transfer_data has split(s) {sorted(unknown)}; only 'train' is supported")
-    rows = {name: np.asarray(array) for name, array in transfer_data.get("train", {}).items()}
+        raise ConfigError(f"transfer_data has split(s) {sorted(unknown)}; only 'train' and 'test' (the source's "
+                          "training and test sets) are supported")
+    return transfer_data
+
+
+def aligned_rows(transfer_data: dict, source_split: str, idx: np.ndarray, required: bool) -> dict:
+    """The rows of ``transfer_data[source_split]`` for the examples ``idx`` of that source split, in that order.
+
+    ``required``: every example needs a row (else a ConfigError); otherwise a split that is not fully
+    covered gets no rows (an empty dict).
+    """
+    block = transfer_data.get(source_split) or {}
+    if not block:
+        if required and transfer_data:
+            raise ConfigError(f"transfer data has no rows for the {source_split} split")
+        return {}
+    rows = {name: np.asarray(array) for name, array in block.items() if name != "example_indices"}
+    if "example_indices" not in block:
+        if any(name.endswith("/example_indices") for name in block):
+            raise ConfigError(f"transfer data of several tasks ({sorted(rows)}); the image loader takes one task's")
+        return _rows_in_order(rows, len(idx)) if required else {}
+    indices = np.asarray(block["example_indices"])
+    for name, array in rows.items():
+        if array.ndim == 0 or len(array) != len(indices):
+            raise ConfigError(f"transfer data {name!r} has {len(array) if array.ndim else 0} rows for "
+                              f"{len(indices)} example indices")
+    order = np.argsort(indices, kind="stable")
+    known = indices[order]
+    position = np.searchsorted(known, idx).clip(max=max(len(known) - 1, 0))
+    found = known[position] == idx if len(known) else np.zeros(len(idx), bool)
+    if not found.all():
+        if not required:
+            return {}
+        missing = np.asarray(idx)[~found]
+        raise ConfigError(
+            f"transfer data covers {len(indices)} examples of the source's {source_split} set, but {len(missing)} of "
+            f"this step's {len(idx)} training examples are not among them (e.g. indices {missing[:5].tolist()}): "
+            "the step that produced it kept other examples (filter_classes, examples_per_class). Select a subset "
+            "of its examples; seed and valid_size may differ"
+        )
+    take = order[position]
+    return {name: array[take] for name, array in rows.items()}
+
+
+def _rows_in_order(rows: dict, n_train: int) -> dict:
+    """Transfer data without example indices (stored before 0.2): one row per training example, in order."""
     for name, array in rows.items():
         if array.ndim == 0 or len(array) != n_train:
             raise ConfigError(
@@ -259,12 +318,12 @@ def _loader(cfg: ImageDatasetConfig, dataset: ImageDataset, train: bool):
                       num_workers=cfg.num_workers, pin_memory=cfg.pin_memory)
 
 
-def _extra_test_sets(cfg: ImageDatasetConfig, test: ImageDataset, relabel, seed: int) -> dict:
+def _extra_test_sets(cfg: ImageDatasetConfig, test: ImageDataset, relabel) -> dict:
     """Rotated copies of the test set and one test set per corruption file, filtered like the test split."""
     extra = {}
-    for angle in cfg.test_rotations:
+    for angle in cfg.test_rotations:  # no transfer data: the teacher saw these examples unrotated
         extra[f"{cfg.task_key}_rotated_{angle:g}"] = test.with_steps(prepare=[_Rotate(angle)] + test.prepare,
-                                                                     augment=[])
+                                                                     augment=[], extra={})
     if cfg.corrupted_test_dir:
         root = Path(cfg.corrupted_test_dir)
         labels_file = root / "labels.npy"
@@ -286,10 +345,21 @@ def _extra_test_sets(cfg: ImageDatasetConfig, test: ImageDataset, relabel, seed:
                 ys = ys[chunk] if len(ys) == 5 * n else ys
             if len(ys) != len(images):
                 raise ConfigError(f"{file} has {len(images)} images but labels.npy gives {len(ys)} labels")
-            keep = select(ys, cfg.filter_classes, cfg.examples_per_class, seed)
+            keep = select(ys, cfg.filter_classes, cfg.test_examples_per_class, TEST_SELECTION_SEED)
             extra[f"{cfg.task_key}_{file.stem}"] = ImageDataset(
-                images[keep], relabel(ys[keep]), test.num_classes, test.prepare, [], test.mean, test.std)
+                images[keep], relabel(ys[keep]), test.num_classes, test.prepare, [], test.mean, test.std,
+                example_indices=keep, source_split=f"corrupted:{file.stem}")
     return extra
+
+
+def example_indices(loader) -> tuple[str, np.ndarray] | None:
+    """``(source_split, indices)`` of a loader's examples in canonical order, or None when its dataset does not
+    say (datasets declare ``example_indices`` and ``source_split`` attributes, as :class:`ImageDataset` does)."""
+    dataset = getattr(loader, "dataset", None)
+    indices = getattr(dataset, "example_indices", None)
+    if indices is None:
+        return None
+    return getattr(dataset, "source_split", "train"), np.asarray(indices)
 
 
 def unshuffled(loader):

@@ -20,7 +20,7 @@ class InMemoryLoader:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool,
                  mean=None, std=None, augment: dict | None = None, extra: dict | None = None,
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, example_indices=None, source_split: str = "train"):
         if images.dtype != torch.uint8:
             raise TypeError(f"InMemoryLoader keeps uint8 images [N, C, H, W] (0..255), got {images.dtype}")
         if len(images) != len(labels):
@@ -35,7 +35,7 @@ class InMemoryLoader:
         std = torch.as_tensor(std if std is not None else [1.0] * channels, dtype=torch.float32)
         self._scale = (1 / (255 * std)).view(1, -1, 1, 1).to(images.device)
         self._shift = (-mean / std).view(1, -1, 1, 1).to(images.device)
-        self.dataset = _TensorView(self, num_classes)
+        self.dataset = _TensorView(self, num_classes, example_indices, source_split)
 
     @classmethod
     def from_dataset(cls, dataset, cfg, train: bool) -> "InMemoryLoader":
@@ -47,7 +47,8 @@ class InMemoryLoader:
         images = dataset.pixels() if len(dataset) else torch.empty(0, 1, 1, 1, dtype=torch.uint8)
         return cls(images.to(device), torch.as_tensor(dataset.labels, dtype=torch.long), cfg.batch_size,
                    shuffle=train and cfg.shuffle, mean=dataset.mean, std=dataset.std, augment=augment,
-                   extra=dataset.extra, num_classes=dataset.num_classes)
+                   extra=dataset.extra, num_classes=dataset.num_classes, example_indices=dataset.example_indices,
+                   source_split=dataset.source_split)
 
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)
@@ -95,10 +96,11 @@ def _device(name: str) -> torch.device:
 
 
 class _TensorView:
-    """``loader.dataset``: length, (unaugmented) items and the class count, like a Dataset."""
+    """``loader.dataset``: length, (unaugmented) items, the class count and the examples' source indices."""
 
-    def __init__(self, loader: InMemoryLoader, num_classes):
+    def __init__(self, loader: InMemoryLoader, num_classes, example_indices=None, source_split: str = "train"):
         self._loader, self.num_classes = loader, num_classes
+        self.example_indices, self.source_split = example_indices, source_split
 
     @property
     def labels(self) -> torch.Tensor:

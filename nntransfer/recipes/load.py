@@ -33,7 +33,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .. import provenance
 from ..configs import DatasetConfig, ImageDatasetConfig, ModelConfig, TrainerConfig
-from ..configs.base import BaseConfig
+from ..configs.base import BaseConfig, parse_json
 from ..configs.errors import ConfigError
 from ..experiment import Description, Experiment, TransferExperiment
 from ..registry import resolve_import_path
@@ -56,15 +56,53 @@ def normalize(experiments: Any) -> Experiments:
     for i, (desc, exp) in enumerate(items):
         if not isinstance(exp, (Experiment, TransferExperiment)):
             raise ConfigError(f"entry {desc or i} is a {type(exp).__name__}, not an Experiment or TransferExperiment")
-        seed = exp.seed if isinstance(exp, Experiment) else exp[0].seed
         if desc is None:
-            desc = Description(f"experiment_{i}", seed)
+            desc = Description(f"experiment_{i}", exp.seed)
         elif not isinstance(desc, Description):
-            desc = Description(*desc) if isinstance(desc, tuple) else Description(str(desc), seed)
+            desc = Description(*desc) if isinstance(desc, tuple) else Description(str(desc), exp.seed)
+        check_description(desc, exp)
         if desc in out:
             raise ConfigError(f"two experiments are described as {desc}")
         out[desc] = exp
     return out
+
+
+def check_description(desc: Description, exp: Experiment | TransferExperiment) -> None:
+    """The seed lives in one place: a description's seed is its experiment's (a transfer experiment's last step's)."""
+    if not isinstance(desc.name, str) or not desc.name:
+        raise ConfigError(f"{desc}: an experiment's name is a non-empty string")
+    if desc.seed != exp.seed or isinstance(desc.seed, bool):
+        what = "its experiment" if isinstance(exp, Experiment) else "its transfer experiment's last step"
+        raise ConfigError(f"{desc} describes an experiment whose seed is {exp.seed}: the seed of {what} is the one "
+                          f"that counts; make them equal (e.g. Description({desc.name!r}, exp.seed)), or grid "
+                          "over 'seed' to get replicates")
+
+
+def _steps(exp: Experiment | TransferExperiment) -> int:
+    return len(exp) if isinstance(exp, TransferExperiment) else 1
+
+
+def step_of(path: str) -> int | None:
+    """The step a path addresses (``"1.trainer.max_iter"`` -> 1), or None for every step."""
+    head = path.split(".", 1)[0]
+    return int(head) if head.isascii() and head.isdigit() else None
+
+
+def _has_step(exp, path: str) -> bool:
+    step = step_of(path)
+    return step is None or step < _steps(exp)
+
+
+def _report_steps(paths: Iterable[str], counts: Mapping[str, int], total: int, what: str, report) -> None:
+    """Step-addressed paths apply to the experiments that have that step: say how many, fail if none."""
+    for path in paths:
+        step = step_of(path)
+        if step is None:
+            continue
+        if counts.get(path, 0) == 0:
+            raise ConfigError(f"{what} {path}: none of the {total} experiment(s) has a step {step}")
+        if report is not None:
+            report(f"{what} {path}: changed {counts[path]} of {total} experiment(s) (those with a step {step})")
 
 
 def load_recipe(path: str | os.PathLike) -> Experiments:
@@ -93,7 +131,9 @@ def grid_points(axes: Mapping[str, Sequence]) -> list[dict[str, Any]]:
     """Every combination of the axes' values as ``{path: value}`` (the first axis varies slowest)."""
     names = list(axes)
     for name in names:
-        if isinstance(axes[name], (str, bytes)) or not isinstance(axes[name], Iterable):
+        if not isinstance(name, str):
+            raise ConfigError(f"grid axes are paths like 'trainer.max_iter', got {name!r}")
+        if isinstance(axes[name], (str, bytes, Mapping)) or not isinstance(axes[name], Iterable):
             raise ConfigError(f"grid axis {name!r} needs a list of values, got {axes[name]!r}")
     values = [list(axes[name]) for name in names]
     for name, options in zip(names, values):
@@ -107,30 +147,136 @@ def grid_label(point: Mapping[str, Any]) -> str:
     return ",".join(f"{path}={value}" for path, value in point.items() if path != "seed")
 
 
-def expand(experiments: Experiments, grid: Mapping[str, Sequence] | None) -> Experiments:
-    """One experiment per grid point and experiment, named ``name[path=value,...]``."""
+def expand(experiments: Experiments, grid: Mapping[str, Sequence] | None, report=None) -> Experiments:
+    """One experiment per grid point and experiment, named ``name[path=value,...]``.
+
+    An axis addressed to a step (``1.trainer.max_iter``) varies only the experiments that have that step;
+    the others appear once. Seeds are replicates: a ``seed`` axis keeps the name and sets the description's
+    seed (the experiment's).
+    """
     if not grid:
         return dict(experiments)
-    points = grid_points(grid)
-    out = {}
+    grid_points(grid)  # validates every axis once
+    out, counts = {}, {}
     for desc, exp in experiments.items():
-        for point in points:
+        axes = {path: values for path, values in grid.items() if _has_step(exp, path)}
+        for path in axes:
+            counts[path] = counts.get(path, 0) + 1
+        for point in grid_points(axes):
             label = grid_label(point)
-            name = f"{desc.name}[{label}]" if label else desc.name
-            new = Description(name, point.get("seed", desc.seed))
+            varied = exp.replace(**point)
+            new = Description(f"{desc.name}[{label}]" if label else desc.name, varied.seed)
             if new in out:
                 raise ConfigError(f"the grid makes two experiments named {new}")
-            out[new] = exp.replace(**point)
+            out[new] = varied
+    _report_steps(grid, counts, len(experiments), "--grid", report)
     return out
 
 
 def apply_overrides(experiments: Experiments, sets: Mapping[str, Any] | None = None,
-                    grid: Mapping[str, Sequence] | None = None) -> Experiments:
-    """``--set path=value`` on every experiment, then ``--grid path=v1,v2`` as a cross product."""
-    out = {desc: exp.replace(**sets) if sets else exp for desc, exp in experiments.items()}
-    if sets and "seed" in sets:
-        out = {Description(desc.name, sets["seed"]): exp for desc, exp in out.items()}
-    return expand(out, grid)
+                    grid: Mapping[str, Sequence] | None = None, report=None) -> Experiments:
+    """``--set path=value`` on every experiment, then ``--grid path=v1,v2`` as a cross product.
+
+    A path with a leading step index (``1.trainer.max_iter``) changes the experiments that have that step;
+    ``report(message)`` is told how many (a ConfigError if none has it).
+    """
+    sets = dict(sets or {})
+    out, counts = {}, {}
+    for desc, exp in experiments.items():
+        mine = {path: value for path, value in sets.items() if _has_step(exp, path)}
+        for path in mine:
+            counts[path] = counts.get(path, 0) + 1
+        changed = exp.replace(**mine) if mine else exp
+        new = Description(desc.name, changed.seed)
+        if new in out:
+            raise ConfigError(f"after the overrides two experiments are described as {new}")
+        out[new] = changed
+    _report_steps(sets, counts, len(experiments), "--set", report)
+    return expand(out, grid, report)
+
+
+# -- YAML: one reader for files, --set and --grid ----------------------------------------------
+_YAML_12_RESOLVERS = [  # YAML 1.2 core schema: 1e-3 is a number, yes/no/on/off and dates stay strings, 010 is 10
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    ("tag:yaml.org,2002:float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                                r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+0123456789."),
+]
+_yaml_loader = None
+
+
+def _loader():
+    """A safe YAML loader with the YAML 1.2 core schema's numbers and booleans, and no duplicate keys.
+
+    PyYAML follows YAML 1.1, where ``1e-3`` is a string, ``no`` is False and ``010`` is 8.
+    """
+    global _yaml_loader
+    if _yaml_loader is not None:
+        return _yaml_loader
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (list, dict)):
+                    raise yaml.constructor.ConstructorError(None, None, f"a {type(key).__name__} cannot be a key",
+                                                            key_node.start_mark)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}",
+                                                            key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    def construct_int(loader, node):
+        text = loader.construct_scalar(node)
+        if text.startswith(("0o", "0x")):
+            return int(text[2:], 8 if text[1] == "o" else 16)
+        return int(text)
+
+    kept = {"tag:yaml.org,2002:null"}
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag in kept]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    for tag, pattern, first in _YAML_12_RESOLVERS:
+        Loader.add_implicit_resolver(tag, re.compile(pattern), list(first))
+    Loader.add_constructor("tag:yaml.org,2002:int", construct_int)
+    _yaml_loader = Loader
+    return Loader
+
+
+def load_yaml(text: str, source: str = "YAML") -> Any:
+    """Parse YAML with :func:`_loader`; a ConfigError names ``source``, the line and the column."""
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{source}{where}: {problem}") from None
+
+
+def parse_value(text: str, source: str = "value") -> Any:
+    """A ``--set`` value: a YAML scalar or flow collection (``3``, ``1e-3``, ``[10, 20]``, ``{a: 1}``, ``'1'``)."""
+    return load_yaml(text, source)
+
+
+def parse_values(text: str, source: str = "values") -> list:
+    """``--grid`` values: a comma-separated YAML flow list without its brackets.
+
+    ``0.1,0.01`` -> ``[0.1, 0.01]``; ``[10,20],[5]`` -> two lists; ``'a, b',c`` -> two strings (quote a string
+    that contains a comma).
+    """
+    values = load_yaml(f"[{text}]", source)
+    if not values:
+        raise ConfigError(f"{source}: no values; write PATH=V1,V2,...")
+    return values
 
 
 # -- YAML / JSON files --------------------------------------------------------------------------
@@ -139,14 +285,16 @@ _BASE_CLASSES = {"dataset": DatasetConfig, "model": ModelConfig, "trainer": Trai
 
 
 def read(path: str | Path) -> dict:
+    """A YAML or JSON file's top-level mapping; syntax errors name the file and the line."""
     path = Path(path)
     text = path.read_text()
     if path.suffix == ".json":
-        doc = json.loads(text)
+        try:
+            doc = parse_json(text)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
     else:
-        import yaml
-
-        doc = yaml.safe_load(text)
+        doc = load_yaml(text, str(path))
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     return doc
@@ -175,6 +323,8 @@ def _without_grid_keys(doc: Any) -> Any:
         out = {}
         for key, value in doc.items():
             if isinstance(key, str) and key.endswith("_") and len(key) > 1:
+                if key[:-1] in doc:
+                    raise ConfigError(f"both {key[:-1]!r} and the grid key {key!r} are given; keep one")
                 out[key[:-1]] = value[0]
             else:
                 out[key] = _without_grid_keys(value)
@@ -205,7 +355,12 @@ def overrides_from_file(path: str | Path) -> tuple[dict, dict]:
 
 
 def _config(section: str, spec: dict | None) -> BaseConfig:
+    if spec is not None and not isinstance(spec, dict):
+        raise ConfigError(f"{section} must be a mapping of fields, got {spec!r:.100}")
     spec = dict(spec or {})
+    bad = [k for k in spec if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"{section}: field names are strings, got {bad[0]!r}")
     cls_path = spec.pop("class", None)
     cls = _DEFAULT_CLASSES[section]
     if cls_path is not None:
@@ -217,9 +372,12 @@ def _config(section: str, spec: dict | None) -> BaseConfig:
 
 
 def _experiment(spec: dict, seed: int) -> Experiment:
+    if not isinstance(spec, dict):
+        raise ConfigError(f"an experiment (or step) is a mapping with dataset, model, trainer, seed; got {spec!r:.100}")
     unknown = set(spec) - {"dataset", "model", "trainer", "seed"}
     if unknown:
-        raise ConfigError(f"unknown experiment section(s) {sorted(unknown)}; use dataset, model, trainer, seed")
+        raise ConfigError(f"unknown experiment section(s) {sorted(map(str, unknown))}; use dataset, model, "
+                          "trainer, seed")
     return Experiment(*(_config(s, spec.get(s)) for s in ("dataset", "model", "trainer")), spec.get("seed", seed))
 
 
@@ -241,15 +399,20 @@ def experiments_from_file(path: str | Path) -> Experiments:
     concrete = _without_grid_keys(doc)
     name = concrete.pop("name", path.stem)
     seed = concrete.pop("seed", 42)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{path}: name must be a non-empty string, got {name!r:.100}")
     if "steps" in concrete:
         steps = concrete.pop("steps")
         if concrete:
-            raise ConfigError(f"{path}: next to 'steps' only 'name' and 'seed' are allowed, not {sorted(concrete)}")
+            raise ConfigError(f"{path}: next to 'steps' only 'name' and 'seed' are allowed, not "
+                              f"{sorted(map(str, concrete))}")
+        if not isinstance(steps, list):
+            raise ConfigError(f"{path}: steps must be a list of experiments, got {steps!r:.100}")
         base: Experiment | TransferExperiment = TransferExperiment([_experiment(step, seed) for step in steps])
     else:
         base = _experiment(concrete, seed)
-    return expand({Description(name, seed): base}, axes)
+    return expand({Description(name, base.seed): base}, axes)
 
 
-__all__ = ["apply_overrides", "expand", "experiments_from_file", "grid_label", "grid_points", "load_recipe",
-           "normalize", "overrides_from_file"]
+__all__ = ["apply_overrides", "check_description", "expand", "experiments_from_file", "grid_label", "grid_points",
+           "load_recipe", "load_yaml", "normalize", "overrides_from_file", "parse_value", "parse_values", "step_of"]

@@ -38,7 +38,7 @@ def fill_tables(experiments: dict) -> list[Target]:
         steps = [exp] if isinstance(exp, Experiment) else list(exp)
         for step in steps:
             for cfg in step.configs.values():
-                cfg.resolve_fn()  # every builder must import before anything is written
+                cfg.validate_names()  # builders and registered names must resolve before anything is written
     tables.bind()
     with db.transaction():
         for exp in experiments.values():

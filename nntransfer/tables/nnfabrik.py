@@ -165,7 +165,7 @@ def insert_config(cfg) -> dict:
     table = CONFIG_TABLES.get(cfg.config_name)
     if table is None:
         raise ConfigError(f"{type(cfg).__name__}.config_name={cfg.config_name!r} is not dataset, model or trainer")
-    cfg.resolve_fn()
+    cfg.validate_names()
     if len(cfg.comment) > 256:
         raise ConfigError(f"{type(cfg).__name__}.comment has {len(cfg.comment)} characters; at most 256 fit")
     config = cfg.to_dict()

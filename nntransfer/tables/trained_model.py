@@ -6,6 +6,7 @@ is pinged every epoch), ``make_insert`` writes the result in one short transacti
 """
 from __future__ import annotations
 
+import inspect
 import io
 import logging
 import time
@@ -15,6 +16,7 @@ import datajoint as dj
 from .. import provenance
 from ..compat import make_hash
 from ..configs.base import resolve_import_path
+from ..configs.errors import ConfigError
 from .nnfabrik import Dataset, Fabrikant, Model, Seed, Trainer
 from .schema import schema
 
@@ -125,20 +127,27 @@ class TrainedModelBase:
         def keep_alive(*_args, **_kwargs):
             connection.ping()  # long epochs must not let the server drop the connection
 
+        # called as nnfabrik calls a trainer; only trainers that name `checkpoints` get the store
+        extra = {"checkpoints": store} if _takes_keyword(trainer, "checkpoints") else {}
         started = time.perf_counter()
-        score, output, model_state = trainer(
-            model, dataloaders, seed=seed, uid=make_hash(dict(key)), cb=keep_alive, checkpoints=store, **trainer_config
-        )
-        if trainer_config.get("data_transfer") and self.stores_transfer_data and "transfer_data" not in output:
-            from ..transfer import generate_transfer_data
+        score, output, model_state = trainer(model=model, dataloaders=dataloaders, seed=seed, uid=dict(key),
+                                             cb=keep_alive, **extra, **trainer_config)
+        if trainer_config.get("data_transfer") and self.stores_transfer_data:
+            if not isinstance(output, dict):
+                raise ConfigError(f"data_transfer=True needs a trainer that returns a dict output; {trainer_fn} "
+                                  f"returned a {type(output).__name__}")
+            if "transfer_data" not in output:
+                from ..transfer import generate_transfer_data
 
-            model.load_state_dict(model_state)
-            output = dict(output, transfer_data=generate_transfer_data(model, dataloaders))
+                model.load_state_dict(model_state)
+                output = dict(output, transfer_data=generate_transfer_data(model, dataloaders))
         return float(score), output, model_state, provenance.collect(model, time.perf_counter() - started)
 
     def make_insert(self, key, score, output, model_state, run_provenance):
-        output = dict(output)
-        transfer_data = output.pop("transfer_data", None)
+        transfer_data = None
+        if isinstance(output, dict) and "transfer_data" in output:  # any other output is stored as it is
+            output = dict(output)
+            transfer_data = output.pop("transfer_data")
         self.insert1(dict(key, score=score, output=output, comment=self.comment_for(key),
                           fabrikant_name=Fabrikant.get_current_user()))
         self.ModelStorage.insert1(dict(key, model_state=model_state))
@@ -188,6 +197,15 @@ class TrainedModelBase:
         dataloaders, model = self.build(full_key, *fetched[:4], fetched[6:])
         model.load_state_dict((self.ModelStorage & full_key).fetch1("model_state"))
         return (dataloaders, model) if include_dataloader else model
+
+
+def _takes_keyword(fn, name: str) -> bool:
+    """Whether ``fn`` declares a parameter ``name`` (a ``**kwargs`` catch-all does not count)."""
+    try:
+        parameter = inspect.signature(fn).parameters.get(name)
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        return False
+    return parameter is not None and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
 
 
 @schema

@@ -122,10 +122,10 @@ class TransferredTrainedModel(TrainedModelBase, dj.Computed):
         from ..transfer import load_transferred_state
 
         prev_key, _ = extra
-        if prev_key is not None:
+        config = (Trainer & key).fn_config[1]
+        if prev_key is not None and config.get("transfer_parameters", True):
             state = (self.ModelStorage & prev_key).fetch1("model_state")
-            strict = (Trainer & key).fn_config[1].get("transfer_strict", True)
-            load_transferred_state(model, state, strict=strict)
+            load_transferred_state(model, state, strict=config.get("transfer_strict", True))
 
     stores_transfer_data = True
 

@@ -1,13 +1,18 @@
 """Losses by name: ``torch.nn`` loss classes, registered losses, or import paths.
 
 A loss is called as ``loss(outputs, targets)``; one whose instances have ``uses_extra = True`` is called as
-``loss(outputs, targets, extra)`` with the batch's transfer data (e.g. a teacher's logits).
+``loss(outputs, targets, extra)`` with the batch's transfer data (e.g. a teacher's logits). Its keyword
+arguments come from ``TrainerConfig.loss_options[<name>]``.
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..configs.errors import ConfigError
 from ..registry import Registry
 
 
@@ -40,12 +45,63 @@ class SoftTargetCrossEntropy(nn.Module):
         return torch.sum(-targets * torch.log_softmax(outputs, dim=-1), dim=-1).mean()
 
 
-def make_loss(name: str) -> nn.Module:
-    """An instance of the loss called ``name`` (registered, ``torch.nn``, or an import path)."""
-    return LOSSES.get(name)()
+@register_loss("Distillation")
+class Distillation(nn.Module):
+    """Knowledge distillation (Hinton et al., 2015) from a teacher's logits handed over as transfer data.
+
+    ``alpha * T² * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CrossEntropy(student, labels)``
+    with the teacher's logits in ``extra[key]`` ("logits" from a step with ``data_transfer=True``). Batches
+    without them (validation and test examples the teacher did not cover, extra test sets) get the
+    cross-entropy term alone. Options (``loss_options={"Distillation": {...}}``): ``temperature`` (> 0),
+    ``alpha`` (in [0, 1]), ``key``.
+    """
+
+    uses_extra = True
+
+    def __init__(self, temperature: float = 4.0, alpha: float = 0.9, key: str = "logits"):
+        super().__init__()
+        if not temperature > 0:
+            raise ConfigError(f"Distillation temperature must be > 0, got {temperature}")
+        if not 0 <= alpha <= 1:
+            raise ConfigError(f"Distillation alpha must be in [0, 1], got {alpha}")
+        self.temperature, self.alpha, self.key = float(temperature), float(alpha), key
+
+    def forward(self, outputs, targets, extra=None):
+        outputs = outputs.float()
+        hard = F.cross_entropy(outputs, targets)
+        teacher = (extra or {}).get(self.key)
+        if teacher is None:
+            return hard
+        t = self.temperature
+        soft = F.kl_div(F.log_softmax(outputs / t, dim=-1), F.log_softmax(teacher.float() / t, dim=-1),
+                        reduction="batchmean", log_target=True)
+        return self.alpha * t * t * soft + (1 - self.alpha) * hard
 
 
-__all__ = ["LOSSES", "SoftTargetCrossEntropy", "make_loss", "register_loss"]
+def check_loss_options(name: str, options: dict, loss=None) -> None:
+    """ConfigError unless ``loss`` (the class or factory called ``name``) accepts every key of ``options``."""
+    loss = LOSSES.get(name) if loss is None else loss
+    try:
+        parameters = inspect.signature(loss).parameters
+    except (TypeError, ValueError):  # no signature to check against: let the call decide
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return
+    known = [n for n, p in parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"loss_options[{name!r}] has {unknown}, which {name} does not take; its options: "
+                          f"{', '.join(known) or 'none'}")
+
+
+def make_loss(name: str, options: dict | None = None) -> nn.Module:
+    """An instance of the loss called ``name`` (registered, ``torch.nn``, or an import path) with ``options``."""
+    loss = LOSSES.get(name)
+    check_loss_options(name, options or {}, loss)
+    return loss(**(options or {}))
+
+
+__all__ = ["Distillation", "LOSSES", "SoftTargetCrossEntropy", "check_loss_options", "make_loss", "register_loss"]
 
 
 # -- neural responses (neuralpredictors' losses; imported when first used) --------------------------------

@@ -68,7 +68,8 @@ class Trainer:
         self.stopped = False  # early stopping decided (kept in checkpoints: a resumed run does not go on)
         self.last_score = -float("inf")  # latest validation score (higher is better), saved with checkpoints
         tasks = dict.fromkeys(task for split in dataloaders.values() for task in split)
-        self.losses = {task: make_loss(self._loss_name(task)) for task in tasks}
+        loss_names = {task: self._loss_name(task) for task in tasks}
+        self.losses = {task: make_loss(name, config.loss_options.get(name)) for task, name in loss_names.items()}
         self._loss_takes_extra = {task: getattr(loss, "uses_extra", False) for task, loss in self.losses.items()}
         self.metric_classes = {name: METRICS.get(name) for name in config.metrics}
         self._stop_sign = -1.0 if config.stop_metric == "loss" or not METRICS.get(config.stop_metric).higher_is_better \
