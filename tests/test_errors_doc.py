@@ -141,6 +141,11 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _message_cell(text: str) -> str:
+    # brackets in plain text would read as Markdown reference links ("['M']['layers']")
+    return _cell(text).replace("[", "\\[").replace("]", "\\]")
+
+
 def _elided(message: str) -> str:
     """Lists that grow with every registered name or new field are shown as "…" (and not compared)."""
     message = re.sub(r"Registered: .*?(, any torch\.nn|, or an import path)", r"Registered: …\1", message)
@@ -157,7 +162,7 @@ def _message(raise_it) -> str:
 
 
 def render() -> str:
-    rows = [f"| {_cell(what)} | {_cell(_message(raise_it))} |" for what, raise_it in _cases()]
+    rows = [f"| {_cell(what)} | {_message_cell(_message(raise_it))} |" for what, raise_it in _cases()]
     return "\n".join([BEGIN, "| bad input | message (`ConfigError`) |", "| --- | --- |", *rows, END])
 
 
