@@ -106,7 +106,7 @@ def first_gradient(modules):
     class Grab(MainLoopModule):
         def post_backward(self, model):
             if not grads:
-                grads.append(model[0].weight.grad.clone())
+                grads.append(model[0].weight.grad.detach().cpu().clone())
 
     register_module("Grab")(Grab)
     train(max_iter=1, main_loop_modules=modules + ["Grab"], save_every_n=0, optimizer="SGD",
@@ -183,7 +183,7 @@ def scripted_validation(accuracies):
 
         def post_epoch(self, model):
             if self.mode == "Training":
-                state["params"][self.epoch] = {k: v.clone() for k, v in model.state_dict().items()}
+                state["params"][self.epoch] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
     return state
 
@@ -303,6 +303,7 @@ RESUME_SCRIPT = textwrap.dedent("""
 
         def post_epoch(self, model):
             if where == "post_epoch" and self.mode == "Validation" and self.epoch == kill_at:
+                self.trainer.wait_for_checkpoint()  # the previous epoch's checkpoint is written in the background
                 os.kill(os.getpid(), signal.SIGKILL)
 
     store = DirectoryCheckpointStore(sys.argv[1]) if sys.argv[1] != "-" else None
