@@ -739,7 +739,7 @@ def _precision(config: TrainerConfig, device: torch.device) -> str:
 def _environment(device: torch.device, precision: str, config: TrainerConfig) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     return {"device": str(device), "device_name": name, "threads": torch.get_num_threads(), "precision": precision,
-            "deterministic": config.deterministic, "compile": config.compile, "torch": torch.__version__,
+            "deterministic": config.deterministic, "compile": config.compile, "torch": str(torch.__version__),
             "cuda": torch.version.cuda}
 
 
