@@ -281,7 +281,7 @@ def test_directory_store_loads_weights_only(tmp_path):
 
 
 RESUME_SCRIPT = textwrap.dedent("""
-    import os, signal, sys
+    import json, os, signal, sys
     import torch
     sys.path.insert(0, {tests!r})
     from test_trainer import loaders, model
@@ -310,19 +310,25 @@ RESUME_SCRIPT = textwrap.dedent("""
     score, output, state = trainer(model(dropout=0.3), loaders(n_train=96, batch_size=16), seed=3, checkpoints=store,
                                    max_iter=6, patience=10, main_loop_modules=["Killer", "NoiseAugmentation"],
                                    module_options={{"NoiseAugmentation": {{"std": 0.2}}}},
-                                   loss_functions={{"t": "CrossEntropyLoss"}}, verbose=False, save_every_n=1)
+                                   loss_functions={{"t": "CrossEntropyLoss"}}, verbose=False, save_every_n=1,
+                                   **json.loads(os.environ["TRAINER_OPTIONS"]))
     torch.save({{"score": score, "state": state, "tracker": output["tracker"]}}, sys.argv[2])
     print("trained epochs", TRAINED_EPOCHS)
 """)
 
 
-@pytest.mark.parametrize("kill_at,where", [(3, "post_epoch"), (1, "pre_epoch")])
-def test_killed_and_resumed_run_ends_bit_identical(tmp_path, kill_at, where):
+@pytest.mark.parametrize("kill_at,where,options", [
+    (3, "post_epoch", {"force_cpu": True}), (1, "pre_epoch", {"force_cpu": True}),  # needs nothing more on the CPU
+    pytest.param(3, "post_epoch", {"deterministic": True}, marks=pytest.mark.cuda, id="cuda")])
+def test_killed_and_resumed_run_ends_bit_identical(tmp_path, kill_at, where, options):
+    import json
+
     script = tmp_path / "run.py"
     script.write_text(RESUME_SCRIPT.format(tests=os.path.dirname(__file__)))
 
     def run(store, result, **env):
-        return subprocess.run([sys.executable, str(script), str(store), str(result)], env={**os.environ, **env},
+        return subprocess.run([sys.executable, str(script), str(store), str(result)],
+                              env={**os.environ, "TRAINER_OPTIONS": json.dumps(options), **env},
                               capture_output=True, text=True, timeout=300)
 
     reference = run("-", tmp_path / "reference.pt")

@@ -8,7 +8,6 @@ import textwrap
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from nntransfer.configs import ConfigError, TrainerConfig
 from nntransfer.trainer import (
@@ -48,7 +47,8 @@ class CancelAt(MainLoopModule):
     options_declared = {"hook": Option(types=str), "batch": Option(1, int)}
 
     def _maybe_cancel(self, hook, shared_memory):
-        if self.option("hook") == hook and self.mode == "Training" and shared_memory["batch_index"] == self.option("batch"):
+        batch = shared_memory["batch_index"]
+        if self.option("hook") == hook and self.mode == "Training" and batch == self.option("batch"):
             raise CancelBatch
 
     def pre_forward(self, model, inputs, task_key, shared_memory):
@@ -66,6 +66,7 @@ class CancelAt(MainLoopModule):
 def test_cancel_batch_in_post_backward_or_pre_optimizer_leaves_no_trace_of_the_batch(accumulate):
     def run(hook, batch=1):
         return final_state(max_iter=2, optimizer="SGD", optimizer_options={"lr": 0.1, "momentum": 0.9},
+                           deterministic=True,
                            accumulate_gradients=accumulate, save_every_n=0, restore_best=False,
                            main_loop_modules=["CancelAt"], module_options={"CancelAt": {"hook": hook, "batch": batch}})
 
@@ -257,6 +258,7 @@ RESUME_MID_EPOCH = textwrap.dedent("""
     store = DirectoryCheckpointStore(sys.argv[1]) if sys.argv[1] != "-" else None
     score, output, state = trainer(model(dropout=0.3), loaders(n_train=160, batch_size=16), seed=3, checkpoints=store,
                                    max_iter=3, patience=10, accumulate_gradients=2, save_every_steps=1,
+                                   deterministic=True,
                                    main_loop_modules=["KillMidEpoch", "NoiseAugmentation"],
                                    module_options={{"NoiseAugmentation": {{"std": 0.2}}}},
                                    loss_functions={{"t": "CrossEntropyLoss"}}, verbose=False)
@@ -343,8 +345,8 @@ def test_valid_size_zero_trains_without_validation_and_scores_on_the_test_set():
                           ["img_classification"].dataset) + len(image_dataset_loader(
                               seed=1, dataset_cls="digits", valid_size=0.1)["validation"]["img_classification"].dataset)
     net = classification_model_builder(data, seed=1, type="mlp")
-    score, output, _ = train(net, data, max_iter=3, patience=1, loss_functions={"img_classification": "CrossEntropyLoss"},
-                             save_every_n=0)
+    score, output, _ = train(net, data, max_iter=3, patience=1, save_every_n=0,
+                             loss_functions={"img_classification": "CrossEntropyLoss"})
     assert output["epochs"] == 3 and output["validation"] == {} and "Validation" not in output["tracker"]["log"]
     assert score == output["test"]["img_classification"]["accuracy"]
     # neither validation nor test: the last training pass's stop_metric

@@ -123,7 +123,7 @@ class CompiledNet(ConvNet):
 
 def test_compile_keeps_plain_state_dicts_and_resumes_exactly():
     store = MemoryCheckpointStore()
-    options = dict(compile=True, restore_best=False)
+    options = dict(compile=True, restore_best=False, deterministic=True)
     _, output, state = fit(CompiledNet(), checkpoints=store, save_every_n=1, keep_last_n=2, keep_best_n=0, **options)
     assert output["environment"]["compile"] is True
     assert not any("_orig_mod" in k for k in state) and set(state) == set(CompiledNet().state_dict())

@@ -64,7 +64,7 @@ def trainer(model: nn.Module, dataloaders: dict, seed: int, uid=None, cb: Callab
 
 
 class Trainer:
-    """Trains ``model`` on ``dataloaders`` as ``config`` says; :meth:`train` returns ``(score, output, model_state)``."""
+    """Trains ``model`` on ``dataloaders`` as ``config`` says; :meth:`train` returns ``(score, output, state)``."""
 
     def __init__(self, model: nn.Module, dataloaders: dict, seed: int, config: TrainerConfig,
                  checkpoints: CheckpointStore | None = None, cb: Callable | None = None):
@@ -106,7 +106,8 @@ class Trainer:
         self.regularizer = regularizer if callable(regularizer) else None
         decays = config.lr_decay_steps - 1 if config.lr_schedule == "plateau" else 0
         self.stopper = EarlyStopping(config.patience, config.threshold, decays)
-        self.modules: list[MainLoopModule] = [module_class(name).create(self, name) for name in config.main_loop_modules]
+        self.modules: list[MainLoopModule] = [module_class(name).create(self, name)
+                                              for name in config.main_loop_modules]
         self._hooks = bound_hooks(self.modules)
         self._writer = BackgroundWriter(checkpoints, config.keep_last_n, config.keep_best_n) \
             if checkpoints is not None else None
@@ -286,7 +287,8 @@ class Trainer:
         """After an optimizer step: evaluate every ``eval_every_steps``, checkpoint every ``save_every_steps``."""
         cfg = self.config
         self._step_events_done = self.steps
-        evaluate = bool(cfg.eval_every_steps and self.steps % cfg.eval_every_steps == 0 and self.loaders.get("validation"))
+        evaluate = bool(cfg.eval_every_steps and self.steps % cfg.eval_every_steps == 0
+                        and self.loaders.get("validation"))
         save = bool(cfg.save_every_steps and self.steps % cfg.save_every_steps == 0 and self._writer is not None)
         if evaluate:
             self._validate()
@@ -300,7 +302,8 @@ class Trainer:
             self._callback()
 
     def _validate(self) -> None:
-        """A validation pass and the early-stopping decision (improved / wait / decay: restore best, lower LR / stop)."""
+        """A validation pass and the early-stopping decision (improved / wait / decay: restore best, lower LR /
+        stop)."""
         self.last_score = self.evaluate(VALIDATION)
         self._evaluated_at_step = self.steps
         decision = self.stopper.update(self.last_score, self.epoch, self.model, self.steps)
@@ -320,7 +323,8 @@ class Trainer:
         """Final validation of the returned parameters and the test pass (both in ``tracker.final``); the score
         is the final validation ``stop_metric`` — without a validation split the test's, else the last training's."""
         with self.tracker.recording_final():
-            validation = self.run_epoch(VALIDATION, self.loaders["validation"]) if self.loaders.get("validation") else {}
+            validation = self.run_epoch(VALIDATION, self.loaders["validation"]) if self.loaders.get("validation") \
+                else {}
             test = self.run_epoch(TEST, self.loaders["test"]) if self.loaders.get("test") else {}
         if validation:
             score = self._metric(validation, "validation")
@@ -689,7 +693,8 @@ class _Pass:
 
     def first_non_finite(self) -> tuple[float, int] | None:
         """``(loss, batch index)`` of the first batch whose loss is NaN or infinite, else None (one sync)."""
-        pairs = [(index, loss) for totals in self.tasks.values() for index, loss in zip(totals["indices"], totals["losses"])]
+        pairs = [(index, loss) for totals in self.tasks.values()
+                 for index, loss in zip(totals["indices"], totals["losses"])]
         if not pairs:
             return None
         losses = torch.stack([loss for _, loss in pairs])
