@@ -99,6 +99,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         self._autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
         self._channels_last = config.channels_last
+        # CUDA graphs (compile="reduce-overhead") must be told where a training iteration starts
+        self._new_cudagraph_step = config.compile == "reduce-overhead"
         # the module that runs forward passes; its parameters are self.model's (state dicts come from self.model)
         self.forward_model = torch.compile(self.model, mode=None if config.compile is True else config.compile) \
             if config.compile else self.model
@@ -203,6 +205,8 @@ class Trainer:
         shared_memory = {"extra": extra, "batch_index": progress.batches, "epoch": self.epoch, "mode": mode,
                          "task_key": task}
         progress.shared_memory = shared_memory
+        if self._new_cudagraph_step:
+            torch.compiler.cudagraph_mark_step_begin()
         model = self.forward_model
         for pre_forward in self._hooks["pre_forward"]:
             model, inputs = pre_forward(model, inputs, task, shared_memory)
