@@ -43,6 +43,9 @@ class PassThrough(MainLoopModule):
     def post_backward(self, model):
         pass
 
+    def pre_optimizer(self, model):
+        pass
+
     def post_optimizer(self, model):
         pass
 

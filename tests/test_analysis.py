@@ -102,16 +102,22 @@ def test_results_frame_of_a_datajoint_restriction(finished):
 
 def test_history_frame_is_the_tracker_history_in_long_format(finished):
     history = history_frame(EXPERIMENTS)
-    assert list(history.columns) == ["name", "seed", "step", "mode", "task", "metric", "epoch", "value"]
+    assert list(history.columns) == ["name", "seed", "step", "mode", "task", "metric", "epoch", "value", "final"]
     target = next(t for t in _targets() if t.step == 1)
     tracker = (finished.TransferredTrainedModel & target.key).fetch1("output")["tracker"]
     mine = history[(history["name"] == target.description.name) & (history["seed"] == target.description.seed)
                    & (history["step"] == 1)]
-    assert len(mine) == sum(len(v) for tasks in tracker["log"].values() for m in tasks.values() for v in m.values())
-    accuracy = mine[(mine["mode"] == "Validation") & (mine["metric"] == "accuracy")]
+    passes = mine[~mine["final"]]
+    assert len(passes) == sum(len(v) for tasks in tracker["log"].values() for m in tasks.values() for v in m.values())
+    accuracy = passes[(passes["mode"] == "Validation") & (passes["metric"] == "accuracy")]
     assert accuracy["value"].tolist() == tracker["log"]["Validation"]["img_classification"]["accuracy"]
     assert accuracy["epoch"].tolist() == tracker["epochs"]["Validation"]
-    assert set(mine["mode"]) == {"Training", "Validation", "Test"}
+    assert set(passes["mode"]) == {"Training", "Validation"}
+    final = mine[mine["final"]]  # the final validation (restored best) and the test, at the last epoch
+    assert set(final["mode"]) == {"Validation", "Test"}
+    assert set(final["epoch"]) == {max(tracker["epochs"]["Training"])}
+    test_accuracy = final[(final["mode"] == "Test") & (final["metric"] == "accuracy")]["value"].item()
+    assert test_accuracy == tracker["final"]["Test"]["img_classification"]["accuracy"]
 
 
 def test_one_definition_of_spread_everywhere():

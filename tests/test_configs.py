@@ -63,7 +63,8 @@ def test_key_order_irrelevant_and_comment_ignored():
 
 def test_key_equals_make_hash_of_documented_dict():
     cfg = ToyTrainer(lr=0.3, comment="not hashed")
-    run_fields = {"comment", "verbose", "save_every_n", "keep_last_n", "keep_best_n", "track_iterations", "tensorboard"}
+    run_fields = {"comment", "verbose", "save_every_n", "save_every_steps", "keep_last_n", "keep_best_n",
+                  "track_iterations", "tensorboard"}
     since_fields = {name for name, f in cfg.fields().items() if f.metadata.get("since")}  # all at their defaults
     documented = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.to_dict().items()
                   if k not in run_fields | since_fields}
@@ -190,7 +191,7 @@ def test_untyped_dicts_are_normalised_so_equal_values_share_a_key():
     betas = ToyTrainer(optimizer_options={"lr": 0.1, "betas": (0.9, 0.99)})
     assert betas.optimizer_options["betas"] == [0.9, 0.99]  # one representation (JSON-like)
     assert betas.get_key() == key(optimizer_options={"lr": 0.1, "betas": [0.9, 0.99]})
-    assert key(module_options={"M": {}}) != key()  # {} is kept
+    assert key(main_loop_modules=["M"], module_options={"M": {}}) != key(main_loop_modules=["M"])  # {} is kept
     import numpy as np
 
     assert key(optimizer_options={"lr": np.float32(0.5)}) == key(optimizer_options={"lr": 0.5})
@@ -204,7 +205,7 @@ def test_untyped_values_that_cannot_get_a_key_of_their_own_are_rejected(value, m
     with pytest.raises(ConfigError, match=message):
         ToyTrainer(optimizer_options={"lr": 0.1, "x": value})
     with pytest.raises(ConfigError, match=message):
-        ToyTrainer(module_options={"NoiseAugmentation": {"std": value}})
+        ToyTrainer(main_loop_modules=["NoiseAugmentation"], module_options={"NoiseAugmentation": {"std": value}})
 
 
 @pytest.mark.parametrize("a, b", [
@@ -214,8 +215,8 @@ def test_untyped_values_that_cannot_get_a_key_of_their_own_are_rejected(value, m
 def test_values_that_print_alike_get_distinct_keys(a, b):
     """make_hash hashes str(x): strings that read as numbers, bools or None are hashed quoted."""
     assert key(optimizer_options={"lr": 0.1, "x": a}) != key(optimizer_options={"lr": 0.1, "x": b}), (a, b)
-    assert key(module_options={"M": {"layer": a}}) != key(module_options={"M": {"layer": b}}), (a, b)
-    assert ToyTrainer(module_options={"M": {"layer": a}}).module_options["M"]["layer"] == a  # stored as given
+    assert key(main_loop_modules=["M"], module_options={"M": {"layer": a}}) != key(main_loop_modules=["M"], module_options={"M": {"layer": b}}), (a, b)
+    assert ToyTrainer(main_loop_modules=["M"], module_options={"M": {"layer": a}}).module_options["M"]["layer"] == a  # stored as given
 
 
 def test_typed_fields_reject_nan_inf_and_keep_strings_apart_from_none():
@@ -229,14 +230,14 @@ def test_typed_fields_reject_nan_inf_and_keep_strings_apart_from_none():
 
 
 def test_untyped_dict_keys_are_names_or_numbers():
-    mixture = ToyTrainer(module_options={"NoiseAugmentation": {"std": {0.0: 0.5, 1.0: 0.5}}})
+    mixture = ToyTrainer(main_loop_modules=["NoiseAugmentation"], module_options={"NoiseAugmentation": {"std": {0.0: 0.5, 1.0: 0.5}}})
     assert mixture.module_options["NoiseAugmentation"]["std"] == {0: 0.5, 1: 0.5}  # numbers as keys, normalised
-    assert mixture.get_key() == key(module_options={"NoiseAugmentation": {"std": {0: 0.5, 1: 0.5}}})
-    assert key(module_options={"M": {"1": 0.5}}) != key(module_options={"M": {1: 0.5}})
+    assert mixture.get_key() == key(main_loop_modules=["NoiseAugmentation"], module_options={"NoiseAugmentation": {"std": {0: 0.5, 1: 0.5}}})
+    assert key(main_loop_modules=["M"], module_options={"M": {"1": 0.5}}) != key(main_loop_modules=["M"], module_options={"M": {1: 0.5}})
     with pytest.raises(ConfigError, match="keys of untyped dicts are strings or numbers, got tuple"):
         ToyTrainer(optimizer_options={"lr": 0.1, "nested": {(1, 2): 1}})
     with pytest.raises(ConfigError, match="NaN"):
-        ToyTrainer(module_options={"M": {float("nan"): 1}})
+        ToyTrainer(main_loop_modules=["M"], module_options={"M": {float("nan"): 1}})
 
 
 @pytest.mark.parametrize("cfg, message", [

@@ -147,17 +147,21 @@ def test_tensorboard_event_files_hold_the_epoch_scalars(clean_db, tmp_path, caps
     events = event_accumulator.EventAccumulator(str(directory), size_guidance={"scalars": 0})
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    for mode in ("Training", "Validation", "Test"):
-        for metric in ("loss", "accuracy"):
+    for metric in ("loss", "accuracy"):
+        for mode in ("Training", "Validation"):
             assert f"{mode}/img_classification/{metric}" in tags
+        for mode in ("Validation", "Test"):  # the final passes, under their own tags
+            assert f"final/{mode}/img_classification/{metric}" in tags
     log, epochs = output["tracker"]["log"], output["tracker"]["epochs"]
     accuracy = events.Scalars("Training/img_classification/accuracy")
     assert [e.step for e in accuracy] == epochs["Training"] == [1, 2, 3]
     assert [e.value for e in accuracy] == pytest.approx(log["Training"]["img_classification"]["accuracy"])
     validation = events.Scalars("Validation/img_classification/loss")
     assert [e.step for e in validation] == [1, 2, 3]  # the restored-best evaluation is not a 4th point at epoch 3
-    assert [e.value for e in validation] == pytest.approx(log["Validation"]["img_classification"]["loss"][:3])
+    assert [e.value for e in validation] == pytest.approx(log["Validation"]["img_classification"]["loss"])
     assert [e.step for e in events.Scalars("final/Validation/img_classification/loss")] == [3]
+    test = events.Scalars("final/Test/img_classification/accuracy")
+    assert [e.value for e in test] == pytest.approx([output["tracker"]["final"]["Test"]["img_classification"]["accuracy"]])
     batches = events.Scalars("Training/img_classification/batch_loss")
     assert len(batches) == len(output["tracker"]["iterations"]["Training"]["img_classification"]) > 3
 

@@ -51,7 +51,7 @@ def test_diverging_training_writes_no_row(clean_db):
 
 
 KILLED_POPULATE = textwrap.dedent("""
-    import os, signal, sys
+    import json, os, signal, sys
     sys.path.insert(0, {tests!r})
     from test_trained_model import digits_experiment
     from nntransfer import tables
@@ -68,21 +68,28 @@ KILLED_POPULATE = textwrap.dedent("""
 
         def post_epoch(self, model):
             if self.mode == "Validation" and self.epoch == 3 and os.environ.get("KILL") == "1":
+                self.trainer.wait_for_checkpoint()  # epoch 2's checkpoint is written in the background
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    exp = digits_experiment(max_iter=5, main_loop_modules=["KillAfterEpoch3"], module_options={{}})
+    options = json.loads(os.environ["TRAINER_OPTIONS"])
+    exp = digits_experiment(max_iter=5, main_loop_modules=["KillAfterEpoch3"], module_options={{}}, **options)
     exp.add_to_table()
     tables.TrainedModel.populate(exp.get_key(), reserve_jobs=True)
     print("trained epochs", TRAINED_EPOCHS)
 """)
 
 
-def test_killed_populate_resumes_from_the_checkpoint_table_bit_identically(clean_db, tmp_path):
+@pytest.mark.parametrize("options", [{"force_cpu": True},  # bit-identity on the CPU needs nothing more
+                                     pytest.param({"deterministic": True}, marks=pytest.mark.cuda, id="cuda")])
+def test_killed_populate_resumes_from_the_checkpoint_table_bit_identically(clean_db, tmp_path, options):
+    import json
+
     from test_trained_model import digits_experiment as same_definition  # the script builds the same key
 
     script = tmp_path / "populate.py"
     script.write_text(KILLED_POPULATE.format(tests=os.path.dirname(__file__)))
-    killed = subprocess.run([sys.executable, str(script)], env={**os.environ, "KILL": "1"}, capture_output=True,
+    env = {**os.environ, "TRAINER_OPTIONS": json.dumps(options)}
+    killed = subprocess.run([sys.executable, str(script)], env={**env, "KILL": "1"}, capture_output=True,
                             text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert len(clean_db.TrainedModel()) == 0
@@ -90,13 +97,13 @@ def test_killed_populate_resumes_from_the_checkpoint_table_bit_identically(clean
     from nntransfer.recipes import Target, reclaim_dead_reservations
 
     # the dead worker's reservation is re-queued, then a new populate resumes at epoch 3
-    exp_key = same_definition(max_iter=5, main_loop_modules=["KillAfterEpoch3"], module_options={}).get_key()
+    exp_key = same_definition(max_iter=5, main_loop_modules=["KillAfterEpoch3"], module_options={}, **options).get_key()
     target = Target(None, 0, "TrainedModel", exp_key)
     deadline = time.time() + 30  # the server notices the dead client's connection within moments
     while not (reclaimed := reclaim_dead_reservations([target])) and time.time() < deadline:
         time.sleep(0.2)
     assert reclaimed == 1
-    resumed = subprocess.run([sys.executable, str(script)], env={**os.environ, "KILL": "0"}, capture_output=True,
+    resumed = subprocess.run([sys.executable, str(script)], env={**env, "KILL": "0"}, capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "trained epochs [3, 4, 5]" in resumed.stdout  # resumed after the checkpoint of epoch 2
@@ -104,7 +111,7 @@ def test_killed_populate_resumes_from_the_checkpoint_table_bit_identically(clean
     score = (clean_db.TrainedModel & exp_key).fetch1("score")
 
     # the same training without any interruption, directly through the trainer function
-    exp = same_definition(max_iter=5)
+    exp = same_definition(max_iter=5, **options)
     from nntransfer.dataset import image_dataset_loader
     from nntransfer.models import classification_model_builder
 

@@ -106,7 +106,7 @@ def first_gradient(modules):
     class Grab(MainLoopModule):
         def post_backward(self, model):
             if not grads:
-                grads.append(model[0].weight.grad.clone())
+                grads.append(model[0].weight.grad.detach().cpu().clone())
 
     register_module("Grab")(Grab)
     train(max_iter=1, main_loop_modules=modules + ["Grab"], save_every_n=0, optimizer="SGD",
@@ -183,7 +183,7 @@ def scripted_validation(accuracies):
 
         def post_epoch(self, model):
             if self.mode == "Training":
-                state["params"][self.epoch] = {k: v.clone() for k, v in model.state_dict().items()}
+                state["params"][self.epoch] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
     return state
 
@@ -281,7 +281,7 @@ def test_directory_store_loads_weights_only(tmp_path):
 
 
 RESUME_SCRIPT = textwrap.dedent("""
-    import os, signal, sys
+    import json, os, signal, sys
     import torch
     sys.path.insert(0, {tests!r})
     from test_trainer import loaders, model
@@ -303,25 +303,32 @@ RESUME_SCRIPT = textwrap.dedent("""
 
         def post_epoch(self, model):
             if where == "post_epoch" and self.mode == "Validation" and self.epoch == kill_at:
+                self.trainer.wait_for_checkpoint()  # the previous epoch's checkpoint is written in the background
                 os.kill(os.getpid(), signal.SIGKILL)
 
     store = DirectoryCheckpointStore(sys.argv[1]) if sys.argv[1] != "-" else None
     score, output, state = trainer(model(dropout=0.3), loaders(n_train=96, batch_size=16), seed=3, checkpoints=store,
                                    max_iter=6, patience=10, main_loop_modules=["Killer", "NoiseAugmentation"],
                                    module_options={{"NoiseAugmentation": {{"std": 0.2}}}},
-                                   loss_functions={{"t": "CrossEntropyLoss"}}, verbose=False, save_every_n=1)
+                                   loss_functions={{"t": "CrossEntropyLoss"}}, verbose=False, save_every_n=1,
+                                   **json.loads(os.environ["TRAINER_OPTIONS"]))
     torch.save({{"score": score, "state": state, "tracker": output["tracker"]}}, sys.argv[2])
     print("trained epochs", TRAINED_EPOCHS)
 """)
 
 
-@pytest.mark.parametrize("kill_at,where", [(3, "post_epoch"), (1, "pre_epoch")])
-def test_killed_and_resumed_run_ends_bit_identical(tmp_path, kill_at, where):
+@pytest.mark.parametrize("kill_at,where,options", [
+    (3, "post_epoch", {"force_cpu": True}), (1, "pre_epoch", {"force_cpu": True}),  # needs nothing more on the CPU
+    pytest.param(3, "post_epoch", {"deterministic": True}, marks=pytest.mark.cuda, id="cuda")])
+def test_killed_and_resumed_run_ends_bit_identical(tmp_path, kill_at, where, options):
+    import json
+
     script = tmp_path / "run.py"
     script.write_text(RESUME_SCRIPT.format(tests=os.path.dirname(__file__)))
 
     def run(store, result, **env):
-        return subprocess.run([sys.executable, str(script), str(store), str(result)], env={**os.environ, **env},
+        return subprocess.run([sys.executable, str(script), str(store), str(result)],
+                              env={**os.environ, "TRAINER_OPTIONS": json.dumps(options), **env},
                               capture_output=True, text=True, timeout=300)
 
     reference = run("-", tmp_path / "reference.pt")

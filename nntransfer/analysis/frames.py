@@ -26,7 +26,7 @@ from .stats import spread
 # modes of the trainer's tracker (nntransfer.trainer.trainer)
 TRAINING, VALIDATION, TEST = "Training", "Validation", "Test"
 
-HISTORY_COLUMNS = ["name", "seed", "step", "mode", "task", "metric", "epoch", "value"]
+HISTORY_COLUMNS = ["name", "seed", "step", "mode", "task", "metric", "epoch", "value", "final"]
 
 
 @dataclass
@@ -259,11 +259,14 @@ def results_frame(source: Any):
 
 
 def history_frame(source: Any):
-    """The trainer's per-epoch history in long format: ``name, seed, step, mode, task, metric, epoch, value``.
+    """The trainer's per-epoch history in long format: ``name, seed, step, mode, task, metric, epoch, value, final``.
 
     ``mode`` is Training, Validation or Test; the learning rate is ``task="all", metric="lr"``. A series
     with one value per evaluation gets its epochs; a series of another length (e.g. values logged per
-    batch) gets ``epoch`` NaN. Entries whose trainer keeps no tracker history add no rows.
+    batch) gets ``epoch`` NaN. The final passes after training (validation of the returned, by default
+    restored-best, parameters, and the test) are rows with ``final=True`` at the last epoch: plot the history
+    with ``final == False`` so that they do not show as a jump at its end. Entries whose trainer keeps no
+    tracker history add no rows.
     """
     import pandas as pd
 
@@ -279,7 +282,13 @@ def history_frame(source: Any):
                 for metric, values in metrics.items():
                     values = list(values)
                     at = mode_epochs if len(mode_epochs) == len(values) else [math.nan] * len(values)
-                    rows.extend((e.name, e.seed, e.step, mode, task, metric, ep, float(v)) for ep, v in zip(at, values))
+                    rows.extend((e.name, e.seed, e.step, mode, task, metric, ep, float(v), False)
+                                for ep, v in zip(at, values))
+        last = max((max(v) for v in epochs.values() if v), default=math.nan)
+        for mode, tasks in tracker.get("final", {}).items():
+            for task, metrics in tasks.items():
+                rows.extend((e.name, e.seed, e.step, mode, task, metric, last, float(v), True)
+                            for metric, v in metrics.items())
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 

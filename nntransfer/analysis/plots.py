@@ -87,7 +87,8 @@ def learning_curves(source: Any, metrics: Sequence[str] = ("loss", "accuracy"),
     from matplotlib.ticker import MaxNLocator
 
     history = _history(source)
-    history = history[history["mode"].isin(modes) & history["metric"].isin(metrics) & history["epoch"].notna()]
+    history = history[history["mode"].isin(modes) & history["metric"].isin(metrics) & history["epoch"].notna()
+                      & ~history["final"].astype(bool)]
     if history.empty:
         raise ValueError(f"no per-epoch history of {list(metrics)} in modes {list(modes)} to plot "
                          "(only nntransfer's trainer records one)")

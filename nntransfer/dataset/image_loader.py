@@ -237,7 +237,10 @@ def image_dataset_loader(seed: int, transfer_data: dict | None = None, **config)
         "validation": dataset(source.train_images, source.train_labels, valid_idx, "train"),
         "test": dataset(source.test_images, source.test_labels, test_idx, "test"),
     }
+    if not len(valid_idx):  # valid_size=0: no validation split (the trainer then trains without early stopping)
+        del splits["validation"]
     loaders = {name: {cfg.task_key: _loader(cfg, ds, train=name == "train")} for name, ds in splits.items()}
+    loaders.setdefault("validation", {})
     for key, ds in _extra_test_sets(cfg, splits["test"], relabel).items():
         loaders["test"][key] = _loader(cfg, ds, train=False)
     return loaders

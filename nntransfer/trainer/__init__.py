@@ -1,24 +1,39 @@
 """The trainer (nnfabrik signature) and its main-loop modules."""
-from .checkpointing import CheckpointStore, DirectoryCheckpointStore, MemoryCheckpointStore
-from .modules import CancelBatch, CancelEpoch, MODULES, MainLoopModule, module_class, register_module
+from .checkpointing import (BackgroundWriter, CheckpointStore, CheckpointWriteFailed, DirectoryCheckpointStore,
+                            MemoryCheckpointStore)
+from .interrupt import TrainingInterrupted, request_stop, stop_requested
 from .losses import LOSSES, register_loss
+from .metrics import METRICS, Metric, register_metric
+from .modules import CancelBatch, CancelEpoch, MODULES, MainLoopModule, Option, module_class, register_module
+from .modules.base import check_module_options
 from .tracking import Tracker
-from .trainer import Trainer, TrainingDiverged, trainer
+from .trainer import Trainer, TrainingDiverged, TrainingOutOfMemory, trainer
 
 __all__ = [
+    "BackgroundWriter",
     "CancelBatch",
     "CancelEpoch",
     "CheckpointStore",
+    "CheckpointWriteFailed",
     "DirectoryCheckpointStore",
     "LOSSES",
+    "METRICS",
     "MODULES",
     "MainLoopModule",
     "MemoryCheckpointStore",
+    "Metric",
+    "Option",
     "Tracker",
     "Trainer",
     "TrainingDiverged",
+    "TrainingInterrupted",
+    "TrainingOutOfMemory",
+    "check_module_options",
     "module_class",
     "register_loss",
+    "register_metric",
     "register_module",
+    "request_stop",
+    "stop_requested",
     "trainer",
 ]

@@ -5,6 +5,10 @@ and targets; it should keep tensors on the device and never synchronise) and red
 :meth:`Metric.compute`. ``applies(outputs, targets)`` tells whether it makes sense for a task's batches
 (accuracy needs class logits and integer targets); a metric that does not apply is not tracked for that task.
 The loss is always tracked. Register a metric with ``@register_metric("name")`` on a ``Metric`` subclass.
+
+A checkpoint written in the middle of a pass keeps the metrics' accumulators: ``state_dict()`` returns the
+instance's attributes by default, so keep them to tensors, numbers, strings and plain containers (or
+override ``state_dict``/``load_state_dict``).
 """
 from __future__ import annotations
 
@@ -28,6 +32,13 @@ class Metric:
     def compute(self) -> float:
         raise NotImplementedError
 
+    def state_dict(self) -> dict:
+        """The accumulators so far (for a checkpoint in the middle of a pass)."""
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict) -> None:
+        vars(self).update(state)
+
 
 def _check(obj) -> str | None:
     if isinstance(obj, type) and issubclass(obj, Metric):
@@ -49,15 +60,17 @@ class Accuracy(Metric):
         return outputs.dim() == 2 and targets.dim() == 1 and not targets.is_floating_point()
 
     def __init__(self):
-        self.correct: list[torch.Tensor] = []
-        self.count = 0
+        # predicted classes and targets per batch, compared once at the end (one kernel per batch)
+        self.predictions: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
 
     def update(self, outputs, targets) -> None:
-        self.correct.append((outputs.argmax(1) == targets).sum())
-        self.count += len(targets)
+        self.predictions.append(outputs.argmax(1))
+        self.targets.append(targets)
 
     def compute(self) -> float:
-        return float(torch.stack(self.correct).sum()) / self.count
+        predictions, targets = torch.cat(self.predictions), torch.cat(self.targets)
+        return float((predictions == targets).sum()) / len(targets)
 
 
 __all__ = ["Accuracy", "METRICS", "Metric", "register_metric"]

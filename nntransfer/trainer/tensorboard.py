@@ -44,7 +44,8 @@ def run_dir(uid) -> Path:
 
 
 class TensorBoardLog:
-    """Writes what the tracker gained since the last call (``write`` after each epoch, ``close`` at the end)."""
+    """Writes what the tracker gained since the last call (``write`` after each epoch, ``write_final`` once
+    training ended, then ``close``)."""
 
     def __init__(self, directory: Path):
         try:
@@ -58,7 +59,6 @@ class TensorBoardLog:
         self.writer = SummaryWriter(str(directory), purge_step=1 if resumed else None)
         self.directory = directory
         self._written: dict = {}  # series -> number of values written
-        self._last_epoch: dict = {}  # series -> epoch of its last value
 
     def write(self, tracker) -> None:
         for mode, tasks in tracker.log.items():
@@ -78,16 +78,20 @@ class TensorBoardLog:
         start = self._written.get(tag, 0)
         for i in range(start, len(values)):
             # a series with one value per pass has its epochs; others (per-batch logs) are numbered
-            epoch = epochs[i] if len(epochs) == len(values) else i + 1
-            if self._last_epoch.get(tag) == epoch:
-                self.writer.add_scalar(f"final/{tag}", values[i], epoch)
-            else:
-                self.writer.add_scalar(tag, values[i], epoch)
-            self._last_epoch[tag] = epoch
+            self.writer.add_scalar(tag, values[i], epochs[i] if len(epochs) == len(values) else i + 1)
         self._written[tag] = len(values)
 
-    def close(self, tracker) -> None:
+    def write_final(self, tracker) -> None:
+        """The final passes (validation of the returned parameters, test) under ``final/``, at the last epoch."""
         self.write(tracker)
+        last = max((e[-1] for e in tracker.epochs.values() if e), default=0)
+        for mode, tasks in tracker.final.items():
+            for task, metrics in tasks.items():
+                for metric, value in metrics.items():
+                    self.writer.add_scalar(f"final/{mode}/{task}/{metric}", value, last)
+        self.writer.flush()
+
+    def close(self) -> None:
         self.writer.close()
 
 
@@ -97,7 +101,10 @@ class NoLog:
     def write(self, tracker) -> None:
         pass
 
-    def close(self, tracker) -> None:
+    def write_final(self, tracker) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 

@@ -1,41 +1,58 @@
-"""Per-epoch (and optionally per-batch) objectives, stored as the ``output`` of a trained model."""
+"""Per-pass (and optionally per-batch) objectives, stored as the ``output`` of a trained model."""
 from __future__ import annotations
 
+import contextlib
 import logging
 
 logger = logging.getLogger("nntransfer.trainer")
 
 
 class Tracker:
-    """Objectives by mode and task: ``log["Validation"]["img_classification"]["accuracy"] == [0.81, 0.85, ...]``.
+    """Objectives by mode and task, one value per pass.
 
-    ``epochs[i]`` is the epoch of the i-th value of a mode that is evaluated every ``interval`` epochs;
-    ``state_dict()`` is plain nested dicts and lists (a DataJoint blob and a weights-only checkpoint).
+    ``log["Validation"]["img_classification"]["accuracy"] == [0.81, 0.85, ...]``: the history of the passes
+    during training; ``epochs[mode][i]`` and ``steps[mode][i]`` are the epoch and the optimizer step count
+    at the i-th pass of ``mode``. ``final[mode][task][objective]`` holds the single values of the final
+    passes after training (the validation of the returned, by default restored-best, parameters and the
+    test), so that they never show up as a jump at the end of a history. ``iterations`` has every batch's
+    loss when ``track_iterations`` is on. ``state_dict()`` is plain nested dicts and lists (a DataJoint
+    blob and a weights-only checkpoint).
     """
 
     def __init__(self):
         self.log: dict = {}
         self.epochs: dict = {}
+        self.steps: dict = {}
+        self.final: dict = {}
         self.iterations: dict = {}
+        self._recording_final = False
 
     def add(self, mode: str, task: str, objective: str, value: float) -> None:
-        self.log.setdefault(mode, {}).setdefault(task, {}).setdefault(objective, []).append(float(value))
+        if self._recording_final:
+            self.final.setdefault(mode, {}).setdefault(task, {})[objective] = float(value)
+        else:
+            self.log.setdefault(mode, {}).setdefault(task, {}).setdefault(objective, []).append(float(value))
 
-    def add_epoch(self, mode: str, epoch: int) -> None:
-        self.epochs.setdefault(mode, []).append(int(epoch))
+    def add_pass(self, mode: str, epoch: int, step: int) -> None:
+        """Mark a pass of ``mode`` as ended at ``epoch`` / ``step`` (not for the final passes)."""
+        if not self._recording_final:
+            self.epochs.setdefault(mode, []).append(int(epoch))
+            self.steps.setdefault(mode, []).append(int(step))
+
+    @contextlib.contextmanager
+    def recording_final(self):
+        """Values added inside go to ``final`` (one value per mode, task and objective)."""
+        self._recording_final = True
+        try:
+            yield
+        finally:
+            self._recording_final = False
 
     def add_iteration(self, mode: str, task: str, loss: float) -> None:
         self.iterations.setdefault(mode, {}).setdefault(task, []).append(float(loss))
 
     def last(self, mode: str, task: str, objective: str) -> float:
         return self.log[mode][task][objective][-1]
-
-    def mean_last(self, mode: str, objective: str) -> float:
-        """Mean over tasks of the latest value of ``objective`` in ``mode``."""
-        values = [objs[objective][-1] for objs in self.log.get(mode, {}).values() if objective in objs]
-        if not values:
-            raise KeyError(f"no {objective!r} was tracked in mode {mode!r}")
-        return sum(values) / len(values)
 
     def epoch_line(self, epoch: int) -> str:
         parts = [f"epoch {epoch}"]
@@ -47,11 +64,14 @@ class Tracker:
         return " | ".join(parts)
 
     def state_dict(self) -> dict:
-        return {"log": _copy(self.log), "epochs": _copy(self.epochs), "iterations": _copy(self.iterations)}
+        return {"log": _copy(self.log), "epochs": _copy(self.epochs), "steps": _copy(self.steps),
+                "final": _copy(self.final), "iterations": _copy(self.iterations)}
 
     def load_state_dict(self, state: dict) -> None:
         self.log = _copy(state["log"])
         self.epochs = _copy(state["epochs"])
+        self.steps = _copy(state.get("steps", {}))
+        self.final = _copy(state.get("final", {}))
         self.iterations = _copy(state.get("iterations", {}))
 
 

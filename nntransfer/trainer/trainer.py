@@ -1,25 +1,32 @@
-"""The trainer: an epoch loop with main-loop module hooks, early stopping and exact resume."""
+"""The trainer: an epoch loop with main-loop module hooks, early stopping, exact resume and fast GPU paths."""
 from __future__ import annotations
 
 import contextlib
 import fnmatch
 import inspect
 import logging
+import math
+import os
+import platform
 import random
 import re
-from typing import Callable, Iterator
+import sys
+from typing import Callable, Iterator, NoReturn
 
 import numpy as np
 import torch
+from neuralpredictors.training.cyclers import LongCycler
 from torch import nn
-from .. import progress
 
+from .. import progress as progress_bars
 from ..configs.errors import ConfigError
 from ..configs.trainer import TrainerConfig
-from .checkpointing import CheckpointStore, rng_state, set_rng_state
-from .modules import CancelBatch, CancelEpoch, MainLoopModule, module_class
+from .checkpointing import BackgroundWriter, CheckpointStore, rng_state, set_rng_state
+from .interrupt import TrainingInterrupted, stop_reason, stop_requested
 from .losses import make_loss
 from .metrics import METRICS
+from .modules import CancelBatch, CancelEpoch, MainLoopModule, module_class
+from .modules.base import bound_hooks
 from .optim import EarlyStopping, make_optimizer, scheduled_lr
 from .tensorboard import open_log
 from .tracking import Tracker
@@ -27,10 +34,15 @@ from .tracking import Tracker
 logger = logging.getLogger("nntransfer.trainer")
 
 TRAIN, VALIDATION, TEST = "Training", "Validation", "Test"
+_LOWEST_SCORE = -sys.float_info.max  # checkpoint score before any evaluation (stores need a finite number)
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class TrainingOutOfMemory(RuntimeError):
+    """The device ran out of memory; the one-line message names the pass, batch, step and batch size."""
 
 
 def trainer(model: nn.Module, dataloaders: dict, seed: int, uid=None, cb: Callable | None = None, *,
@@ -54,19 +66,26 @@ def trainer(model: nn.Module, dataloaders: dict, seed: int, uid=None, cb: Callab
 
 
 class Trainer:
+    """Trains ``model`` on ``dataloaders`` as ``config`` says; :meth:`train` returns ``(score, output, state)``."""
+
     def __init__(self, model: nn.Module, dataloaders: dict, seed: int, config: TrainerConfig,
                  checkpoints: CheckpointStore | None = None, cb: Callable | None = None, uid=None):
         self.config, self.seed, self.checkpoints, self.cb, self.uid = config, seed, checkpoints, cb, uid
-        self.device = torch.device("cuda" if torch.cuda.is_available() and not config.force_cpu else "cpu")
-        self.amp = config.amp and self.device.type == "cuda"
+        self.device = _training_device(model, config.force_cpu)
+        self.precision = _precision(config, self.device)
+        if config.deterministic:  # read when cuBLAS starts, i.e. before the first CUDA matmul of the process
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         self.model = model.to(self.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.loaders = dataloaders
         self.tracker = Tracker()
-        self.epoch = 0
-        self.steps = 0
+        self.epoch = 0  # the epoch in progress, or the last one finished
+        self.steps = 0  # optimizer steps taken
         self._pending = 0  # backward passes since the last optimizer step (gradient accumulation)
         self.stopped = False  # early stopping decided (kept in checkpoints: a resumed run does not go on)
         self.last_score = -float("inf")  # latest validation score (higher is better), saved with checkpoints
+        self.environment: dict = {}  # device, threads, precision, ... the run used (in the output)
         tasks = dict.fromkeys(task for split in dataloaders.values() for task in split)
         loss_names = {task: self._loss_name(task) for task in tasks}
         self.losses = {task: make_loss(name, config.loss_options.get(name)) for task, name in loss_names.items()}
@@ -75,136 +94,189 @@ class Trainer:
         self._stop_sign = -1.0 if config.stop_metric == "loss" or not METRICS.get(config.stop_metric).higher_is_better \
             else 1.0
         self._reset_and_freeze()
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if not params:
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        if not self.params:
             raise ConfigError(f"freeze patterns {list(config.freeze)} leave no trainable parameter")
-        self.optimizer = make_optimizer(config.optimizer, params, dict(config.optimizer_options))
+        self.optimizer = make_optimizer(config.optimizer, self.params, dict(config.optimizer_options), self.device)
         self.base_lr = config.optimizer_options["lr"]
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
+        self._autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
+        self._channels_last = config.channels_last
+        # CUDA graphs (compile="reduce-overhead") must be told where a training iteration starts
+        self._new_cudagraph_step = config.compile == "reduce-overhead"
+        # the module that runs forward passes; its parameters are self.model's (state dicts come from self.model)
+        self.forward_model = torch.compile(self.model, mode=None if config.compile is True else config.compile) \
+            if config.compile else self.model
+        # neuralpredictors' convention for models of several sessions: forward(x, data_key=task), regularizer(task)
+        regularizer = getattr(self.model, "regularizer", None)
+        self.regularizer = regularizer if callable(regularizer) else None
+        self._takes_data_key = "data_key" in inspect.signature(self.model.forward).parameters
         decays = config.lr_decay_steps - 1 if config.lr_schedule == "plateau" else 0
         self.stopper = EarlyStopping(config.patience, config.threshold, decays)
-        self.modules: list[MainLoopModule] = [module_class(name).create(self, name) for name in config.main_loop_modules]
-        # per-batch hooks only of the modules that override them (the base class's are no-ops)
-        self._hooks = {hook: [getattr(m, hook) for m in self.modules
-                              if getattr(type(m), hook) is not getattr(MainLoopModule, hook)]
-                       for hook in ("pre_forward", "post_forward", "post_backward", "post_optimizer")}
-        # neural models (neuralpredictors' convention): forward(x, data_key=<task>) and regularizer(<task>)
-        self._takes_data_key = "data_key" in inspect.signature(self.model.forward).parameters
-        self._regularizer = self.model.regularizer if callable(getattr(self.model, "regularizer", None)) else None
+        self.modules: list[MainLoopModule] = [module_class(name).create(self, name)
+                                              for name in config.main_loop_modules]
+        self._hooks = bound_hooks(self.modules)
+        self._writer = BackgroundWriter(checkpoints, config.keep_last_n, config.keep_best_n) \
+            if checkpoints is not None else None
+        self._pass: _Pass | None = None  # the training pass in progress (mid-epoch checkpoints keep it)
+        self._resume_state: dict | None = None  # a mid-epoch checkpoint, applied once its pass is reached again
+        self._evaluated_at_step: int | None = None
+        self._step_events_done = 0  # the step count whose step-based evaluation and checkpoint have run
+        self._saved_at: tuple | None = None  # (epoch, batch, steps) of the latest checkpoint
+        self._lr_per_step = bool(config.warmup_steps or config.milestone_steps)
 
     # -- the main loop ----------------------------------------------------------------------------
     def train(self) -> tuple[float, dict, dict]:
-        cfg = self.config
-        self._resume()
-        epochs = progress.run_bar(total=cfg.max_iter, initial=self.epoch, desc="epochs", disable=not cfg.verbose)
-        board = open_log(cfg, self.uid)
-        while not self.stopped and self.epoch < cfg.max_iter and not self._budget_spent():
-            self.epoch += 1
-            self._seed_epoch()
-            self._set_lr()
-            self.run_epoch(TRAIN, self.loaders["train"])
-            if self.epoch % cfg.interval == 0 or self.epoch == cfg.max_iter or self._budget_spent():
-                self.last_score = self.evaluate(VALIDATION)
-                decision = self.stopper.update(self.last_score, self.epoch, self.model)
-                if decision == "decay":
-                    self.stopper.restore(self.model)
-                    logger.info("epoch %d: patience ran out, restoring best and decaying the LR", self.epoch)
-                self.stopped = cfg.early_stopping and decision == "stop"
-            self._log_epoch(epochs)
-            board.write(self.tracker)
-            self._checkpoint()
-            if self.cb is not None:
-                self.cb()
-        if cfg.restore_best:
-            self.stopper.restore(self.model)
-        result = self._finish()
-        epochs.close()  # after the final evaluation, which shows in the run's bar too
-        board.close(self.tracker)
-        return result
+        """Train until ``max_iter`` epochs (``max_steps`` steps, if set) or early stopping, then evaluate the final
+        (by default restored-best) parameters and test them. Resumes from ``checkpoints`` when they hold a state."""
+        with self._run_settings(), self._checkpoint_writes(), contextlib.closing(open_log(self.config, self.uid)) as board:
+            self._resume()
+            bar = self._progress_bar()
+            while not self._finished():
+                if stop_requested():
+                    self._interrupt()
+                self.train_epoch()
+                board.write(self.tracker)
+                bar.update((self.steps if self.config.max_steps else self.epoch) - bar.n)
+            if self.config.restore_best:
+                self.stopper.restore(self.model)
+            result = self._finish()
+            bar.close()  # after the final evaluation, which shows in the run's bar too
+            board.write_final(self.tracker)
+            return result
 
-    def run_epoch(self, mode: str, loaders: dict) -> None:
-        """One pass over ``loaders`` in ``mode``, calling every module hook."""
+    def train_epoch(self) -> None:
+        """One epoch (or the rest of one after a mid-epoch resume): the training pass with its step-based
+        evaluations and checkpoints, then the epoch's evaluation, log line, checkpoint and ``cb``."""
+        if self._resume_state is None:
+            self.epoch += 1
+        self._seed_epoch()
+        self._set_lr()
+        self.run_epoch(TRAIN, self.loaders["train"])
+        if self._evaluation_due():
+            self._validate()
+        self._log_epoch()
+        if self._writer is not None and self.config.save_every_n and self.epoch % self.config.save_every_n == 0:
+            self._checkpoint()
+        self._callback()
+
+    def run_epoch(self, mode: str, loaders: dict) -> dict:
+        """One pass over ``loaders`` in ``mode``, calling every module hook; returns ``{task: {objective: value}}``."""
         training = mode == TRAIN
         self._set_modes(training)
         for module in self.modules:
             module.mode, module.epoch = mode, self.epoch  # also for modules whose pre_epoch skips super()
             module.pre_epoch(self.model, mode, epoch=self.epoch)
-        # per task: per-batch loss tensors, batch sizes and metric accumulators, reduced once at the end of the
-        # pass (no per-batch synchronisation)
-        totals = {task: ([], [], None) for task in loaders}
-        batch_losses, batch_indices = [], []
-        n_batches = _total_batches(loaders, cycle=training)
-        batches = progress.pass_bar(self._batches(loaders, cycle=training), total=n_batches,
-                                    desc=f"{mode} {self.epoch}", disable=not self.config.verbose)
+        progress = _Pass(self.metric_classes)
+        batches = self._batches(loaders, cycle=training)
+        if training:
+            self._pass = progress
+            if self._resume_state is not None:
+                self._resume_mid_epoch(batches, progress)
+        ended = training and (self.stopped or self._budget_spent())  # a resumed pass may be over already
+        bar = progress_bars.pass_bar(batches, total=_total_batches(loaders, cycle=training),
+                                     desc=f"{mode} {self.epoch}", disable=not self.config.verbose or ended)
         with torch.set_grad_enabled(training):
             try:
-                for index, (task, batch) in enumerate(batches):
+                for task, batch in ([] if ended else bar):
                     try:
-                        loss = self._step(mode, task, batch, index, totals)
+                        self._step(mode, task, batch, progress)
                     except CancelBatch:
-                        continue
-                    batch_losses.append(loss)
-                    batch_indices.append(index)
-                    if training and self._budget_spent():
+                        pass
+                    except torch.OutOfMemoryError as err:
+                        raise TrainingOutOfMemory(self._out_of_memory(mode, progress, batch, err)) from err
+                    except RuntimeError as err:
+                        if self.config.compile and _is_compile_error(err):
+                            raise self._compile_error(err) from err
+                        raise
+                    progress.batches += 1
+                    if training and self._after_training_batch():
                         break
             except CancelEpoch:
                 pass
-        batches.close()
-        self._check_finite(mode, batch_losses, batch_indices)
+        bar.close()
+        self._check_finite(mode, progress)
         if training and self._pending:  # gradients accumulated over the epoch's last batches: use them now
-            self._optimizer_step()
+            with contextlib.suppress(CancelBatch):
+                self._optimizer_step(progress.shared_memory)
+            self._step_events()
         for module in self.modules:
+            module.mode = mode  # an evaluation inside this pass (eval_every_steps) changed it
             module.post_epoch(self.model)
-        self._track(mode, totals)
+        if training:
+            self._pass = None
+        return self._track(mode, progress)
 
-    def _step(self, mode: str, task: str, batch, index: int, totals: dict) -> torch.Tensor:
+    def _step(self, mode: str, task: str, batch, progress: "_Pass") -> None:
         training = mode == TRAIN
-        inputs, targets, extra = _unpack(batch, self.device)
-        shared_memory = {"extra": extra, "batch_index": index, "epoch": self.epoch, "mode": mode, "task_key": task}
-        model = self.model
+        inputs, targets, extra = self._unpack(batch)
+        shared_memory = {"extra": extra, "batch_index": progress.batches, "epoch": self.epoch, "mode": mode,
+                         "task_key": task}
+        progress.shared_memory = shared_memory
+        if self._new_cudagraph_step:
+            torch.compiler.cudagraph_mark_step_begin()
+        model = self.forward_model
         for pre_forward in self._hooks["pre_forward"]:
             model, inputs = pre_forward(model, inputs, task, shared_memory)
-        with torch.autocast("cuda") if self.amp else contextlib.nullcontext():
-            outputs = model(inputs, data_key=task) if self._takes_data_key and model is self.model else model(inputs)
+        with self._autocast():
+            outputs = model(inputs, data_key=task) if self._takes_data_key and model is self.forward_model \
+                else model(inputs)
             loss = 0.0  # modules add extra terms here, before the main loss
             for post_forward in self._hooks["post_forward"]:
-                outputs, loss, targets = post_forward(outputs, loss, targets, **shared_memory)
-            if self._loss_takes_extra.get(task):
+                outputs, loss, targets = post_forward(outputs, loss, targets, shared_memory)
+            if self._loss_takes_extra[task]:
                 main_loss = self.losses[task](outputs, targets, shared_memory["extra"])
             else:
                 main_loss = self.losses[task](outputs, targets)
             loss = main_loss if isinstance(loss, float) and loss == 0.0 else loss + main_loss
+        regularizer = None
         if training:
-            # the model's regularizer (e.g. neuralpredictors' core and readout penalties) joins the training loss
-            total = loss + self._regularizer(task) if self._regularizer is not None else loss
-            self._backward_and_step(total / self.config.accumulate_gradients
-                                    if self.config.accumulate_gradients > 1 else total, index)
-        detached = loss.detach()
-        losses, sizes, metrics = totals[task]
-        if metrics is None:  # first batch of this task in this pass: the metrics that apply to its outputs
-            metrics = {name: cls() for name, cls in self.metric_classes.items() if cls.applies(outputs, targets)}
-            totals[task] = (losses, sizes, metrics)
-        losses.append(detached)
-        sizes.append(len(targets))
-        for metric in metrics.values():
-            metric.update(outputs.detach(), targets)
+            objective = loss
+            if self.regularizer is not None:  # tracked on its own: the loss stays comparable with validation's
+                regularizer = _as_tensor(self.regularizer(task), loss)
+                objective = loss + regularizer
+            self._backward(objective, shared_memory)
+        progress.add(task, loss.detach(), outputs.detach(), targets, regularizer)
         if self.config.track_iterations:
-            self.tracker.add_iteration(mode, task, float(detached))
-        return detached
+            self.tracker.add_iteration(mode, task, float(loss.detach()))
 
-    def _backward_and_step(self, loss: torch.Tensor, index: int) -> None:
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-        else:
-            loss.backward()
-        for post_backward in self._hooks["post_backward"]:
-            post_backward(self.model)
+    def _backward(self, loss: torch.Tensor, shared_memory: dict) -> None:
+        """Backward (loss-scaled under fp16) and ``post_backward``; a step every ``accumulate_gradients`` batches.
+        ``CancelBatch`` from ``post_backward`` takes this batch's gradients back out."""
+        accumulate = self.config.accumulate_gradients
+        if accumulate > 1:
+            loss = loss / accumulate
+        before = [p.grad if p.grad is None else p.grad.clone() for p in self.params] \
+            if self._hooks["post_backward"] else None
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        try:
+            for post_backward in self._hooks["post_backward"]:
+                post_backward(self.model, shared_memory)
+        except CancelBatch:
+            for p, grad in zip(self.params, before):
+                p.grad = grad
+            raise
         self._pending += 1
-        if self._pending == self.config.accumulate_gradients:
-            self._optimizer_step()
+        if self._pending == accumulate:
+            self._optimizer_step(shared_memory)
 
-    def _optimizer_step(self) -> None:
+    def _optimizer_step(self, shared_memory: dict) -> None:
+        """Unscale (fp16), clip to ``max_grad_norm``, ``pre_optimizer``, step, zero the gradients, ``post_optimizer``.
+        ``CancelBatch`` from ``pre_optimizer`` drops the step and its accumulated gradients."""
         self._pending = 0
+        max_norm = self.config.max_grad_norm
+        if self.scaler is not None and (max_norm or self._hooks["pre_optimizer"]):
+            self.scaler.unscale_(self.optimizer)
+        if max_norm:
+            torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        try:
+            for pre_optimizer in self._hooks["pre_optimizer"]:
+                pre_optimizer(self.model, shared_memory)
+        except CancelBatch:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.update()
+            raise
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -212,68 +284,331 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.steps += 1
+        if self._lr_per_step:
+            self._set_lr()
         for post_optimizer in self._hooks["post_optimizer"]:
-            post_optimizer(self.model)
+            post_optimizer(self.model, shared_memory)
+
+    def _after_training_batch(self) -> bool:
+        """Step-based evaluation and checkpoint, stop requests; True ends the pass (early stop, step budget)."""
+        if self.steps != self._step_events_done:
+            self._step_events()
+        if stop_requested():
+            self._interrupt()
+        return self.stopped or self._budget_spent()
+
+    def _step_events(self) -> None:
+        """After an optimizer step: evaluate every ``eval_every_steps``, checkpoint every ``save_every_steps``."""
+        cfg = self.config
+        self._step_events_done = self.steps
+        evaluate = bool(cfg.eval_every_steps and self.steps % cfg.eval_every_steps == 0
+                        and self.loaders.get("validation"))
+        save = bool(cfg.save_every_steps and self.steps % cfg.save_every_steps == 0 and self._writer is not None)
+        if evaluate:
+            self._validate()
+            self._set_modes(True)  # back to training, inside the training pass
+            for module in self.modules:
+                module.mode = TRAIN
+            logger.info("epoch %d step %d | %s", self.epoch, self.steps, self.tracker.epoch_line(self.epoch))
+        if save:
+            self._checkpoint()
+        if evaluate or save:
+            self._callback()
+
+    def _validate(self) -> None:
+        """A validation pass and the early-stopping decision (improved / wait / decay: restore best, lower LR /
+        stop)."""
+        self.last_score = self.evaluate(VALIDATION)
+        self._evaluated_at_step = self.steps
+        decision = self.stopper.update(self.last_score, self.epoch, self.model, self.steps)
+        if decision == "decay":
+            self.stopper.restore(self.model)
+            self._set_lr()
+            logger.info("epoch %d: patience ran out, restoring best and decaying the LR", self.epoch)
+        self.stopped = self.config.early_stopping and decision == "stop"
 
     def evaluate(self, mode: str = VALIDATION) -> float:
-        """Run the validation (or test) loaders; returns the mean ``stop_metric`` (higher is better)."""
+        """A validation (or test) pass; returns the mean ``stop_metric`` over its tasks, higher is better."""
         split = "validation" if mode == VALIDATION else "test"
-        self.run_epoch(mode, self.loaders.get(split, {}))
-        self.tracker.add_epoch(mode, self.epoch)
-        try:
-            value = self.tracker.mean_last(mode, self.config.stop_metric)
-        except KeyError:
+        return self._stop_sign * self._metric(self.run_epoch(mode, self.loaders.get(split) or {}), split)
+
+    # -- end of training -----------------------------------------------------------------------------
+    def _finish(self) -> tuple[float, dict, dict]:
+        """Final validation of the returned parameters and the test pass (both in ``tracker.final``); the score
+        is the final validation ``stop_metric`` — without a validation split the test's, else the last training's."""
+        with self.tracker.recording_final():
+            validation = self.run_epoch(VALIDATION, self.loaders["validation"]) if self.loaders.get("validation") \
+                else {}
+            test = self.run_epoch(TEST, self.loaders["test"]) if self.loaders.get("test") else {}
+        if validation:
+            score = self._metric(validation, "validation")
+        elif test:
+            score = self._metric(test, "test")
+        else:
+            last = {task: {k: v[-1] for k, v in objectives.items()}
+                    for task, objectives in self.tracker.log.get(TRAIN, {}).items() if task != "all"}
+            score = self._metric(last, "train")
+        final = self.tracker.state_dict()["final"]
+        output = {
+            "tracker": self.tracker.state_dict(),
+            "validation": final.get(VALIDATION, {}),
+            "test": final.get(TEST, {}),
+            "epochs": self.epoch,
+            "steps": self.steps,
+            "best_epoch": self.stopper.best_epoch,
+            "best_step": self.stopper.best_step,
+            "environment": dict(self.environment),
+        }
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        return float(score), output, state
+
+    def _metric(self, results: dict, split: str) -> float:
+        """Mean ``stop_metric`` over the tasks of a pass's results."""
+        values = [objectives[self.config.stop_metric] for objectives in results.values()
+                  if self.config.stop_metric in objectives]
+        if not values:
             raise ConfigError(f"stop_metric={self.config.stop_metric!r} was not measured on the {split} set "
-                              "(accuracy needs class logits and integer targets); set stop_metric='loss'") from None
-        return self._stop_sign * value
+                              "(accuracy needs class logits and integer targets); set stop_metric='loss'")
+        return sum(values) / len(values)
+
+    # -- checkpoints, resume and stopping -----------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs; in the middle of an epoch also the pass so far and pending gradients."""
+        return {
+            "epoch": self.epoch,
+            "batch": self._pass.batches if self._pass is not None else 0,
+            "steps": self.steps,
+            "stopped": self.stopped,
+            "last_score": self.last_score,
+            "evaluated_at_step": self._evaluated_at_step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "stopper": self.stopper.state_dict(),
+            "tracker": self.tracker.state_dict(),
+            "modules": [module.state_dict() for module in self.modules],
+            "pass": self._pass.state_dict() if self._pass is not None else None,
+            "pending": self._pending,
+            "gradients": [p.grad for p in self.params] if self._pending else None,
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (the pass of a mid-epoch state is restored by the resumed pass)."""
+        self.epoch, self.steps = state["epoch"], state["steps"]
+        self.stopped, self.last_score = state.get("stopped", False), state.get("last_score", -float("inf"))
+        self._evaluated_at_step = state.get("evaluated_at_step")
+        self._step_events_done = self.steps
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.stopper.load_state_dict(state["stopper"])
+        self.tracker.load_state_dict(state["tracker"])
+        modules = state.get("modules")
+        if modules is not None and len(modules) != len(self.modules):
+            raise ConfigError(f"the checkpoint has states of {len(modules)} main-loop modules, this trainer runs "
+                              f"{len(self.modules)} ({self.config.main_loop_modules}): it is not this run's checkpoint")
+        for module, module_state in zip(self.modules, modules or []):
+            module.load_state_dict(module_state)
+        self._pending = state.get("pending", 0)
+        if state.get("gradients") is not None:
+            for p, grad in zip(self.params, state["gradients"]):
+                p.grad = None if grad is None else grad.to(p.device)
+        set_rng_state(state["rng"])
+        self._saved_at = (self.epoch, state.get("batch", 0), self.steps)
+
+    def _resume(self) -> None:
+        state = self.checkpoints.latest() if self.checkpoints is not None else None
+        if state is None:
+            return
+        if state.get("batch"):  # mid-epoch: loaded when the resumed pass has skipped the batches done before
+            self.epoch, self._resume_state = state["epoch"], state
+            logger.info("resuming epoch %d after batch %d", self.epoch, state["batch"])
+        else:
+            self.load_state_dict(state)
+            logger.info("resumed from the checkpoint of epoch %d", self.epoch)
+
+    def _resume_mid_epoch(self, batches: Iterator, progress: "_Pass") -> None:
+        """Skip the batches the checkpoint had done (the epoch is seeded: the same data order), then load it."""
+        state, self._resume_state = self._resume_state, None
+        for done in range(state["batch"]):
+            if next(batches, None) is None:
+                raise ConfigError(f"the checkpoint is {state['batch']} batches into epoch {state['epoch']}, but the "
+                                  f"training data has only {done} batches: the data changed since it was written")
+        self.load_state_dict(state)
+        progress.load_state_dict(state["pass"])
+
+    def _checkpoint(self) -> None:
+        """Snapshot the whole state and write it in the background (a later state of an epoch replaces an earlier)."""
+        if self._pass is not None:
+            self._check_finite(TRAIN, self._pass)  # never checkpoint a diverged state
+        score = self.last_score if math.isfinite(self.last_score) else _LOWEST_SCORE
+        self._writer.submit(self.epoch, score, self.state_dict())
+        self._saved_at = self._position()
+
+    def wait_for_checkpoint(self) -> None:
+        """Block until the checkpoint being written in the background is stored (raises if writing it failed)."""
+        if self._writer is not None:
+            self._writer.wait()
+
+    def _position(self) -> tuple[int, int, int]:
+        return self.epoch, self._pass.batches if self._pass is not None else 0, self.steps
+
+    def _interrupt(self) -> NoReturn:
+        """A stop was requested: checkpoint exactly here (unless saved already), wait for the write, raise."""
+        epoch, batch, steps = self._position()
+        where = f"in epoch {epoch} after batch {batch}" if batch else f"after epoch {epoch}"
+        if self._writer is None:
+            done = "no checkpoint store, so it starts over next time"
+        else:
+            if self._resume_state is None and self._saved_at != self._position():
+                self._checkpoint()
+            self._writer.wait()
+            done = "checkpoint written"
+        raise TrainingInterrupted(f"{stop_reason()}: training stopped {where} ({steps} steps); {done}")
+
+    @contextlib.contextmanager
+    def _checkpoint_writes(self):
+        """The last checkpoint write has finished when ``train`` returns or raises."""
+        try:
+            yield
+        except BaseException:
+            if self._writer is not None:
+                self._writer.close()  # logs a failed write: the training error is the one to report
+            raise
+        if self._writer is not None:
+            self._writer.wait()
+            self._writer.close()
+
+    # -- settings of a run -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _run_settings(self):
+        """Thread count and deterministic algorithms while training (restored afterwards); records the environment."""
+        cfg = self.config
+        threads = cfg.num_threads or (1 if cfg.deterministic else None)
+        saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+                 torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.deterministic,
+                 torch.backends.cudnn.benchmark)
+        if threads:
+            torch.set_num_threads(threads)
+        if cfg.deterministic:
+            # warn_only: an operation without a deterministic implementation warns (naming it) instead of failing
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fastest convolution algorithms for the (fixed) shapes
+        self.environment = _environment(self.device, self.precision, cfg)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(saved[0])
+            torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[3], saved[4]
+
+    def _autocast(self):
+        if self._autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self._autocast_dtype)
 
     # -- helpers ------------------------------------------------------------------------------------
-    def _log_epoch(self, bar) -> None:
+    def _finished(self) -> bool:
+        if self._resume_state is not None:  # the rest of a resumed epoch comes first
+            return False
+        if self.stopped or self._budget_spent():
+            return True
+        return self.config.max_steps is None and self.epoch >= self.config.max_iter
+
+    def _budget_spent(self) -> bool:
+        return self.config.max_steps is not None and self.steps >= self.config.max_steps
+
+    def _evaluation_due(self) -> bool:
+        """At the end of an epoch: every ``interval`` epochs and after the last (with ``eval_every_steps``: after the
+        last, unless that step was just evaluated)."""
+        cfg = self.config
+        if not self.loaders.get("validation"):
+            return False
+        last = self.stopped or self._budget_spent() or (cfg.max_steps is None and self.epoch >= cfg.max_iter)
+        if cfg.eval_every_steps:
+            return last and self._evaluated_at_step != self.steps
+        return self.epoch % cfg.interval == 0 or last
+
+    def _callback(self) -> None:
+        if self.cb is not None:
+            self.cb()
+
+    def _progress_bar(self):
+        steps = self.config.max_steps is not None
+        return progress_bars.run_bar(total=self.config.max_steps if steps else self.config.max_iter,
+                                     initial=self.steps if steps else self.epoch, desc="steps" if steps else "epochs",
+                                     disable=not self.config.verbose)
+
+    def _log_epoch(self) -> None:
         line = self.tracker.epoch_line(self.epoch)
         logger.info(line)
-        if self.config.verbose:
-            bar.update(1)
-            if not logger.isEnabledFor(logging.INFO):  # nobody listens to the log: show the line anyway
-                progress.write(line)
+        if self.config.verbose and not logger.isEnabledFor(logging.INFO):  # nobody listens to the log: show it
+            progress_bars.write(line)
 
     def _batches(self, loaders: dict, cycle: bool) -> Iterator[tuple[str, object]]:
-        """Training: interleave tasks with neuralpredictors' LongCycler (shorter loaders cycle until the longest
-        ends). Evaluation: one after another."""
-        if not cycle or len(loaders) == 1:
-            for task, loader in loaders.items():
-                for batch in loader:
-                    yield task, batch
-            return
-        from .. import compat  # noqa: F401  (collections aliases neuralpredictors imports)
-        from neuralpredictors.training.cyclers import LongCycler
+        """``(task, batch)`` pairs of a pass. Training with several tasks interleaves them with neuralpredictors'
+        LongCycler (a, b, a, b, …; shorter loaders start again until the longest ends); else task after task."""
+        if cycle and len(loaders) > 1:
+            return iter(LongCycler({task: loader for task, loader in loaders.items() if len(loader)}))  # empty: endless
+        return ((task, batch) for task, loader in loaders.items() for batch in loader)
 
-        yield from LongCycler({task: loader for task, loader in loaders.items() if len(loader)})  # empty: endless
+    def _unpack(self, batch):
+        """``(inputs, targets)`` or ``(inputs, targets, extra)`` on the trainer's device."""
+        if isinstance(batch, dict):
+            batch = (batch["inputs"], batch["targets"], batch.get("extra", {}))
+        inputs, targets = batch[0], batch[1]
+        device = self.device
+        if inputs.device != device:
+            inputs = inputs.to(device, non_blocking=True)
+        if targets.device != device:
+            targets = targets.to(device, non_blocking=True)
+        if self._channels_last and inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        if len(batch) < 3:
+            return inputs, targets, {}
+        extra = batch[2] if isinstance(batch[2], dict) else {"transfer_data": batch[2]}
+        return inputs, targets, {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+                                 for k, v in extra.items()}
 
-    def _track(self, mode: str, totals: dict) -> None:
-        for task, (losses, sizes, metrics) in totals.items():
-            if not sizes:
-                continue
-            n = sum(sizes)
-            weights = torch.tensor(sizes, dtype=torch.float32, device=self.device)
-            self.tracker.add(mode, task, "loss", float(torch.stack(losses).float() @ weights) / n)
-            for name, metric in (metrics or {}).items():
-                self.tracker.add(mode, task, name, metric.compute())
-        if mode == TRAIN:
-            self.tracker.add_epoch(mode, self.epoch)
-            self.tracker.add(mode, "all", "lr", self.optimizer.param_groups[0]["lr"])
+    def _track(self, mode: str, progress: "_Pass") -> dict:
+        results = progress.results()
+        for task, objectives in results.items():
+            for objective, value in objectives.items():
+                self.tracker.add(mode, task, objective, value)
+        if results:
+            if mode == TRAIN:
+                self.tracker.add(mode, "all", "lr", self.optimizer.param_groups[0]["lr"])
+            self.tracker.add_pass(mode, self.epoch, self.steps)
+        return results
 
-    def _check_finite(self, mode: str, batch_losses: list, batch_indices: list) -> None:
+    def _check_finite(self, mode: str, progress: "_Pass") -> None:
         # one check per pass (a per-batch check would synchronise every step); the first bad batch is named
-        if not batch_losses:
-            return
-        finite = torch.isfinite(torch.stack(batch_losses))
-        if not bool(finite.all()):
-            bad = int((~finite).nonzero()[0])
+        bad = progress.first_non_finite()
+        if bad is not None:
+            value, index = bad
             raise TrainingDiverged(
-                f"{mode.lower()} loss is {float(batch_losses[bad])} in epoch {self.epoch}, "
-                f"batch {batch_indices[bad]}; "
-                "lower the learning rate, check the data for NaN/inf, or enable gradient clipping in a module"
+                f"{mode.lower()} loss is {value} in epoch {self.epoch}, batch {index}; "
+                "lower the learning rate, check the data for NaN/inf, or set max_grad_norm"
             )
+
+    def _out_of_memory(self, mode: str, progress: "_Pass", batch, err: Exception) -> str:
+        tried = re.search(r"Tried to allocate [\d.]+ \w+", str(err))
+        where = f"{mode.lower()} pass of epoch {self.epoch}, batch {progress.batches}"
+        if mode == TRAIN:
+            where += f" (optimizer step {self.steps + 1})"
+        return (f"{self.device} ran out of memory in the {where} with batch size {_batch_size(batch)}"
+                f"{f' ({tried.group(0)})' if tried else ''}: lower the dataset's batch_size (accumulate_gradients "
+                "keeps the effective batch size), use precision='bf16' or 'fp16', or free the device")
+
+    def _compile_error(self, err: Exception) -> ConfigError:
+        first_line = (str(err).strip().splitlines() or [""])[0][:300]
+        return ConfigError(f"TrainerConfig.compile={self.config.compile!r}: torch.compile failed on this model "
+                           f"({type(err).__name__}: {first_line}); set compile=False to train it uncompiled "
+                           "(which also shows whether the error is the model's own)")
 
     def _loss_name(self, task: str) -> str:
         losses = self.config.loss_functions
@@ -325,71 +660,121 @@ class Trainer:
 
     def _set_lr(self) -> None:
         cfg = self.config
-        milestones = cfg.milestones if cfg.lr_schedule == "milestones" else []
-        lr = scheduled_lr(self.base_lr, self.epoch, warmup_epochs=cfg.warmup_epochs, milestones=milestones,
-                          decay_factor=cfg.lr_decay_factor, plateau_decays=self.stopper.decays_done)
+        milestones = cfg.lr_schedule == "milestones"
+        lr = scheduled_lr(self.base_lr, self.epoch, warmup_epochs=cfg.warmup_epochs,
+                          milestones=cfg.milestones if milestones else [], decay_factor=cfg.lr_decay_factor,
+                          plateau_decays=self.stopper.decays_done, step=self.steps + 1, warmup_steps=cfg.warmup_steps,
+                          milestone_steps=cfg.milestone_steps if milestones else [])
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def _budget_spent(self) -> bool:
-        return self.config.max_steps is not None and self.steps >= self.config.max_steps
 
-    # -- checkpoints --------------------------------------------------------------------------------
+class _Pass:
+    """Accumulators of one pass, reduced once at its end (no per-batch synchronisation): per task the batch
+    losses, sizes and indices, the metrics that apply to its outputs, and the regularizer's values."""
+
+    def __init__(self, metric_classes: dict):
+        self.metric_classes = metric_classes
+        self.batches = 0  # batches seen so far, cancelled ones included: the next batch's index
+        self.tasks: dict[str, dict] = {}
+        self.shared_memory: dict = {}  # of the latest batch (the optimizer hooks of a step at the pass's end)
+
+    def add(self, task: str, loss: torch.Tensor, outputs, targets, regularizer: torch.Tensor | None) -> None:
+        totals = self.tasks.get(task)
+        if totals is None:  # first batch of this task in this pass: the metrics that apply to its outputs
+            metrics = {name: cls() for name, cls in self.metric_classes.items() if cls.applies(outputs, targets)}
+            totals = self.tasks[task] = {"losses": [], "sizes": [], "indices": [], "regularizer": [],
+                                         "metrics": metrics}
+        totals["losses"].append(loss)
+        totals["sizes"].append(len(targets))
+        totals["indices"].append(self.batches)
+        if regularizer is not None:
+            totals["regularizer"].append(regularizer.detach())
+        for metric in totals["metrics"].values():
+            metric.update(outputs, targets)
+
+    def results(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for task, totals in self.tasks.items():
+            losses = torch.stack(totals["losses"]).float()
+            sizes = torch.tensor(totals["sizes"], dtype=torch.float32, device=losses.device)
+            values = {"loss": float(losses @ sizes) / sum(totals["sizes"])}
+            if totals["regularizer"]:
+                values["regularizer"] = float(torch.stack(totals["regularizer"]).float().mean())
+            values.update({name: metric.compute() for name, metric in totals["metrics"].items()})
+            out[task] = values
+        return out
+
+    def first_non_finite(self) -> tuple[float, int] | None:
+        """``(loss, batch index)`` of the first batch whose loss is NaN or infinite, else None (one sync)."""
+        pairs = [(index, loss) for totals in self.tasks.values()
+                 for index, loss in zip(totals["indices"], totals["losses"])]
+        if not pairs:
+            return None
+        losses = torch.stack([loss for _, loss in pairs])
+        finite = torch.isfinite(losses)
+        if bool(finite.all()):
+            return None
+        bad = sorted((index, float(loss)) for (index, _), loss, ok in zip(pairs, losses, finite.tolist()) if not ok)
+        return bad[0][1], bad[0][0]
+
     def state_dict(self) -> dict:
-        return {
-            "epoch": self.epoch,
-            "steps": self.steps,
-            "stopped": self.stopped,
-            "last_score": self.last_score,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "stopper": self.stopper.state_dict(),
-            "tracker": self.tracker.state_dict(),
-            "rng": rng_state(),
-        }
+        return {"batches": self.batches,
+                "tasks": {task: {"losses": list(t["losses"]), "sizes": list(t["sizes"]), "indices": list(t["indices"]),
+                                 "regularizer": list(t["regularizer"]),
+                                 "metrics": {name: metric.state_dict() for name, metric in t["metrics"].items()}}
+                          for task, t in self.tasks.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.steps = state["epoch"], state["steps"]
-        self.stopped, self.last_score = state.get("stopped", False), state.get("last_score", -float("inf"))
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scaler is not None and state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        self.stopper.load_state_dict(state["stopper"])
-        self.tracker.load_state_dict(state["tracker"])
-        set_rng_state(state["rng"])
+        self.batches = state["batches"]
+        self.tasks = {}
+        for task, t in state["tasks"].items():
+            metrics = {}
+            for name, metric_state in t["metrics"].items():
+                metrics[name] = self.metric_classes[name]()
+                metrics[name].load_state_dict(metric_state)
+            self.tasks[task] = {"losses": list(t["losses"]), "sizes": list(t["sizes"]), "indices": list(t["indices"]),
+                                "regularizer": list(t["regularizer"]), "metrics": metrics}
 
-    def _checkpoint(self) -> None:
-        cfg = self.config
-        if self.checkpoints is None or not cfg.save_every_n or self.epoch % cfg.save_every_n:
-            return
-        # the score of a checkpoint is its epoch's (latest) validation score, higher is better (-loss for
-        # stop_metric="loss"): keep_best_n keeps the checkpoints of the best epochs
-        self.checkpoints.save(self.epoch, self.last_score, self.state_dict())
-        self.checkpoints.prune(cfg.keep_last_n, cfg.keep_best_n)
 
-    def _resume(self) -> None:
-        state = self.checkpoints.latest() if self.checkpoints is not None else None
-        if state is not None:
-            self.load_state_dict(state)
-            logger.info("resumed from the checkpoint of epoch %d", self.epoch)
+def _training_device(model: nn.Module, force_cpu: bool) -> torch.device:
+    """The CPU when asked or without CUDA; else the CUDA device the model is on, or the current one."""
+    if force_cpu or not torch.cuda.is_available():
+        return torch.device("cpu")
+    first = next(iter(model.parameters()), None)
+    if first is not None and first.device.type == "cuda":
+        return first.device
+    return torch.device("cuda", torch.cuda.current_device())
 
-    def _finish(self) -> tuple[float, dict, dict]:
-        score = self._stop_sign * self.evaluate(VALIDATION)
-        self.run_epoch(TEST, self.loaders.get("test", {}))
-        self.tracker.add_epoch(TEST, self.epoch)
-        final = {mode: {task: {k: v[-1] for k, v in objs.items()} for task, objs in self.tracker.log.get(mode, {}).items()}
-                 for mode in (VALIDATION, TEST)}
-        output = {
-            "tracker": self.tracker.state_dict(),
-            "validation": final[VALIDATION],
-            "test": final[TEST],
-            "epochs": self.epoch,
-            "best_epoch": self.stopper.best_epoch,
-        }
-        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-        return float(score), output, state
+
+def _precision(config: TrainerConfig, device: torch.device) -> str:
+    """The precision a run uses: ``precision`` on any device; ``amp=True`` (its old name) means fp16 on CUDA
+    and, as it always did, nothing on the CPU."""
+    if config.precision != "32":
+        return config.precision
+    return "fp16" if config.amp and device.type == "cuda" else "32"
+
+
+def _environment(device: torch.device, precision: str, config: TrainerConfig) -> dict:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {"device": str(device), "device_name": name, "threads": torch.get_num_threads(), "precision": precision,
+            "deterministic": config.deterministic, "compile": config.compile, "torch": str(torch.__version__),
+            "cuda": torch.version.cuda}
+
+
+def _is_compile_error(err: Exception) -> bool:
+    from torch._dynamo.exc import TorchDynamoException
+
+    return isinstance(err, TorchDynamoException)
+
+
+def _as_tensor(value, like: torch.Tensor) -> torch.Tensor:
+    return value if torch.is_tensor(value) else torch.tensor(float(value), device=like.device)
+
+
+def _batch_size(batch) -> int | str:
+    inputs = batch["inputs"] if isinstance(batch, dict) else batch[0]
+    return len(inputs) if hasattr(inputs, "__len__") else "?"
 
 
 def _total_batches(loaders: dict, cycle: bool) -> int | None:
@@ -398,6 +783,8 @@ def _total_batches(loaders: dict, cycle: bool) -> int | None:
         lengths = [len(loader) for loader in loaders.values()]
     except TypeError:
         return None
+    if not lengths:
+        return 0
     return len(lengths) * max(lengths) if cycle and len(lengths) > 1 else sum(lengths)
 
 
@@ -408,17 +795,4 @@ def _matches(name: str, pattern: str) -> bool:
     return fnmatch.fnmatchcase(name, pattern)
 
 
-def _unpack(batch, device):
-    """``(inputs, targets)`` or ``(inputs, targets, extra)`` moved to ``device``."""
-    if isinstance(batch, dict):
-        batch = (batch["inputs"], batch["targets"], batch.get("extra", {}))
-    inputs, targets = batch[0], batch[1]
-    if inputs.device != device:
-        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-    if len(batch) < 3:
-        return inputs, targets, {}
-    extra = batch[2] if isinstance(batch[2], dict) else {"transfer_data": batch[2]}
-    return inputs, targets, {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in extra.items()}
-
-
-__all__ = ["Trainer", "TrainingDiverged", "trainer"]
+__all__ = ["Trainer", "TrainingDiverged", "TrainingInterrupted", "TrainingOutOfMemory", "trainer"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import MainLoopModule, register_module
+from .base import MainLoopModule, Option, register_module
 
 
 @register_module("NoiseAugmentation")
@@ -19,9 +19,14 @@ class NoiseAugmentation(MainLoopModule):
     ``shared_memory["noise_std"]`` for later modules (e.g. RepresentationMatching).
     """
 
+    options_declared = {
+        "std": Option(0.1, (float, dict), "noise std, or {std: probability}"),
+        "snr": Option(None, (float, dict, type(None)), "instead of std: signal-to-noise ratio, or {snr: probability}"),
+        "in_eval": Option(False, bool, "also add (seeded) noise in validation and test"),
+    }
 
     def pre_forward(self, model, inputs, task_key, shared_memory):
-        if self.mode != "Training" and not self.option("in_eval", False):
+        if self.mode != "Training" and not self.option("in_eval"):
             return model, inputs
         generator = None
         if self.mode != "Training":
@@ -36,11 +41,11 @@ class NoiseAugmentation(MainLoopModule):
 
     def _per_sample_std(self, inputs, generator):
         n = inputs.shape[0]
-        if "snr" in self.options:
-            levels = self._draw(self.options["snr"], n, generator, inputs.device)
+        if self.option("snr") is not None:
+            levels = self._draw(self.option("snr"), n, generator, inputs.device)
             signal = inputs.reshape(n, -1).std(dim=1)
             return signal / levels
-        return self._draw(self.option("std", 0.1), n, generator, inputs.device)
+        return self._draw(self.option("std"), n, generator, inputs.device)
 
     @staticmethod
     def _draw(spec, n, generator, device):

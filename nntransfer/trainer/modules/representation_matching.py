@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ...models.representations import capture
-from .base import MainLoopModule, register_module
+from .base import MainLoopModule, Option, register_module
 
 
 @register_module("RepresentationMatching")
@@ -19,23 +19,27 @@ class RepresentationMatching(MainLoopModule):
 
     During training, clean and noisy inputs run as one batch; the extra loss compares the noisy
     half's representation with the clean half's (no gradient through the clean one), and the noisy
-    half's outputs go on to the main loss. The term of every training batch is logged as
-    ``representation_matching`` at the end of the epoch.
+    half's outputs go on to the main loss. The mean term of each training pass is logged per task as
+    ``representation_matching`` (one value per pass, computed at its end: no per-batch synchronisation).
     """
 
+    options_declared = {
+        "layer": Option(types=str, help="name of the layer whose output is matched"),
+        "weight": Option(1.0, float, "factor of the extra loss term"),
+        "criterion": Option("mse", str, "'mse' or 'cosine'"),
+        "std": Option(0.1, float, "noise std when no NoiseAugmentation ran before this module"),
+    }
 
     def __init__(self, model, config, device, seed):
         super().__init__(model, config, device, seed)
-        if "layer" not in self.options:
-            raise ValueError("RepresentationMatching needs module_options['RepresentationMatching']['layer']")
         self._capture = None
         self._reps = None
-        self._task = None
-        self._terms: list = []  # (task, term) of this pass, logged at its end (no per-batch synchronisation)
+        self._terms: dict[str, list] = {}  # task -> this training pass's terms (tensors), logged at its end
 
     def pre_epoch(self, model, mode, **options):
         super().pre_epoch(model, mode, **options)
-        self._terms = []
+        if mode == "Training":
+            self._terms = {}
 
     def pre_forward(self, model, inputs, task_key, shared_memory):
         if self._capture is not None:  # the previous batch was cancelled before post_forward
@@ -46,28 +50,34 @@ class RepresentationMatching(MainLoopModule):
         clean = shared_memory.get("clean_inputs")
         if clean is None:
             clean = inputs
-            inputs = inputs + torch.randn_like(inputs) * self.option("std", 0.1)
-        self._task = task_key
-        self._capture = capture(self.model, [self.options["layer"]])
+            inputs = inputs + torch.randn_like(inputs) * self.option("std")
+        self._capture = capture(self.model, [self.option("layer")])
         self._reps = self._capture.__enter__()
         return model, torch.cat([inputs, clean])
 
-    def post_forward(self, outputs, loss, targets, **shared_memory):
+    def post_forward(self, outputs, loss, targets, shared_memory):
         if self._capture is None:
             return outputs, loss, targets
         self._capture.__exit__(None, None, None)
         self._capture = None
-        rep = self._reps[self.options["layer"]].flatten(1)
+        rep = self._reps[self.option("layer")].flatten(1)
         noisy, clean = rep.chunk(2)
-        if self.option("criterion", "mse") == "cosine":
+        if self.option("criterion") == "cosine":
             term = (1 - F.cosine_similarity(noisy, clean.detach(), dim=1)).mean()
         else:
             term = F.mse_loss(noisy, clean.detach())
-        self._terms.append((self._task, term.detach()))
+        self._terms.setdefault(shared_memory["task_key"], []).append(term.detach())
         outputs = outputs[: outputs.shape[0] // 2]
-        return outputs, loss + self.option("weight", 1.0) * term, targets
+        return outputs, loss + self.option("weight") * term, targets
 
     def post_epoch(self, model):
-        for task, term in self._terms:
-            self.log(task, "representation_matching", float(term))
-        self._terms = []
+        if self.mode == "Training":
+            for task, terms in self._terms.items():
+                self.log(task, "representation_matching", float(torch.stack(terms).float().mean()))
+            self._terms = {}
+
+    def state_dict(self) -> dict:
+        return {"terms": {task: torch.stack(terms) for task, terms in self._terms.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._terms = {task: list(terms.unbind()) for task, terms in state["terms"].items()}

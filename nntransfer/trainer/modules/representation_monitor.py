@@ -1,10 +1,10 @@
-"""RepresentationMonitor: statistics of intermediate representations, logged per evaluation."""
+"""RepresentationMonitor: statistics of intermediate representations, logged per pass."""
 from __future__ import annotations
 
 import torch
 
 from ...models.representations import capture
-from .base import MainLoopModule, register_module
+from .base import MainLoopModule, Option, register_module
 
 
 @register_module("RepresentationMonitor")
@@ -14,46 +14,60 @@ class RepresentationMonitor(MainLoopModule):
     ``<layer>/sparsity`` (fraction of zeros) per task, averaged over the pass.
     """
 
+    options_declared = {
+        "layers": Option(types=list, help="names of the layers to monitor"),
+        "modes": Option(["Validation", "Test"], list, "passes in which to monitor"),
+    }
 
     def __init__(self, model, config, device, seed):
         super().__init__(model, config, device, seed)
-        self.layers = list(self.option("layers", []))
+        self.layers = list(self.option("layers"))
         if not self.layers:
-            raise ValueError("RepresentationMonitor needs module_options['RepresentationMonitor']['layers']")
+            raise ValueError("RepresentationMonitor needs module_options['RepresentationMonitor']['layers'] "
+                             "(a non-empty list of layer names)")
         self._capture = None
-        self._sums: dict = {}
+        # per mode (a validation pass may run inside a training pass): (task, layer) -> (sum of stats, count)
+        self._sums: dict[str, dict] = {}
 
     def _active(self) -> bool:
-        return self.mode in self.option("modes", ["Validation", "Test"])
+        return self.mode in self.option("modes")
 
     def pre_epoch(self, model, mode, **options):
         super().pre_epoch(model, mode, **options)
-        self._sums = {}
+        self._sums[mode] = {}
 
     def pre_forward(self, model, inputs, task_key, shared_memory):
         if self._capture is not None:  # the previous batch was cancelled before post_forward
             self._capture.__exit__(None, None, None)
             self._capture = None
         if self._active():
-            self._task = task_key
             self._capture = capture(self.model, self.layers)
             self._reps = self._capture.__enter__()
         return model, inputs
 
     @torch.no_grad()
-    def post_forward(self, outputs, loss, targets, **shared_memory):
+    def post_forward(self, outputs, loss, targets, shared_memory):
         if self._capture is not None:
             self._capture.__exit__(None, None, None)
             self._capture = None
+            sums = self._sums.setdefault(self.mode, {})
             for layer, rep in self._reps.items():
                 rep = rep.detach().float()
                 stats = torch.stack([rep.mean(), rep.std(), (rep == 0).float().mean()])
-                key = (self._task, layer)
-                total, count = self._sums.get(key, (torch.zeros(3, device=rep.device), 0))
-                self._sums[key] = (total + stats, count + 1)
+                key = (shared_memory["task_key"], layer)
+                total, count = sums.get(key, (torch.zeros(3, device=rep.device), 0))
+                sums[key] = (total + stats, count + 1)
         return outputs, loss, targets
 
     def post_epoch(self, model):
-        for (task, layer), (total, count) in self._sums.items():
+        for (task, layer), (total, count) in self._sums.pop(self.mode, {}).items():
             for name, value in zip(("mean", "std", "sparsity"), (total / count).tolist()):
                 self.log(task, f"{layer}/{name}", value)
+
+    def state_dict(self) -> dict:
+        # a checkpoint mid-epoch keeps the training pass's sums (when training is monitored)
+        sums = self._sums.get("Training", {})
+        return {"training": [[task, layer, total, count] for (task, layer), (total, count) in sums.items()]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._sums["Training"] = {(task, layer): (total, count) for task, layer, total, count in state["training"]}
