@@ -1,4 +1,4 @@
-"""The ``nntransfer`` command line: one module per group of commands (database, recipes, registries)."""
+"""The ``nntransfer`` command line: one module per group of commands (database, recipes, workers, registries)."""
 from __future__ import annotations
 
 import argparse
@@ -12,10 +12,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from . import database, recipes, registries
+    from . import database, recipes, registries, workers
 
     database.add_commands(sub)
     recipes.add_commands(sub)
+    workers.add_commands(sub)
     registries.add_commands(sub)
     return parser
 
@@ -31,4 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatabaseUnavailable, FileNotFoundError) as err:
         print(f"nntransfer: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        from ..db import is_connection_error
+
+        if not is_connection_error(err):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"nntransfer: error: lost the connection to the database ({first}); unfinished jobs resume from "
+              "their last checkpoint on the next run", file=sys.stderr)
+        return 3
 

@@ -381,6 +381,9 @@ def reclaim(table, keys: list[dict] | None = None) -> int:
 
 def worker_rows() -> dict:
     """``{(host, pid): {"gpu": ..., "fresh": bool}}`` of the processes that beat."""
+    from . import bind
+
+    bind()
     timeout = Worker().adapter.interval_expr(int(HEARTBEAT_TIMEOUT), "second")
     rows = Worker.connection.query(
         f"SELECT host, pid, gpu, (heartbeat >= CURRENT_TIMESTAMP(3) - {timeout}) AS fresh "
