@@ -179,14 +179,17 @@ class Heartbeat:
         self._stop.set()
         if self._conn is None:
             return
+        if not self._lock.acquire(timeout=2):  # a beat is waiting for the server: leave the row to time out
+            return
         try:
-            with self._lock:
-                self._conn.query(f"DELETE FROM {Worker.full_table_name} WHERE host=%s AND pid=%s",
-                                 args=(platform.node(), os.getpid()))
-                self._conn.close()
+            self._conn.query(f"DELETE FROM {Worker.full_table_name} WHERE host=%s AND pid=%s",
+                             args=(platform.node(), os.getpid()), reconnect=False)
+            self._conn.close()
         except Exception:  # noqa: BLE001 - at exit; a stale row is ignored once its heartbeat is old
             pass
-        self._conn = None
+        finally:
+            self._conn = None
+            self._lock.release()
 
     def _after_fork(self) -> None:
         self.__init__()

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from ..configs.errors import ConfigError
 from ..configs.trainer import TrainerConfig
 from .checkpointing import CheckpointStore, rng_state, set_rng_state
+from .interrupt import TrainingInterrupted, stop_reason, stop_requested
 from .modules import CancelBatch, CancelEpoch, MainLoopModule, module_class
 from .losses import make_loss
 from .metrics import METRICS
@@ -105,6 +106,10 @@ class Trainer:
                 self.stopped = cfg.early_stopping and decision == "stop"
             self._log_epoch(epochs)
             self._checkpoint()
+            if stop_requested():  # provisional, at the epoch's end; the trainer's per-batch check replaces it
+                if self.checkpoints is not None and cfg.save_every_n and self.epoch % cfg.save_every_n:
+                    self.checkpoints.save(self.epoch, self.last_score, self.state_dict())
+                raise TrainingInterrupted(stop_reason())
             if self.cb is not None:
                 self.cb()
         epochs.close()
