@@ -469,6 +469,26 @@ def retrying(fn, conn=None, what: str = "the database"):
     return fn()
 
 
+@contextlib.contextmanager
+def advisory_lock(name: str, conn=None, timeout: int = 300):
+    """A server-wide lock (PostgreSQL advisory lock / MySQL GET_LOCK): one process at a time declares tables."""
+    conn = conn or connection()
+    key = f"nntransfer:{name}"
+    if conn.adapter.backend == "postgresql":
+        digest = int(hashlib.sha256(key.encode()).hexdigest()[:15], 16)
+        conn.query("SELECT pg_advisory_lock(%s)", args=(digest,))
+        release, args = "SELECT pg_advisory_unlock(%s)", (digest,)
+    else:
+        if conn.query("SELECT GET_LOCK(%s, %s)", args=(key[:64], timeout)).fetchone()[0] != 1:
+            raise DatabaseUnavailable(f"could not take the lock {key!r} within {timeout} s")
+        release, args = "SELECT RELEASE_LOCK(%s)", (key[:64],)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            conn.query(release, args=args)
+
+
 def user_name() -> str:
     """Who is working: the database user, or the OS user on the embedded server."""
     import getpass

@@ -61,18 +61,23 @@ def collect(dry_run: bool = True, min_age: float = MIN_AGE) -> dict:
 
 
 def usage() -> dict:
-    """Files and bytes in the store (the whole ``nntransfer`` store, all schemas)."""
+    """Files and bytes in the store (the whole ``nntransfer`` store, all schemas); does not connect."""
+    import datajoint as dj
+
     from .. import db
     from .storage import _backend
 
-    db.connection()
+    if db.STORE not in dict(dj.config.stores):
+        root = Path(db.store_location())
+        files = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+        return {"store_files": len(files), "store_bytes": sum(p.stat().st_size for p in files)}
     backend = _backend(db.STORE)
     files = size = 0
     try:
-        for _root, _dirs, names in backend.fs.walk(backend._full_path("")):
+        for root, _dirs, names in backend.fs.walk(backend._full_path("")):
             for name in names:
                 files += 1
-                size += backend.fs.size(f"{_root}/{name}")
+                size += backend.fs.size(f"{root}/{name}")
     except FileNotFoundError:
         pass
     return {"store_files": files, "store_bytes": size}

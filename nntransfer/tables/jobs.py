@@ -305,9 +305,14 @@ class _JobsDescriptor:
         if obj is None:
             obj = objtype()
         if obj._jobs is None:
-            obj._jobs = ReservedJobs(obj)
-            if not obj._jobs.is_declared:
-                obj._jobs.declare()
+            jobs = ReservedJobs(obj)
+            if not jobs.is_declared:
+                from .. import db
+
+                with db.advisory_lock(f"declare:{jobs.database}", jobs.connection):
+                    if not jobs.is_declared:
+                        jobs.declare()
+            obj._jobs = jobs
         return obj._jobs
 
 
