@@ -463,3 +463,26 @@ def test_trusted_modules_allowlist_refuses_other_import_paths(monkeypatch):
         resolve_import_path("os:system", what="trainer_fn")
     with pytest.raises(ConfigError, match="not in NNTRANSFER_TRUSTED_MODULES"):
         ToyModel(fn="mylabx.models:net").resolve_fn()  # a prefix match is by package, not by string
+
+
+# -- load ----------------------------------------------------------------------------------------------
+def test_four_workers_twice_on_twelve_experiments_with_shared_transfer_steps(clean_db, train_log):
+    from nntransfer import TransferExperiment
+    from nntransfer.tables import gc
+
+    experiments = {}
+    for i in range(3):  # three shared first steps, each continued in two ways
+        first = toy(60 + i, sleep=0.1)
+        for j in range(2):
+            experiments[Description(f"t{i}{j}", 60 + i)] = TransferExperiment([first, toy(60 + i, lr=0.05 * (j + 1))])
+    for i in range(6):
+        experiments[Description(f"p{i}", 70 + i)] = toy(70 + i, sleep=0.1)
+    assert len(experiments) == 12
+    for _ in range(2):
+        rows = run(experiments, workers=4, quiet=True)
+        assert {r["state"] for r in rows} == {"done"}
+    uids = [line[0] for line in log_lines(train_log)]
+    assert len(uids) == 3 + 6 + 6 and len(set(uids)) == len(uids)  # every entry trained exactly once
+    for table in (clean_db.TrainedModel, clean_db.TransferredTrainedModel):
+        assert len(table.jobs.errors) == 0 and len(table.jobs.reserved) == 0  # no error, no leftover reservation
+    assert gc.collect(dry_run=True, min_age=0)["unreferenced"] == 0  # no orphan file
