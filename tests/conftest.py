@@ -51,6 +51,8 @@ def clean_db():
             tables.table(name)().delete(prompt=False)
         for name in ("Checkpoint", "Worker", "JobAttempt"):
             tables.table(name)().delete_quick()
+        for name in ("TrainedModel", "TransferredTrainedModel"):
+            tables.table(name).jobs.delete_quick()
         from nntransfer import db
 
         for section in ("_schema", "_hash"):  # the files of the deleted rows
