@@ -6,7 +6,7 @@ The state is what the trainer checkpoints for a ResNet-18 (CIFAR stem) trained w
 parameters and buffers, the optimizer's two moment buffers, step counters and RNG states (~135 MB).
 Alternating, one process, median of ``--rounds``: (a) ``torch.save(state, file)`` in the same folder as
 the store; (b) ``TableCheckpointStore.save`` on a temporary embedded database: the state written once,
-straight to its file in the store with size and CRC-32 taken while writing, then the row inserted
+straight to its file in the store (its archive carries a CRC-32 per record), then the row inserted
 (then the previous checkpoint pruned, file included). Target: (b) / (a) <= 1.3.
 """
 import argparse

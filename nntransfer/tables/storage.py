@@ -1,12 +1,13 @@
 """Training states in the ``nntransfer`` store: the ``<torchstate@nntransfer>`` codec and its files.
 
 A state (a model's ``state_dict`` or a checkpoint's full training state) is written once, straight from
-``torch.save`` to its file in the store, and the row holds ``{path, store, size, crc32}``. The codec is a
+``torch.save`` to its file in the store, and the row holds ``{path, store, size}``. The codec is a
 DataJoint ``SchemaCodec``: files live at schema-addressed paths
 (``_schema/<schema>/<table>/<key>/<field>_<token>.pt``) that DataJoint's own garbage collector knows,
 and :mod:`nntransfer.tables.gc` deletes only files no row references.
 
-Reading checks size and checksum, then loads with ``weights_only=True`` (stored bytes never execute
+Reading checks the size and the CRC-32 that ``torch.save`` records for every part of its archive, then
+loads with ``weights_only=True`` (stored bytes never execute
 code). A file that fails these checks raises :class:`UnreadableState`.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import io
 import logging
 import os
-import zlib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,14 +36,13 @@ class StoredState:
     metadata: dict
 
 
-class _ChecksumWriter:
-    """A write-through file wrapper computing size and CRC-32 as ``torch.save`` writes (one pass, no copy)."""
+class _CountingWriter:
+    """A write-through file wrapper that counts the bytes ``torch.save`` writes (remote stores)."""
 
     def __init__(self, file):
-        self.file, self.size, self.crc = file, 0, 0
+        self.file, self.size = file, 0
 
     def write(self, data) -> int:
-        self.crc = zlib.crc32(data, self.crc)
         self.size += len(data)
         return self.file.write(data)
 
@@ -64,7 +64,11 @@ def _backend(store_name: str | None, config=None):
 
 
 def write_state(state, path: str, store_name: str, config=None) -> dict:
-    """``torch.save`` ``state`` to ``path`` in the store; returns the row's metadata."""
+    """``torch.save`` ``state`` to ``path`` in the store; returns the row's metadata.
+
+    Integrity costs nothing here: ``torch.save`` writes a zip archive with a CRC-32 per record, which
+    :func:`read_state` verifies, and the row keeps the file's size.
+    """
     import torch
 
     backend = _backend(store_name, config)
@@ -72,15 +76,15 @@ def write_state(state, path: str, store_name: str, config=None) -> dict:
         full = Path(backend._full_path(path))
         _make_parents(full, Path(backend._full_path("")))
         mode = 0o600 if _private() else 0o666
-        fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, "wb") as file:
-            writer = _ChecksumWriter(file)
-            torch.save(state, writer)
+        os.close(os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))  # a new name, with its mode
+        torch.save(state, str(full))
+        size = full.stat().st_size
     else:
         with backend.open(path, "wb") as file:
-            writer = _ChecksumWriter(file)
+            writer = _CountingWriter(file)
             torch.save(state, writer)
-    return {"path": path, "store": store_name, "size": writer.size, "crc32": writer.crc, "format": "torch"}
+        size = writer.size
+    return {"path": path, "store": store_name, "size": size, "format": "torch-zip"}
 
 
 def _make_parents(full: Path, root: Path) -> None:
@@ -113,13 +117,22 @@ def read_state(metadata: dict, config=None):
             raise UnreadableState(f"stored state {path} cannot be read ({err})") from None
         if "size" in metadata and len(data) != metadata["size"]:
             raise UnreadableState(f"stored state {path} has {len(data)} bytes, {metadata['size']} were written")
-        if "crc32" in metadata and zlib.crc32(data) != metadata["crc32"]:
-            raise UnreadableState(f"stored state {path} does not match its checksum (the file was changed)")
+        _check_archive(data, path)
     try:
         # weights_only: stored bytes must never execute code
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure to parse means the file is unusable
         raise UnreadableState(f"stored state {path} cannot be loaded ({type(err).__name__}: {err})") from None
+
+
+def _check_archive(data: bytes, path: str) -> None:
+    """Verify the CRC-32 of every record of a ``torch.save`` archive (torch.load itself does not)."""
+    try:
+        bad = zipfile.ZipFile(io.BytesIO(data)).testzip()
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise UnreadableState(f"stored state {path} is not a readable archive ({err})") from None
+    if bad is not None:
+        raise UnreadableState(f"stored state {path} does not match its checksum (record {bad} was changed)")
 
 
 def delete_files(paths: list[tuple[str, str | None]], config=None) -> int:
