@@ -242,6 +242,19 @@ def test_slurm_workers_import_the_recipe(clean_db, tmp_path):
     assert states(targets)[targets[0]]["state"] == "done"
 
 
+def test_slurm_workers_are_requeued_through_submitits_checkpointing():
+    import submitit
+
+    from nntransfer.recipes.slurm import RemoteWorker
+
+    worker = RemoteWorker(["target"], ["recipe.py"], max_retries=2)
+    again = worker.checkpoint()
+    assert isinstance(again, submitit.helpers.DelayedSubmission)
+    assert isinstance(again.function, RemoteWorker)
+    assert (again.function.targets, again.function.imports, again.function.max_retries) == (["target"], ["recipe.py"],
+                                                                                           2)
+
+
 def test_slurm_refuses_a_store_the_nodes_cannot_see():
     from nntransfer.configs import ConfigError
     from nntransfer.recipes.slurm import check_shared_store

@@ -215,6 +215,25 @@ def _worker_process(targets: list[Target], threads: int, poll: float, imports: l
         sys.exit(2)
 
 
+def _wait(procs) -> None:
+    """Wait for the worker processes; a stop request (SIGTERM/SIGINT here) is passed on to them once."""
+    import signal
+
+    from ..signals import stop_on_signals
+    from ..trainer.interrupt import stop_requested
+
+    passed_on = False
+    with stop_on_signals():
+        while any(p.is_alive() for p in procs):
+            if stop_requested() and not passed_on:
+                for p in procs:
+                    if p.is_alive():
+                        os.kill(p.pid, signal.SIGTERM)
+                passed_on = True
+            for p in procs:
+                p.join(timeout=0.2)
+
+
 @contextlib.contextmanager
 def _children_skip_main():
     """Start children without re-running ``__main__``.
@@ -284,6 +303,7 @@ def run_workers(targets: list[Target], workers: int, poll: float = 0.2, recipe: 
     try:
         if not devices:
             work(targets, poll=poll, max_retries=max_retries)
+        _wait(procs)
     finally:
         torch.set_num_threads(previous_threads)
         for p in procs:
