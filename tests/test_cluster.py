@@ -451,7 +451,7 @@ def test_local_workers_get_one_gpu_each_round_robin(clean_db, train_log, monkeyp
     lines = log_lines(train_log)
     assert len(lines) == 6
     by_pid = {}
-    for _uid, pid, gpu in lines:
+    for _uid, pid, gpu, _count in lines:
         by_pid.setdefault(pid, set()).add(gpu)
     assert str(os.getpid()) not in by_pid  # with GPUs this process only waits
     assert all(len(gpus) == 1 for gpus in by_pid.values())  # one GPU per worker process
@@ -461,6 +461,18 @@ def test_local_workers_get_one_gpu_each_round_robin(clean_db, train_log, monkeyp
     targets = fill_tables({Description(f"h{i}", 50 + i): toy(50 + i) for i in range(2)})
     workers.run_workers(targets, 2, gpus=workers.parse_gpus("2"))
     assert {line[2] for line in log_lines(train_log)} == {"2"}
+
+
+@pytest.mark.cuda
+def test_each_local_worker_sees_exactly_one_real_gpu(clean_db, train_log):
+    from nntransfer.recipes import workers
+
+    gpus = workers.visible_gpus()
+    targets = fill_tables({Description(f"c{i}", 80 + i): toy(80 + i, sleep=0.3) for i in range(4)})
+    workers.run_workers(targets, 2)
+    lines = log_lines(train_log)
+    assert len(lines) == 4
+    assert {line[2] for line in lines} <= set(gpus) and {line[3] for line in lines} == {"1"}
 
 
 # -- 9. trust ----------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def toy_trainer(model, dataloaders, seed, uid=None, cb=None, checkpoints=None, l
     log = os.environ.get("TOY_TRAIN_LOG")
     if log:
         with open(log, "a") as f:
-            f.write(f"{uid} {os.getpid()} {os.environ.get('CUDA_VISIBLE_DEVICES', '-')}\n")
+            f.write(f"{uid} {os.getpid()} {os.environ.get('CUDA_VISIBLE_DEVICES', '-')} {torch.cuda.device_count()}\n")
     if fail_if_exists and os.path.exists(fail_if_exists):
         raise RuntimeError(f"toy failure requested by {fail_if_exists}")
     if fail_times_file and int(open(fail_times_file).read()) > 0:
