@@ -365,6 +365,9 @@ def reclaim(table, keys: list[dict] | None = None) -> int:
     if keys is not None:
         wanted = {job_hash({k: key[k] for k in pk}) for key in keys}
         reserved = [r for r in reserved if job_hash({k: r[k] for k in pk}) in wanted]
+    # rows of processes that died without cleaning up (SIGKILL) are dropped after a day
+    conn.query(f"DELETE FROM {Worker.full_table_name} WHERE heartbeat < CURRENT_TIMESTAMP(3) - "
+               f"{jobs.adapter.interval_expr(1, 'day')}")
     if not reserved:
         return 0
     workers = {(w["host"], w["pid"]): w for w in conn.query(
