@@ -298,6 +298,7 @@ def test_a_reservation_taken_over_meanwhile_is_never_released(clean_db, monkeypa
     set_holder(jobs, key, platform.node(), gone)
     jobs_module.Worker.insert1(dict(host=platform.node(), pid=gone, namespace=jobs_module._namespace(),
                                     proc_start=1.0, heartbeat="2020-01-01 00:00:00"))
+    jobs.connection.query(f"UPDATE {jobs_module.Worker.full_table_name} SET heartbeat=CURRENT_TIMESTAMP(3)")
     original = jobs_module.ReservedJobs.release
     calls = []
 
