@@ -143,10 +143,10 @@ def work(targets: list[Target], poll: float = 1.0, timeout: float | None = None,
                 try:
                     result = tables.table(table_name).populate(keys, reserve_jobs=True, suppress_errors=True,
                                                                return_exception_objects=True)
-                except SystemExit:  # DataJoint's own SIGTERM handler during populate; the job was released
-                    from ..trainer.interrupt import request_stop
+                except (SystemExit, KeyboardInterrupt) as stop:  # DataJoint's SIGTERM handler, or a second
+                    from ..trainer.interrupt import request_stop   # Ctrl-C between jobs; a held job was released
 
-                    request_stop("SIGTERM received")
+                    request_stop(f"{type(stop).__name__}")
                     break
                 stopped = [(k, e) for k, e in result["error_list"] if isinstance(e, (TrainingInterrupted,
                                                                                        KeyboardInterrupt))]
@@ -166,7 +166,10 @@ def work(targets: list[Target], poll: float = 1.0, timeout: float | None = None,
             if not progressed:
                 # others are training what is left (or its predecessors), or a retry is scheduled: wait
                 if reclaim_dead_reservations(targets) == 0:
-                    time.sleep(poll)
+                    try:
+                        time.sleep(poll)
+                    except KeyboardInterrupt:
+                        break
     if stop_requested():
         logger.warning("worker stopped on request; %d trained", trained)
     return {"trained": trained, "errors": errors, "stopped": stop_requested()}
