@@ -199,10 +199,12 @@ def parse_gpus(text: str | None) -> list[str] | None:
 
 
 def _worker_process(targets: list[Target], threads: int, poll: float, imports: list[str], sys_path: list[str],
-                    gpu: str | None, max_retries: int) -> None:
+                    environ: dict, gpu: str | None, max_retries: int) -> None:
+    # the caller's environment now, not the fork server's from its start (a notebook may have changed it since)
+    os.environ.clear()
+    os.environ.update(environ)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before anything starts CUDA in this process
-    os.environ.pop("PYTHONSAFEPATH", None)  # only for the fork server's start; not for the user's subprocesses
     sys.path[:] = sys_path
     import torch
 
@@ -285,7 +287,7 @@ def run_workers(targets: list[Target], workers: int, poll: float = 0.2, recipe: 
     ctx.set_forkserver_preload(["torch", "nntransfer.tables.trained_model", "nntransfer.tables.transfer"])
     children = range(workers) if devices else range(1, workers)
     procs = [ctx.Process(target=_worker_process, name=f"nntransfer-worker-{i}",
-                         args=(targets, threads, poll, imports, _own_sys_path(),
+                         args=(targets, threads, poll, imports, _own_sys_path(), dict(os.environ),
                                devices[i % len(devices)] if devices else None, max_retries))
              for i in children]
     # The fork server is started with `python -c`, whose import path begins with the current folder: a
