@@ -79,7 +79,7 @@ def slow_recipe(tmp_path, epochs=6, sleep=1.0):
 def test_sigterm_checkpoints_releases_and_the_next_worker_resumes_bit_identically(clean_db, tmp_path):
     from nntransfer.trainer import trainer
 
-    recipe = slow_recipe(tmp_path, epochs=12)
+    recipe = slow_recipe(tmp_path, epochs=12, sleep=1.5)
     epochs = tmp_path / "epochs.log"
     env = {**os.environ, "EPOCH_LOG": str(epochs), "CUDA_VISIBLE_DEVICES": "7"}
     worker = subprocess.Popen(CLI + ["worker", str(recipe)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

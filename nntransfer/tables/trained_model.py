@@ -1,8 +1,11 @@
 """TrainedModel (nnfabrik layout) and the Checkpoint table used to resume interrupted training.
 
 Training runs in DataJoint's three-part make: ``make_fetch`` reads the configs, ``make_compute``
-trains outside any transaction (checkpoints are committed as they are written, and the connection
-is pinged every epoch), ``make_insert`` writes the result in one short transaction.
+trains outside any transaction (checkpoints are committed as they are written; the trainer's ``cb``
+keeps the connection alive and stops a copy whose reservation was taken over; SIGTERM/SIGINT ask the
+trainer to checkpoint and stop, and the job is then released, see :mod:`nntransfer.tables.jobs`),
+``make_insert`` writes the result in one short transaction and drops the entry's checkpoints (rows and
+files).
 """
 from __future__ import annotations
 
