@@ -1,7 +1,6 @@
 """The store: checkpoint files live and die with their rows, gc deletes only unreferenced files, unreadable
 checkpoints are skipped, the table store is safe with a background writer, files are private."""
 import logging
-import os
 import stat
 import subprocess
 import sys

@@ -1,7 +1,6 @@
 """Worker commands of the CLI: worker, status, errors, clear-errors, clear-checkpoints."""
 from __future__ import annotations
 
-import argparse
 import sys
 
 from .recipes import _targets, add_local_worker_options, common_options
