@@ -194,6 +194,11 @@ def test_embedded_database_lifecycle(tmp_path):
         assert "11" in seeds
     finally:
         run_cli(home, "db", "stop")
+        data = run_py(home, "from nntransfer import db\nprint(db.data_dir())")
+        if not data.startswith(str(home)):  # as root with a private home: the data lives elsewhere
+            import shutil
+
+            shutil.rmtree(os.path.dirname(data), ignore_errors=True)
 
 
 def test_unreachable_server_error_names_host_port_user_not_password(tmp_path):
