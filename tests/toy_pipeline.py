@@ -27,6 +27,8 @@ class ToyTrainer(TrainerConfig):
     fn = "toy_pipeline.toy_trainer"
     lr: float = 0.1
     fail_if_exists: str = ""   # raise while this file exists
+    fail_times_file: str = ""  # a file holding a count: raise (and count down) while it is above 0
+    config_error: bool = False  # raise a ConfigError
     sleep: float = 0.0
     loss_weights: list[float] = [1.0]
 
@@ -49,13 +51,23 @@ def toy_model(dataloaders, seed, hidden=8, **_):
 
 
 def toy_trainer(model, dataloaders, seed, uid=None, cb=None, checkpoints=None, lr=0.1, max_iter=2, fail_if_exists="",
-                sleep=0.0, **_):
+                sleep=0.0, fail_times_file="", config_error=False, **_):
     log = os.environ.get("TOY_TRAIN_LOG")
     if log:
         with open(log, "a") as f:
-            f.write(f"{make_hash(uid)} {os.getpid()}\n")  # uid: the entry's key dict, as nnfabrik passes it
+            # uid: the entry's key dict, as nnfabrik passes it
+            f.write(f"{make_hash(uid)} {os.getpid()} {os.environ.get('CUDA_VISIBLE_DEVICES', '-')} "
+                    f"{torch.cuda.device_count()}\n")
     if fail_if_exists and os.path.exists(fail_if_exists):
         raise RuntimeError(f"toy failure requested by {fail_if_exists}")
+    if fail_times_file and int(open(fail_times_file).read()) > 0:
+        left = int(open(fail_times_file).read())
+        open(fail_times_file, "w").write(str(left - 1))
+        raise RuntimeError(f"toy failure, {left - 1} more to come")
+    if config_error:
+        from nntransfer.configs import ConfigError
+
+        raise ConfigError("toy config error: nothing a retry can fix")
     initial = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     received = []
     opt = torch.optim.SGD(model.parameters(), lr=lr)

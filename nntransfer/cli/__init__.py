@@ -1,4 +1,5 @@
-"""The ``nntransfer`` command line: one module per group of commands (database, recipes, analysis, registries)."""
+"""The ``nntransfer`` command line: one module per group of commands (database, recipes, workers, analysis,
+registries)."""
 from __future__ import annotations
 
 import argparse
@@ -12,10 +13,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from . import analysis, database, recipes, registries
+    from . import analysis, database, recipes, registries, workers
 
     database.add_commands(sub)
     recipes.add_commands(sub)
+    workers.add_commands(sub)
     analysis.add_commands(sub, recipes.recipe_options())
     registries.add_commands(sub)
     return parser
@@ -32,12 +34,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatabaseUnavailable, FileNotFoundError) as err:
         print(f"nntransfer: error: {_scrub(str(err))}", file=sys.stderr)
         return 2
-    except Exception as err:  # noqa: BLE001 - anything else: one line here, the traceback in a file
-        log = _write_traceback(err, argv if argv is not None else sys.argv[1:])
-        cause = _scrub(str(err)).strip().splitlines()
-        print(f"nntransfer: unexpected {type(err).__name__}: {cause[0][:300] if cause else '(no message)'} "
-              f"(full traceback in {log})", file=sys.stderr)
-        return 1
+    except Exception as err:
+        from ..db import is_connection_error
+
+        if not is_connection_error(err):  # anything else: one line here, the traceback in a file
+            log = _write_traceback(err, argv if argv is not None else sys.argv[1:])
+            cause = _scrub(str(err)).strip().splitlines()
+            print(f"nntransfer: unexpected {type(err).__name__}: {cause[0][:300] if cause else '(no message)'} "
+                  f"(full traceback in {log})", file=sys.stderr)
+            return 1
+        first = _scrub(str(err)).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"nntransfer: error: lost the connection to the database ({first}); unfinished jobs resume from "
+              "their last checkpoint on the next run", file=sys.stderr)
+        return 3
 
 
 def _write_traceback(err: BaseException, argv: list[str]) -> str:

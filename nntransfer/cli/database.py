@@ -1,4 +1,4 @@
-"""``nntransfer db ...``: the embedded database."""
+"""``nntransfer db ...``: the embedded database and the store."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +10,15 @@ def _db(args: argparse.Namespace) -> int:
 
     if args.action == "path":
         print(db.home())
+        return 0
+    if args.action == "gc":
+        from ..tables.gc import collect
+
+        report = collect(dry_run=args.dry_run, min_age=args.min_age)
+        verb = "would delete" if args.dry_run else "deleted"
+        for path in report.pop("files"):
+            print(f"{verb} {path}")
+        print(json.dumps(report, indent=2))
         return 0
     if args.action == "start":
         if db.server_configured():
@@ -25,14 +34,23 @@ def _db(args: argparse.Namespace) -> int:
         return 0
     else:
         info = db.status()
+        if db.server_configured() or info["running"]:
+            from ..tables.gc import usage
+
+            info.update(usage())
     print(json.dumps(info, indent=2, default=str))
     return 0
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("db", help="manage the embedded database", description="Manage the embedded PostgreSQL "
-                       "database (ignored when DJ_HOST or a datajoint.json points at a server).")
-    p.add_argument("action", choices=["status", "start", "stop", "path"],
-                   help="status: where the data lives and whether the server runs; start/stop the server; "
-                        "path: print the data directory")
+    p = sub.add_parser("db", help="manage the embedded database and the store",
+                       description="Manage the embedded PostgreSQL database (start/stop are ignored when DJ_HOST "
+                                   "or a datajoint.json points at a server) and clean the store.")
+    p.add_argument("action", choices=["status", "start", "stop", "path", "gc"],
+                   help="status: where the data lives, whether the server runs, the store's size; start/stop the "
+                        "server; path: print the data directory; gc: delete store files no row references")
+    p.add_argument("--dry-run", action="store_true", help="gc: only list what would be deleted")
+    p.add_argument("--min-age", type=float, default=3600.0,
+                   help="gc: keep unreferenced files younger than this many seconds (a worker may be about to "
+                        "insert their row; default 3600)")
     p.set_defaults(handler=_db)

@@ -51,12 +51,16 @@ def fill_tables(experiments: dict) -> list[Target]:
 
 
 # -- state of a plan ----------------------------------------------------------------------------
-def states(targets: list[Target], outputs: bool = False) -> dict[Target, dict]:
+def states(targets: list[Target], outputs: bool = False, workers: bool = False) -> dict[Target, dict]:
     """``{target: {"state": done|error|reserved|pending|blocked, "score": ..., "error": ...}}``.
 
-    With ``outputs=True`` finished targets also carry their ``output`` (fetched only when asked: it can be large).
+    With ``outputs=True`` finished targets also carry their ``output`` (fetched only when asked: it can be large);
+    with ``workers=True`` reserved ones carry the ``gpu`` of the worker that trains them.
     """
     from .. import tables
+    from ..tables.jobs import worker_rows
+
+    beats = worker_rows() if workers else {}
 
     out = {}
     for table_name in (TRAINED, TRANSFERRED):
@@ -74,7 +78,9 @@ def states(targets: list[Target], outputs: bool = False) -> dict[Target, dict]:
                 out[t] = {"state": "done", "score": done[ident]["score"], "output": done[ident].get("output")}
             elif ident in jobs and jobs[ident]["status"] in ("error", "reserved"):
                 job = jobs[ident]
-                out[t] = {"state": job["status"], "error": job["error_message"], "host": job["host"], "pid": job["pid"]}
+                out[t] = {"state": job["status"], "error": job["error_message"], "host": job["host"], "pid": job["pid"],
+                          "gpu": beats.get((job["host"], job["pid"]), {}).get("gpu", "") if job["status"] == "reserved"
+                          else ""}
             else:
                 out[t] = {"state": "pending"}
     # a step after a failed step cannot run until the error is cleared
@@ -97,14 +103,43 @@ def _ident(key: dict) -> tuple:
 
 
 def clear_errors(targets: list[Target]) -> int:
-    """Delete the error records of these targets so that the next run trains them again."""
+    """Delete the error records (and retry counts) of these targets so that the next run trains them again."""
     from .. import tables
+    from ..tables.jobs import JobAttempt, job_hash
 
     count = 0
     for table_name in (TRAINED, TRANSFERRED):
         keys = [t.key for t in targets if t.table == table_name]
         if keys:
-            errors = tables.table(table_name).jobs.errors & keys
+            table = tables.table(table_name)
+            errors = table.jobs.errors & keys
             count += len(errors)
             errors.delete_quick()
+            attempts = [{"job_table": table.table_name, "job_hash": job_hash(table.jobs._get_pk(k))} for k in keys]
+            (JobAttempt & attempts).delete_quick()
+    return count
+
+
+def error_details(targets: list[Target]) -> list[tuple[Target, dict]]:
+    """``[(target, job row with error_message, error_stack, host, completed_time)]`` of the failed targets."""
+    from .. import tables
+
+    out = []
+    for target in targets:
+        jobs = tables.table(target.table).jobs.errors & target.key
+        for job in jobs.to_dicts():
+            out.append((target, job))
+    return out
+
+
+def clear_checkpoints(targets: list[Target]) -> int:
+    """Delete the checkpoints (rows and files) of these targets; returns how many were dropped."""
+    from .. import tables
+    from ..tables.trained_model import clear_checkpoints as clear
+
+    count = 0
+    for table_name in (TRAINED, TRANSFERRED):
+        keys = [t.key for t in targets if t.table == table_name]
+        if keys:
+            count += clear(tables.table(table_name).table_name, keys)
     return count

@@ -21,6 +21,8 @@ _TABLE_MODULES = {
     "ModelTransferRecipe": "transfer",
     "TrainerTransferRecipe": "transfer",
     "TransferData": "transfer",
+    "Worker": "jobs",
+    "JobAttempt": "jobs",
 }
 
 __all__ = sorted(_TABLE_MODULES) + ["bind", "insert_config"]

@@ -19,5 +19,7 @@ def bind():
 
     with _lock:
         if not schema.is_activated():
-            schema.activate(db.schema_name(), connection=db.connection())
+            # processes starting together must not declare the same tables at once (duplicate types, lineage)
+            with db.advisory_lock(f"declare:{db.schema_name()}"):
+                schema.activate(db.schema_name(), connection=db.connection())
     return schema

@@ -1,13 +1,15 @@
 """TrainedModel (nnfabrik layout) and the Checkpoint table used to resume interrupted training.
 
 Training runs in DataJoint's three-part make: ``make_fetch`` reads the configs, ``make_compute``
-trains outside any transaction (checkpoints are committed as they are written, and the connection
-is pinged every epoch), ``make_insert`` writes the result in one short transaction.
+trains outside any transaction (checkpoints are committed as they are written; the trainer's ``cb``
+keeps the connection alive and stops a copy whose reservation was taken over; SIGTERM/SIGINT ask the
+trainer to checkpoint and stop, and the job is then released, see :mod:`nntransfer.tables.jobs`),
+``make_insert`` writes the result in one short transaction and drops the entry's checkpoints (rows and
+files).
 """
 from __future__ import annotations
 
 import inspect
-import io
 import logging
 import time
 
@@ -17,32 +19,18 @@ from .. import provenance
 from ..compat import make_hash
 from ..configs.base import resolve_import_path
 from ..configs.errors import ConfigError
+from ..db import STORE
+from ..trainer.checkpointing import _choose
 from .nnfabrik import Dataset, Fabrikant, Model, Seed, Trainer
+from .jobs import _JobsDescriptor, keep_alive
 from .schema import schema
+from .storage import StoredState, TorchStateCodec, UnreadableState, delete_files, referenced_paths, state_path, \
+    write_state
+
+__all__ = ["Checkpoint", "TableCheckpointStore", "TorchStateCodec", "TrainedModel", "TrainedModelBase",
+           "clear_checkpoints"]
 
 logger = logging.getLogger(__name__)
-
-
-class TorchStateCodec(dj.Codec):
-    """``<torchstate@store>``: tensors and plain containers via ``torch.save``; loaded with ``weights_only=True``."""
-
-    name = "torchstate"
-
-    def get_dtype(self, is_store: bool) -> str:
-        return "<hash>" if is_store else "bytes"
-
-    def encode(self, value, *, key=None, store_name=None) -> bytes:
-        import torch
-
-        buffer = io.BytesIO()
-        torch.save(value, buffer)
-        return buffer.getvalue()
-
-    def decode(self, stored: bytes, *, key=None):
-        import torch
-
-        # weights_only: stored bytes must never execute code
-        return torch.load(io.BytesIO(stored), map_location="cpu", weights_only=True)
 
 
 @schema
@@ -61,48 +49,100 @@ class Checkpoint(dj.Manual):
 
 
 class TableCheckpointStore:
-    """The trainer's CheckpointStore on the Checkpoint table, for one entry being trained."""
+    """The trainer's CheckpointStore on the Checkpoint table, for one entry being trained.
+
+    Thread-safe: the trainer may save and prune from a background thread while its main thread calls the
+    keep-alive callback. The state file is written outside any lock, straight to its place in the store;
+    only the row's insert (and deletes) hold :data:`nntransfer.db.lock`. Every row deleted here takes its
+    file with it. Lost connections are re-opened and the row written again.
+    """
 
     def __init__(self, target_table: str, key: dict):
+        from . import bind
+
+        bind()
         self.ident = {"target_table": target_table, "key_hash": make_hash(dict(key))}
         self.key = dict(key)
 
     def _rows(self):
         return Checkpoint & self.ident
 
+    def _locked(self, fn):
+        from .. import db
+
+        with db.lock:
+            if Checkpoint.connection._in_transaction:  # part of make_insert: a lost connection loses it all
+                return fn()
+            return db.retrying(fn, Checkpoint.connection, "the database (checkpoints)")
+
     def latest(self):
-        rows = self._rows()
-        if not rows:
-            return None
-        epoch = max(rows.to_arrays("epoch"))
-        return (rows & {"epoch": int(epoch)}).fetch1("state")
+        """The newest readable state; unreadable ones are skipped with a warning (the next older one is used)."""
+        epochs = sorted(self._locked(lambda: list(self._rows().to_arrays("epoch"))), reverse=True)
+        for epoch in epochs:
+            try:
+                return self._locked(lambda: (self._rows() & {"epoch": int(epoch)}).fetch1("state"))
+            except UnreadableState as err:
+                logger.warning("skipping the checkpoint of epoch %d: %s", epoch, err)
+        return None
 
     def save(self, epoch: int, score: float, state: dict) -> None:
         # Committed on its own (training runs outside make's transaction): it must survive a crash.
-        row = dict(self.ident, epoch=int(epoch), score=float(score), state=state, target_key=self.key)
-        with Checkpoint.connection.transaction:
-            (Checkpoint & dict(self.ident, epoch=int(epoch))).delete_quick()
-            Checkpoint.insert1(row)
+        row_key = dict(self.ident, epoch=int(epoch))
+        path = state_path(Checkpoint(), "state", row_key, STORE)
+        written = write_state(state, path, STORE, Checkpoint.connection._config)
+        row = dict(row_key, score=float(score), state=StoredState(written), target_key=self.key)
+
+        def replace():
+            with Checkpoint.connection.transaction:
+                if Checkpoint.connection.adapter.backend == "postgresql":
+                    # a checkpoint is a resume point, not a result: don't wait for the WAL flush (~0.1 s
+                    # per commit on a busy disk); a server crash just then costs this checkpoint, not data
+                    Checkpoint.connection.query("SET LOCAL synchronous_commit TO OFF")
+                replaced = referenced_paths(Checkpoint & row_key, "state")
+                (Checkpoint & row_key).delete_quick()
+                Checkpoint.insert1(row)
+            return replaced
+
+        try:
+            replaced = self._locked(replace)
+        except BaseException:
+            delete_files([(path, STORE)])  # no row references it
+            raise
+        delete_files([p for p in replaced if p[0] != path])
 
     def prune(self, keep_last_n: int, keep_best_n: int) -> None:
-        rows = self._rows().to_dicts(order_by="epoch")
-        if not rows:
-            return
-        epochs = [r["epoch"] for r in rows]
-        keep = set(epochs[-keep_last_n:]) if keep_last_n > 0 else set()
-        if keep_best_n > 0:
-            best = sorted(rows, key=lambda r: r["score"], reverse=True)[:keep_best_n]
-            keep |= {r["epoch"] for r in best}
-        for epoch in epochs:
-            if epoch not in keep:
-                (Checkpoint & dict(self.ident, epoch=epoch)).delete_quick()
+        rows = self._locked(lambda: self._rows().proj("score").to_dicts(order_by="epoch"))
+        keep = _choose([(r["epoch"], r["score"]) for r in rows], keep_last_n, keep_best_n)
+        drop = [r["epoch"] for r in rows if r["epoch"] not in keep]
+        if drop:
+            self._delete(self._rows() & [{"epoch": e} for e in drop])
 
     def clear(self) -> None:
-        self._rows().delete_quick()
+        self._delete(self._rows())
+
+    def _delete(self, rows) -> None:
+        def delete():
+            paths = referenced_paths(rows, "state")
+            rows.delete_quick()
+            return paths
+
+        delete_files(self._locked(delete))
+
+
+def clear_checkpoints(target_table: str, keys: list[dict]) -> int:
+    """Delete the checkpoints (rows and files) of these entries; returns how many were dropped."""
+    count = 0
+    for key in keys:
+        store = TableCheckpointStore(target_table, key)
+        count += len(store._rows())
+        store.clear()
+    return count
 
 
 class TrainedModelBase:
     """Shared make / load logic of TrainedModel and TransferredTrainedModel."""
+
+    jobs = _JobsDescriptor()  # DataJoint's job table with heartbeats, conditional releases and retries
 
     # -- the three-part make ----------------------------------------------------------------------
     def make_fetch(self, key):
@@ -116,22 +156,20 @@ class TrainedModelBase:
         return ()
 
     def make_compute(self, key, dataset_fn, dataset_config, model_fn, model_config, trainer_fn, trainer_config, *extra):
-        from .. import db
+        from ..signals import stop_on_signals
 
         seed = int(key["seed"])
         dataloaders, model = self.build(key, dataset_fn, dataset_config, model_fn, model_config, extra)
         trainer = resolve_import_path(trainer_fn, what="trainer_fn")
         store = TableCheckpointStore(self.table_name, key)
-        connection = db.connection()
-
-        def keep_alive(*_args, **_kwargs):
-            connection.ping()  # long epochs must not let the server drop the connection
-
-        # called as nnfabrik calls a trainer; only trainers that name `checkpoints` get the store
+        # called as nnfabrik calls a trainer; only trainers that name `checkpoints` get the store. cb keeps the
+        # connection alive during long epochs and stops a copy whose reservation was taken over; SIGTERM/SIGINT
+        # ask the trainer to checkpoint and stop (the job is then released, not failed)
         extra = {"checkpoints": store} if _takes_keyword(trainer, "checkpoints") else {}
         started = time.perf_counter()
-        score, output, model_state = trainer(model=model, dataloaders=dataloaders, seed=seed, uid=dict(key),
-                                             cb=keep_alive, **extra, **trainer_config)
+        with stop_on_signals():
+            score, output, model_state = trainer(model=model, dataloaders=dataloaders, seed=seed, uid=dict(key),
+                                                 cb=keep_alive(self, key), **extra, **trainer_config)
         if trainer_config.get("data_transfer") and self.stores_transfer_data:
             if not isinstance(output, dict):
                 raise ConfigError(f"data_transfer=True needs a trainer that returns a dict output; {trainer_fn} "

@@ -1,0 +1,147 @@
+"""Worker commands of the CLI: worker, status, errors, clear-errors, clear-checkpoints."""
+from __future__ import annotations
+
+import sys
+
+from .recipes import add_local_worker_options, recipe_options, targets
+
+
+def _worker(args) -> int:
+    from ..configs.errors import ConfigError
+    from ..recipes import run_workers, work
+    from ..recipes.workers import parse_gpus
+
+    planned = targets(args, fill=True)
+    if not args.slurm:
+        if args.workers > 1 or args.gpus:
+            dead = run_workers(planned, args.workers, poll=args.poll, recipe=str(args.recipe), imports=args.imports,
+                               gpus=parse_gpus(args.gpus), max_retries=args.max_retries)
+            for line in dead:
+                print(f"nntransfer: {line}", file=sys.stderr)
+            print(f"workers done{'' if not dead else f' ({len(dead)} died)'}")
+            return 0
+        result = work(planned, poll=args.poll, max_retries=args.max_retries)
+        state = "stopped on request (the job in hand was checkpointed and released)" if result["stopped"] else "done"
+        print(f"worker {state}: {result['trained']} trained, {len(result['errors'])} error(s)")
+        return 0
+    if args.gpus:
+        raise ConfigError("--gpus chooses local GPUs; for Slurm jobs use --gpus-per-job N")
+    from ..recipes.slurm import submit_workers
+
+    jobs = submit_workers(planned, jobs=args.jobs, folder=args.folder, cluster=args.cluster,
+                          partition=args.partition, gpus=args.gpus_per_job, cpus=args.cpus, time_min=args.time,
+                          mem_gb=args.mem_gb, recipe=str(args.recipe), imports=args.imports,
+                          max_retries=args.max_retries, allow_local_store=args.allow_local_store)
+    print("submitted:", " ".join(str(j.job_id) for j in jobs))
+    if args.wait:
+        for job in jobs:
+            result = job.result()
+            print(f"job {job.job_id}: {result['trained']} trained, {len(result['errors'])} error(s)")
+    return 0
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _status(args) -> int:
+    from ..analysis import format_table
+    from ..recipes import states
+
+    planned = targets(args, fill=False)
+    current = states(planned, workers=True)
+    rows = []
+    for t in planned:
+        s = current[t]
+        where = ""
+        if s["state"] in ("reserved", "error"):
+            where = f"{s.get('host')}:{s.get('pid')}" if s["state"] == "reserved" else s.get("host") or ""
+        if s.get("gpu"):
+            where += f" gpu {s['gpu']}"
+        error = _first_line(s.get("error"))
+        kind, _, message = error.partition(": ")
+        rows.append({"name": t.description.name, "seed": t.description.seed, "step": t.step, "state": s["state"],
+                     "score": s.get("score"), "where": where.strip(),
+                     "error": f"{kind}: {message[:70]}" if error else ""})
+    print(format_table(rows))
+    counts: dict = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if counts.get("error"):
+        print(f"full tracebacks: nntransfer errors {args.recipe}")
+    return 0
+
+
+def _errors(args) -> int:
+    from ..recipes.plan import error_details
+
+    details = error_details(targets(args, fill=False))
+    if not details:
+        print("no errors")
+        return 0
+    for target, job in details:
+        print(f"== {target.description.name} (seed {target.description.seed}) step {target.step} "
+              f"on {job['host']}, {job['completed_time']}")
+        print(job["error_stack"] or job["error_message"])
+    return 0
+
+
+def _clear_errors(args) -> int:
+    from ..recipes import clear_errors
+
+    n = clear_errors(targets(args, fill=False))
+    print(f"cleared {n} error(s); run the recipe again to retrain them")
+    return 0
+
+
+def _clear_checkpoints(args) -> int:
+    from ..recipes.plan import clear_checkpoints
+
+    n = clear_checkpoints(targets(args, fill=False))
+    print(f"dropped {n} checkpoint(s); the affected jobs start from scratch on the next run")
+    return 0
+
+
+def add_commands(sub) -> None:
+    common = recipe_options()
+    p = sub.add_parser("worker", parents=[common], help="train pending jobs of a recipe (locally or via Slurm)",
+                       description="A worker that trains any pending job of the recipe until none is left "
+                                   "(--workers N: N local processes). With --slurm, submits JOBS such workers "
+                                   "through submitit instead. SIGTERM/Ctrl-C: checkpoint, release the job, exit 0.")
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between looks for new work")
+    add_local_worker_options(p)
+    p.add_argument("--slurm", action="store_true", help="submit workers with submitit (pip install nntransfer[slurm])")
+    p.add_argument("--jobs", type=int, default=1, help="number of Slurm workers to submit")
+    p.add_argument("--cluster", default=None, choices=["slurm", "local", "debug"],
+                   help="submitit cluster (default: slurm when available, else local)")
+    p.add_argument("--folder", default="nntransfer_jobs", help="folder for submitit logs")
+    p.add_argument("--partition", help="Slurm partition")
+    p.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per Slurm job")
+    p.add_argument("--cpus", type=int, default=4, help="CPU cores per Slurm job")
+    p.add_argument("--mem-gb", type=int, default=16, help="memory per Slurm job in GB")
+    p.add_argument("--time", type=int, default=24 * 60, help="time limit per Slurm job in minutes")
+    p.add_argument("--allow-local-store", action="store_true",
+                   help="submit even though the 'nntransfer' store is the local default (only if every node "
+                        "shares this machine's $NNTRANSFER_HOME)")
+    p.add_argument("--wait", action="store_true", help="wait for the submitted workers and report")
+    p.set_defaults(handler=_worker)
+
+    p = sub.add_parser("status", parents=[common], help="state of every experiment of a recipe",
+                       description="pending / reserved (training, with host:pid and GPU) / done / error (type, "
+                                   "host, first line) / blocked per experiment and step, with scores.")
+    p.set_defaults(handler=_status)
+
+    p = sub.add_parser("errors", parents=[common], help="full tracebacks of a recipe's failed jobs",
+                       description="The traceback of every failed job of the recipe, with host and time.")
+    p.set_defaults(handler=_errors)
+
+    p = sub.add_parser("clear-errors", parents=[common], help="forget failed jobs so they run again",
+                       description="Delete the error records of a recipe's jobs; the next run retrains them.")
+    p.set_defaults(handler=_clear_errors)
+
+    p = sub.add_parser("clear-checkpoints", parents=[common], help="drop the checkpoints of a recipe's jobs",
+                       description="Delete the checkpoints (rows and files) of the recipe's unfinished jobs, e.g. "
+                                   "after a change that makes them unusable; those jobs start from scratch.")
+    p.set_defaults(handler=_clear_checkpoints)

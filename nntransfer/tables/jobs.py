@@ -1,0 +1,410 @@
+"""Jobs of the computed tables: DataJoint's job reservation, plus what a cluster needs.
+
+DataJoint reserves a job atomically (``UPDATE ... WHERE status='pending'``) and records host, pid and
+connection id. On top of that:
+
+* **Heartbeats.** Every process that holds a job keeps a row in :class:`Worker` up to date from a
+  background thread with its own connection (every ``NNTRANSFER_HEARTBEAT_INTERVAL`` s, default 10),
+  naming the job it holds. A reservation is alive while its holder's heartbeat is fresh
+  (``NNTRANSFER_HEARTBEAT_TIMEOUT`` s, default 120) or, on the same machine, while the holding process
+  runs. Connection ids are not used: they change when a connection is re-opened, and MySQL hides other
+  users' connections.
+* **Conditional releases.** A job is put back only with a single ``UPDATE`` that also matches the
+  holder's host, pid and reservation time, so a reservation another worker has taken meanwhile is
+  never released.
+* **Stopping is not failing.** :class:`TrainingInterrupted`, ``SystemExit`` (SIGTERM) and
+  ``KeyboardInterrupt`` release the job instead of recording an error; a lost reservation or a lost
+  connection records nothing.
+* **Retries.** A ``ConfigError`` is recorded at once; other errors are retried up to
+  :func:`set_max_retries` times (default 0) before they are recorded.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+
+import datajoint as dj
+from datajoint.condition import make_condition
+from datajoint.jobs import Job
+
+from ..compat import make_hash
+from ..errors import ConfigError
+from ..trainer.interrupt import TrainingInterrupted, request_stop, stop_requested
+from .schema import schema
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = float(os.environ.get("NNTRANSFER_HEARTBEAT_INTERVAL", "10"))
+HEARTBEAT_TIMEOUT = float(os.environ.get("NNTRANSFER_HEARTBEAT_TIMEOUT", "120"))
+_max_retries = [0]
+
+
+def set_max_retries(n: int) -> None:
+    """Retry failing jobs (other than ``ConfigError``) up to ``n`` times before recording the error."""
+    if n < 0:
+        raise ConfigError(f"max_retries must be 0 or more, got {n}")
+    _max_retries[0] = int(n)
+
+
+class LostReservation(RuntimeError):
+    """Another worker took this job over (this process's heartbeat was missed for longer than the timeout)."""
+
+
+@schema
+class Worker(dj.Manual):
+    definition = """
+    # processes that hold jobs; a reservation is alive while its holder's heartbeat is fresh
+    host: varchar(255)
+    pid: int32
+    ---
+    namespace: varchar(96)          # boot id and PID namespace: where `pid` can be checked directly
+    proc_start: float64             # start time of the process (a later process may reuse the PID)
+    heartbeat: datetime(3)
+    job_table="": varchar(64)       # the job it holds, if any
+    job_hash="": varchar(32)
+    gpu="": varchar(64)             # CUDA_VISIBLE_DEVICES of the process
+    """
+
+
+@schema
+class JobAttempt(dj.Manual):
+    definition = """
+    # failed attempts of jobs that are retried
+    job_table: varchar(64)
+    job_hash: char(32)
+    ---
+    failures: int32
+    """
+
+
+# -- this process ------------------------------------------------------------------------------
+def _namespace() -> str:
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = platform.node()
+    try:
+        pid_namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        pid_namespace = 0
+    return f"{boot}:{pid_namespace}"[:96]
+
+
+def _start_time(pid: int) -> float | None:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return round(proc.create_time(), 2)
+    except psutil.Error:
+        return None
+
+
+def _process_alive(pid: int, start: float) -> bool:
+    found = _start_time(pid)
+    return found is not None and abs(found - start) < 0.05
+
+
+def job_hash(pk: dict) -> str:
+    return make_hash({k: pk[k] for k in sorted(pk)})
+
+
+class Heartbeat:
+    """This process's row in :class:`Worker`, refreshed by a daemon thread on a connection of its own."""
+
+    def __init__(self):
+        self.job = ("", "")
+        self._thread = None
+        self._conn = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    def _connection(self):
+        from .. import db
+
+        if self._conn is None:
+            self._conn = db.new_connection()
+        return self._conn
+
+    def beat(self) -> None:
+        from .. import db
+
+        with self._lock:
+            conn = self._connection()
+            db.retrying(lambda: self._write(conn), conn, "the database (heartbeat)")
+
+    def _write(self, conn) -> None:
+        table = Worker.full_table_name
+        gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        values = (_namespace(), _start_time(os.getpid()) or 0.0, self.job[0], self.job[1], gpu)
+        where = (platform.node(), os.getpid())
+        updated = conn.query(f"UPDATE {table} SET namespace=%s, proc_start=%s, heartbeat=CURRENT_TIMESTAMP(3), "
+                             "job_table=%s, job_hash=%s, gpu=%s WHERE host=%s AND pid=%s", args=values + where)
+        if updated.rowcount == 0:
+            try:
+                conn.query(f"INSERT INTO {table} (host, pid, namespace, proc_start, heartbeat, job_table, job_hash, "
+                           "gpu) VALUES (%s, %s, %s, %s, CURRENT_TIMESTAMP(3), %s, %s, %s)", args=where + values)
+            except dj.errors.DuplicateError:
+                pass  # the row exists after all; the next beat updates it
+
+    def hold(self, table_name: str, pk: dict | None) -> None:
+        """Record the job this process holds (None: none) and beat now; start the thread on first use."""
+        self.job = (table_name, job_hash(pk)) if pk is not None else ("", "")
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="nntransfer-heartbeat", daemon=True)
+            self._thread.start()
+        try:
+            self.beat()
+        except Exception as err:  # noqa: BLE001 - a missed beat is not an error of the job; the thread retries
+            logger.warning("heartbeat failed: %s", err)
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_INTERVAL):
+            try:
+                self.beat()
+            except Exception as err:  # noqa: BLE001 - keep beating; the reservation check reports a lost job
+                logger.warning("heartbeat failed: %s", err)
+
+    def close(self) -> None:
+        """Stop beating and remove this process's row (at exit)."""
+        self._stop.set()
+        if self._conn is None:
+            return
+        if not self._lock.acquire(timeout=2):  # a beat is waiting for the server: leave the row to time out
+            return
+        try:
+            self._conn.query(f"DELETE FROM {Worker.full_table_name} WHERE host=%s AND pid=%s",
+                             args=(platform.node(), os.getpid()), reconnect=False)
+            self._conn.close()
+        except Exception:  # noqa: BLE001 - at exit; a stale row is ignored once its heartbeat is old
+            pass
+        finally:
+            self._conn = None
+            self._lock.release()
+
+    def _after_fork(self) -> None:
+        self.__init__()
+
+
+HEARTBEAT = Heartbeat()
+atexit.register(HEARTBEAT.close)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=HEARTBEAT._after_fork)
+
+
+# -- the job table -----------------------------------------------------------------------------
+class ReservedJobs(Job):
+    """DataJoint's job table of one computed table, with heartbeats, conditional releases and retries."""
+
+    def _holder(self) -> dict:
+        return {"host": platform.node(), "pid": os.getpid()}
+
+    def _update_held(self, key: dict, assignments: str, args: tuple, holder: dict) -> bool:
+        """One UPDATE of the job ``key`` that only applies while ``holder`` still holds it."""
+        qi = self.adapter.quote_identifier
+        where = make_condition(self, self._get_pk(key), set())
+        held = " AND ".join(f"{qi(name)}=%s" for name in holder)
+        query = f"UPDATE {self.full_table_name} SET {assignments} WHERE {where} AND {qi('status')}='reserved' AND {held}"
+        return self.connection.query(query, args=tuple(args) + tuple(holder.values())).rowcount == 1
+
+    def _pending_assignments(self, delay: float) -> str:
+        qi = self.adapter.quote_identifier
+        return (f"{qi('status')}='pending', {qi('host')}='', {qi('pid')}=0, {qi('connection_id')}=0, "
+                f"{qi('reserved_time')}=NULL, "
+                f"{qi('scheduled_time')}=CURRENT_TIMESTAMP(3) + {self.adapter.interval_expr(int(delay), 'second')}")
+
+    def release(self, key: dict, delay: float = 0, holder: dict | None = None) -> bool:
+        """Put a reserved job back in the queue if ``holder`` (default: this process) still holds it."""
+        return self._update_held(key, self._pending_assignments(delay), (), holder or self._holder())
+
+    # -- DataJoint's hooks, called by populate(reserve_jobs=True) -----------------------------
+    def reserve(self, key: dict) -> bool:
+        if stop_requested():
+            return False  # stopping: take no new job
+        if not super().reserve(key):
+            return False
+        HEARTBEAT.hold(self.target.table_name, self._get_pk(key))
+        return True
+
+    def complete(self, key: dict, duration: float | None = None) -> None:
+        HEARTBEAT.hold(self.target.table_name, None)
+        super().complete(key, duration)
+        (JobAttempt & {"job_table": self.target.table_name, "job_hash": job_hash(self._get_pk(key))}).delete_quick()
+
+    def error(self, key: dict, error_message: str, error_stack: str | None = None) -> None:
+        from .. import db
+
+        error = sys.exc_info()[1]
+        HEARTBEAT.hold(self.target.table_name, None)
+        if isinstance(error, KeyboardInterrupt):
+            request_stop("KeyboardInterrupt")
+        if isinstance(error, (TrainingInterrupted, SystemExit, KeyboardInterrupt)):
+            released = self.release(key)
+            logger.warning("%s: job %s %s (%s)", type(error).__name__, self._get_pk(key),
+                           "released; the next worker resumes it" if released else "was not held any more", error)
+            return
+        if isinstance(error, LostReservation) or (error is not None and db.is_connection_error(error)):
+            logger.error("job %s not recorded as failed: %s", self._get_pk(key), error)
+            return
+        if not isinstance(error, ConfigError) and self._retry(key, error_message):
+            return
+        self._record_error(key, error_message, error_stack)
+
+    def _retry(self, key: dict, error_message: str) -> bool:
+        ident = {"job_table": self.target.table_name, "job_hash": job_hash(self._get_pk(key))}
+        failures = 1 + (int((JobAttempt & ident).fetch1("failures")) if JobAttempt & ident else 0)
+        if failures > _max_retries[0]:
+            (JobAttempt & ident).delete_quick()
+            return False
+        if failures == 1:
+            JobAttempt.insert1(dict(ident, failures=failures), skip_duplicates=True)
+        else:
+            JobAttempt.update1(dict(ident, failures=failures))
+        delay = min(300, 5 * 2 ** (failures - 1))
+        if self.release(key, delay=delay):
+            logger.warning("job %s failed (attempt %d of %d): %s; retrying in %d s", self._get_pk(key), failures,
+                           _max_retries[0] + 1, error_message.splitlines()[0] if error_message else "", delay)
+        return True
+
+    def _record_error(self, key: dict, error_message: str, error_stack: str | None) -> None:
+        from datajoint.jobs import ERROR_MESSAGE_LENGTH, TRUNCATION_APPENDIX
+
+        if len(error_message) > ERROR_MESSAGE_LENGTH:
+            error_message = error_message[: ERROR_MESSAGE_LENGTH - len(TRUNCATION_APPENDIX)] + TRUNCATION_APPENDIX
+        qi = self.adapter.quote_identifier
+        assignments = f"{qi('status')}='error', {qi('completed_time')}=CURRENT_TIMESTAMP(3), {qi('error_message')}=%s"
+        if self._update_held(key, assignments, (error_message,), self._holder()):
+            if error_stack is not None:
+                self.update1({**self._get_pk(key), "error_stack": error_stack})
+        else:
+            logger.error("job %s failed but is no longer held by this worker: %s", self._get_pk(key), error_message)
+
+    # -- for the keep-alive callback ------------------------------------------------------------
+    def still_held(self, key: dict) -> bool:
+        """False if another worker holds the job now (True if this process holds it or nobody reserved it)."""
+        rows = (self & self._get_pk(key)).proj("status", "host", "pid", "connection_id").to_dicts()
+        if not rows:
+            return True  # populated without reservation
+        row = rows[0]
+        held = row["status"] == "reserved" and row["host"] == platform.node() and row["pid"] == os.getpid()
+        if held and row["connection_id"] != self.connection.connection_id:  # re-opened: re-take the reservation
+            qi = self.adapter.quote_identifier
+            self._update_held(key, f"{qi('connection_id')}=%s", (self.connection.connection_id,), self._holder())
+        return held
+
+
+class _JobsDescriptor:
+    """``Table.jobs`` giving a :class:`ReservedJobs` (on the class and on instances)."""
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            obj = objtype()
+        if obj._jobs is None:
+            jobs = ReservedJobs(obj)
+            if not jobs.is_declared:
+                from .. import db
+
+                with db.advisory_lock(f"declare:{jobs.database}", jobs.connection):
+                    if not jobs.is_declared:
+                        jobs.declare()
+            obj._jobs = jobs
+        return obj._jobs
+
+
+def keep_alive(table, key: dict, every: float = 5.0):
+    """The trainer's ``cb``: keeps the connection open and stops training if the reservation was lost.
+
+    Cheap enough to be called per batch: it touches the database at most every ``every`` seconds.
+    """
+    from .. import db
+
+    conn = table.connection
+    jobs = table.jobs
+    last = [0.0]
+
+    def cb(*_args, **_kwargs):
+        now = time.monotonic()
+        if now - last[0] < every:
+            return
+        last[0] = now
+        with db.lock:
+            held = db.retrying(lambda: jobs.still_held(key), conn, "the database")
+        if not held:
+            raise LostReservation(f"job {jobs._get_pk(key)} was taken over by another worker after this one's "
+                                  f"heartbeat was missing for {HEARTBEAT_TIMEOUT:.0f} s; stopping this copy")
+
+    return cb
+
+
+# -- reclaiming the jobs of dead workers ---------------------------------------------------------
+def reclaim(table, keys: list[dict] | None = None) -> int:
+    """Put back the reserved jobs (of ``keys``, or all) whose holder is dead; returns how many.
+
+    Dead: on this machine, the holding process is gone; anywhere, its heartbeat is older than
+    ``HEARTBEAT_TIMEOUT`` (or it never beat and the reservation is older than that).
+    """
+    jobs = table.jobs
+    conn = jobs.connection
+    qi = jobs.adapter.quote_identifier
+    timeout = jobs.adapter.interval_expr(int(HEARTBEAT_TIMEOUT), "second")
+    pk = jobs.primary_key
+    cols = ", ".join(qi(c) for c in pk)
+    reserved = conn.query(
+        f"SELECT {cols}, {qi('host')}, {qi('pid')}, {qi('reserved_time')}, "
+        f"({qi('reserved_time')} >= CURRENT_TIMESTAMP(3) - {timeout}) AS fresh "
+        f"FROM {jobs.full_table_name} WHERE {qi('status')}='reserved'", as_dict=True).fetchall()
+    if keys is not None:
+        wanted = {job_hash({k: key[k] for k in pk}) for key in keys}
+        reserved = [r for r in reserved if job_hash({k: r[k] for k in pk}) in wanted]
+    # rows of processes that died without cleaning up (SIGKILL) are dropped after a day
+    conn.query(f"DELETE FROM {Worker.full_table_name} WHERE heartbeat < CURRENT_TIMESTAMP(3) - "
+               f"{jobs.adapter.interval_expr(1, 'day')}")
+    if not reserved:
+        return 0
+    workers = {(w["host"], w["pid"]): w for w in conn.query(
+        f"SELECT host, pid, namespace, proc_start, job_table, job_hash, "
+        f"(heartbeat >= CURRENT_TIMESTAMP(3) - {timeout}) AS fresh FROM {Worker.full_table_name}",
+        as_dict=True).fetchall()}
+    here = _namespace()
+    count = 0
+    for row in reserved:
+        key = {k: row[k] for k in pk}
+        worker = workers.get((row["host"], row["pid"]))
+        holds = worker is not None and (worker["job_table"], worker["job_hash"]) == (table.table_name, job_hash(key))
+        if worker is not None and worker["namespace"] == here:  # the holder's PID can be checked directly
+            alive = _process_alive(row["pid"], worker["proc_start"]) and (holds or bool(row["fresh"]))
+        else:
+            alive = (holds and bool(worker["fresh"])) or bool(row["fresh"])
+        if alive:
+            continue
+        holder = {"host": row["host"], "pid": row["pid"], "reserved_time": row["reserved_time"]}
+        if jobs.release(key, holder=holder):
+            logger.warning("re-queued job %s of %s, whose worker %s:%s is gone", key, table.__class__.__name__,
+                           row["host"], row["pid"])
+            count += 1
+    return count
+
+
+def worker_rows() -> dict:
+    """``{(host, pid): {"gpu": ..., "fresh": bool}}`` of the processes that beat."""
+    from . import bind
+
+    bind()
+    timeout = Worker().adapter.interval_expr(int(HEARTBEAT_TIMEOUT), "second")
+    rows = Worker.connection.query(
+        f"SELECT host, pid, gpu, (heartbeat >= CURRENT_TIMESTAMP(3) - {timeout}) AS fresh "
+        f"FROM {Worker.full_table_name}", as_dict=True).fetchall()
+    return {(r["host"], r["pid"]): {"gpu": r["gpu"], "fresh": bool(r["fresh"])} for r in rows}
+
+
+__all__ = ["HEARTBEAT", "JobAttempt", "LostReservation", "ReservedJobs", "Worker", "keep_alive", "reclaim",
+           "set_max_retries", "worker_rows"]

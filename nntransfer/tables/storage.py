@@ -1,0 +1,213 @@
+"""Training states in the ``nntransfer`` store: the ``<torchstate@nntransfer>`` codec and its files.
+
+A state (a model's ``state_dict`` or a checkpoint's full training state) is written once, straight from
+``torch.save`` to its file in the store, and the row holds ``{path, store, size}``. The codec is a
+DataJoint ``SchemaCodec``: files live at schema-addressed paths
+(``_schema/<schema>/<table>/<key>/<field>_<token>.pt``) that DataJoint's own garbage collector knows,
+and :mod:`nntransfer.tables.gc` deletes only files no row references.
+
+Reading checks the size and the CRC-32 that ``torch.save`` records for every part of its archive, then
+loads with ``weights_only=True`` (stored bytes never execute
+code). A file that fails these checks raises :class:`UnreadableState`.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import datajoint as dj
+from datajoint.builtin_codecs.schema import SchemaCodec
+
+logger = logging.getLogger(__name__)
+
+
+class UnreadableState(dj.errors.DataJointError):
+    """A stored state is missing, truncated or corrupt."""
+
+
+@dataclass(frozen=True)
+class StoredState:
+    """A state already written to the store (``TableCheckpointStore`` writes before it inserts the row)."""
+
+    metadata: dict
+
+
+class _CountingWriter:
+    """A write-through file wrapper that counts the bytes ``torch.save`` writes (remote stores)."""
+
+    def __init__(self, file):
+        self.file, self.size = file, 0
+
+    def write(self, data) -> int:
+        self.size += len(data)
+        return self.file.write(data)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _private() -> bool:
+    """Files of the default store are private to the user (0600); a configured store follows the umask."""
+    from .. import db
+
+    return db.store_is_default()
+
+
+def _backend(store_name: str | None, config=None):
+    from datajoint.hash_registry import get_store_backend
+
+    return get_store_backend(store_name, config=config)
+
+
+def write_state(state, path: str, store_name: str, config=None) -> dict:
+    """``torch.save`` ``state`` to ``path`` in the store; returns the row's metadata.
+
+    Integrity costs nothing here: ``torch.save`` writes a zip archive with a CRC-32 per record, which
+    :func:`read_state` verifies, and the row keeps the file's size.
+    """
+    import torch
+
+    backend = _backend(store_name, config)
+    if backend.protocol == "file":
+        full = Path(backend._full_path(path))
+        _make_parents(full, Path(backend._full_path("")))
+        mode = 0o600 if _private() else 0o666
+        os.close(os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))  # a new name, with its mode
+        torch.save(state, str(full))
+        size = full.stat().st_size
+    else:
+        with backend.open(path, "wb") as file:
+            writer = _CountingWriter(file)
+            torch.save(state, writer)
+        size = writer.size
+    return {"path": path, "store": store_name, "size": size, "format": "torch-zip"}
+
+
+def _make_parents(full: Path, root: Path) -> None:
+    mode = 0o700 if _private() else 0o777
+    missing = []
+    parent = full.parent
+    while not parent.exists() and parent != root:
+        missing.append(parent)
+        parent = parent.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=mode)
+        except FileExistsError:
+            pass
+
+
+def read_state(metadata: dict, config=None):
+    """Load a state from its metadata, checking size and checksum first."""
+    import torch
+
+    path = metadata.get("path", "?")
+    if "hash" in metadata:  # written by nntransfer 0.1 (hash-addressed, before this codec)
+        from datajoint.hash_registry import get_hash
+
+        data = get_hash(metadata, config=config)
+    else:
+        try:
+            data = _backend(metadata.get("store"), config).get_buffer(path)
+        except (dj.errors.MissingExternalFile, FileNotFoundError, OSError) as err:
+            raise UnreadableState(f"stored state {path} cannot be read ({err})") from None
+        if "size" in metadata and len(data) != metadata["size"]:
+            raise UnreadableState(f"stored state {path} has {len(data)} bytes, {metadata['size']} were written")
+        _check_archive(data, path)
+    try:
+        # weights_only: stored bytes must never execute code
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure to parse means the file is unusable
+        raise UnreadableState(f"stored state {path} cannot be loaded ({type(err).__name__}: {err})") from None
+
+
+def _check_archive(data: bytes, path: str) -> None:
+    """Verify the CRC-32 of every record of a ``torch.save`` archive (torch.load itself does not)."""
+    try:
+        bad = zipfile.ZipFile(io.BytesIO(data)).testzip()
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise UnreadableState(f"stored state {path} is not a readable archive ({err})") from None
+    if bad is not None:
+        raise UnreadableState(f"stored state {path} does not match its checksum (record {bad} was changed)")
+
+
+def delete_files(paths: list[tuple[str, str | None]], config=None) -> int:
+    """Delete stored files (``(path, store)`` pairs) and the folders they leave empty; returns the count."""
+    deleted = 0
+    for path, store_name in paths:
+        backend = _backend(store_name, config)
+        try:
+            backend.remove(path)
+            deleted += 1
+        except Exception as err:  # noqa: BLE001 - a file that cannot be deleted is left for gc
+            logger.warning("could not delete %s from the store (%s); `nntransfer db gc` will retry", path, err)
+            continue
+        if backend.protocol == "file":
+            _remove_empty_parents(Path(backend._full_path(path)).parent, Path(backend._full_path("")))
+    return deleted
+
+
+def _remove_empty_parents(folder: Path, root: Path) -> None:
+    root = root.resolve()
+    folder = folder.resolve()
+    while folder != root and root in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or already gone / in use by another writer)
+            return
+        folder = folder.parent
+
+
+def referenced_paths(table, attribute: str) -> list[tuple[str, str | None]]:
+    """``(path, store)`` of every file that rows of ``table`` (a restricted table is fine) reference."""
+    import json
+
+    out = []
+    for row in table.proj(attribute).cursor(as_dict=True):
+        value = row[attribute]
+        if isinstance(value, str):
+            value = json.loads(value)
+        if isinstance(value, dict) and "path" in value:
+            out.append((value["path"], value.get("store")))
+    return out
+
+
+class TorchStateCodec(SchemaCodec):
+    """``<torchstate@store>``: tensors and plain containers, one ``torch.save`` file per row.
+
+    Store only. Insert a state dict (written on insert) or a :class:`StoredState` (already written);
+    fetch returns the loaded state (CPU tensors).
+    """
+
+    name = "torchstate"
+
+    def encode(self, value, *, key=None, context=None, store_name=None) -> dict:
+        if isinstance(value, StoredState):
+            return value.metadata
+        schema, table, field, primary_key = self._extract_context(key, context)
+        config = self._codec_config(key, context)
+        path, _ = self._build_path(schema, table, field, primary_key, ext=".pt", store_name=store_name, config=config)
+        return write_state(value, path, store_name, config)
+
+    def decode(self, stored, *, key=None, context=None):
+        import json
+
+        if isinstance(stored, str):
+            stored = json.loads(stored)
+        return read_state(stored, self._codec_config(key, context))
+
+    def validate(self, value) -> None:
+        if not isinstance(value, (dict, StoredState)):
+            raise dj.errors.DataJointError(f"<torchstate> stores a dict of tensors, got {type(value).__name__}")
+
+
+def state_path(table, field: str, primary_key: dict, store_name: str) -> str:
+    """The path a new state of ``table.field`` for ``primary_key`` is written to (unique per call)."""
+    codec = dj.codecs.get_codec("torchstate")
+    path, _ = codec._build_path(table.database, table.table_name, field, primary_key, ext=".pt",
+                                store_name=store_name, config=table.connection._config)
+    return path

@@ -1,0 +1,513 @@
+"""Workers that survive a cluster: graceful stop, user code in every worker, reservations under races,
+heartbeats, reconnects, retries, GPUs per worker, the trust allowlist (real database, real processes)."""
+import os
+import platform
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from nntransfer import Description, Experiment, run
+from nntransfer.recipes import fill_tables, load_recipe, states
+from toy_pipeline import ToyData, ToyModel, ToyTrainer
+
+CLI = [sys.executable, "-m", "nntransfer.cli"]
+
+
+def toy(seed=1, **trainer):
+    return Experiment(ToyData(), ToyModel(), ToyTrainer(**trainer), seed)
+
+
+@pytest.fixture
+def train_log(tmp_path, monkeypatch):
+    log = tmp_path / "train.log"
+    monkeypatch.setenv("TOY_TRAIN_LOG", str(log))
+    return log
+
+
+def log_lines(log):
+    return [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def wait_for(condition, timeout=120, what="condition"):
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+# -- 1. graceful stop ---------------------------------------------------------------------------
+SLOW_RECIPE = """
+import os, time
+from nntransfer import Description, Experiment
+from nntransfer.configs import ImageDatasetConfig, ModelConfig, TrainerConfig
+from nntransfer.trainer import MainLoopModule, register_module
+
+@register_module("SlowEpochs")
+class SlowEpochs(MainLoopModule):
+    def pre_epoch(self, model, mode, **options):
+        super().pre_epoch(model, mode, **options)
+        if mode == "Training" and os.environ.get("EPOCH_LOG"):
+            with open(os.environ["EPOCH_LOG"], "a") as f:
+                f.write(f"{{self.epoch}}\\n")
+
+    def post_epoch(self, model):
+        if self.mode == "Training":
+            time.sleep({sleep})
+
+experiments = {{
+    Description("slow", 4): Experiment(
+        ImageDatasetConfig(dataset_cls="digits", batch_size=128), ModelConfig(type="mlp"),
+        TrainerConfig(max_iter={epochs}, verbose=False, main_loop_modules=["SlowEpochs"]), 4)
+}}
+"""
+
+
+def slow_recipe(tmp_path, epochs=6, sleep=1.0):
+    recipe = tmp_path / "slow.py"
+    recipe.write_text(SLOW_RECIPE.format(epochs=epochs, sleep=sleep))
+    return recipe
+
+
+@pytest.mark.both_backends
+def test_sigterm_checkpoints_releases_and_the_next_worker_resumes_bit_identically(clean_db, tmp_path):
+    from nntransfer.trainer import trainer
+
+    recipe = slow_recipe(tmp_path, epochs=12, sleep=1.5)
+    epochs = tmp_path / "epochs.log"
+    env = {**os.environ, "EPOCH_LOG": str(epochs), "CUDA_VISIBLE_DEVICES": "7"}
+    worker = subprocess.Popen(CLI + ["worker", str(recipe)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        wait_for(lambda: len(clean_db.Checkpoint()) > 0, what="the first checkpoint")
+        status = subprocess.run(CLI + ["status", str(recipe)], capture_output=True, text=True, timeout=120)
+        assert "reserved" in status.stdout and f":{worker.pid} gpu 7" in status.stdout  # which GPU it uses
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=120)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, err
+    assert "stopped on request" in out
+    targets = fill_tables(load_recipe(recipe))
+    assert states(targets)[targets[0]]["state"] == "pending"  # released, not an error
+    assert len(clean_db.TrainedModel.jobs.errors) == 0
+    stopped_after = int(max(clean_db.Checkpoint().to_arrays("epoch")))
+    assert 1 <= stopped_after < 12
+    epochs.write_text("")
+    again = subprocess.run(CLI + ["run", str(recipe)], env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    resumed = [int(e) for e in epochs.read_text().split()]
+    assert resumed == list(range(stopped_after + 1, 13))  # the next worker resumes from that checkpoint
+    # ... and ends where an uninterrupted run ends
+    exp = next(iter(load_recipe(recipe).values()))
+    from nntransfer.dataset import image_dataset_loader
+    from nntransfer.models import classification_model_builder
+
+    data = image_dataset_loader(seed=4, **exp.dataset.to_dict())
+    model = classification_model_builder(data, seed=4, **exp.model.to_dict())
+    ref_score, _, ref_state = trainer(model, data, seed=4, **exp.trainer.to_dict())
+    stored = (clean_db.TrainedModel.ModelStorage & exp.get_key()).fetch1("model_state")
+    assert (clean_db.TrainedModel & exp.get_key()).fetch1("score") == ref_score
+    for name, value in ref_state.items():
+        assert torch.equal(stored[name], value.cpu()), name
+
+
+def test_a_second_sigint_stops_at_once_and_still_releases(clean_db, tmp_path):
+    recipe = slow_recipe(tmp_path, epochs=50, sleep=8.0)
+    worker = subprocess.Popen(CLI + ["worker", str(recipe)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        wait_for(lambda: len(clean_db.Checkpoint()) > 0, what="the first checkpoint")
+        worker.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        worker.send_signal(signal.SIGINT)
+        out, err = worker.communicate(timeout=60)
+    finally:
+        worker.kill()
+    # stopped in the middle of epoch 2 (a single SIGINT would have let it end the epoch with a checkpoint)
+    assert list(clean_db.Checkpoint().to_arrays("epoch")) == [1]
+    assert worker.returncode == 0, err
+    targets = fill_tables(load_recipe(recipe))
+    assert states(targets)[targets[0]]["state"] == "pending"
+    assert len(clean_db.TrainedModel.jobs.errors) == 0
+
+
+# -- 2. user code in every worker ------------------------------------------------------------------
+SCRIPT = """
+import os
+import torch
+from nntransfer import Description, Experiment, run
+from nntransfer.configs import ImageDatasetConfig, ModelConfig, TrainerConfig
+from nntransfer.models import register_model
+from nntransfer.trainer import register_loss
+
+if __name__ != "__main__" and os.environ.get("KILL_CHILDREN"):
+    os._exit(7)  # a worker process that dies
+
+@register_model("script_net")
+def script_net(info, cfg):
+    with open(os.environ["PID_LOG"], "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(info.channels * info.height * info.width,
+                                                                   info.num_classes))
+
+@register_loss("script_loss")
+class ScriptLoss(torch.nn.CrossEntropyLoss):
+    pass
+
+experiments = {
+    Description("scripted", seed): Experiment(
+        ImageDatasetConfig(dataset_cls="digits", batch_size=256), ModelConfig(type="script_net"),
+        TrainerConfig(max_iter=2, verbose=False, loss_functions={"img_classification": "script_loss"}), seed)
+    for seed in range(4)
+}
+rows = run(experiments, workers=2, quiet=True)  # at top level, no main guard
+print("STATES", " ".join(r["state"] for r in rows))
+"""
+
+
+def test_run_with_two_workers_sees_models_and_losses_the_script_registers(clean_db, tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    pids = tmp_path / "pids.log"
+    out = subprocess.run([sys.executable, str(script)], env={**os.environ, "PID_LOG": str(pids)}, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "STATES done done done done" in out.stdout
+    assert len(clean_db.TrainedModel()) == 4 and len(clean_db.TrainedModel.jobs.errors) == 0
+    assert len(set(pids.read_text().split())) == 2  # the script's own process and a worker both trained
+
+
+def test_a_dead_worker_process_is_reported_in_one_line(clean_db, tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    out = subprocess.run([sys.executable, str(script)], env={**os.environ, "PID_LOG": str(tmp_path / "p"),
+                                                             "KILL_CHILDREN": "1"},
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "STATES done done done done" in out.stdout  # this process trained everything
+    lines = [line for line in out.stderr.splitlines() if "exited with code 7" in line]
+    assert len(lines) == 1 and "Traceback" not in out.stderr
+
+
+def test_workers_from_a_folder_holding_another_nntransfer_folder(clean_db, tmp_path, train_log):
+    here = tmp_path / "parent-of-a-clone"
+    (here / "nntransfer").mkdir(parents=True)
+    (here / "nntransfer" / "__init__.py").write_text("raise ImportError('the clone, not the package')\n")
+    recipe = tmp_path / "r.py"
+    recipe.write_text(textwrap.dedent("""
+        from nntransfer import Description, Experiment
+        from toy_pipeline import ToyData, ToyModel, ToyTrainer
+        experiments = {Description(f"e{i}", i): Experiment(ToyData(), ToyModel(), ToyTrainer(sleep=0.3), i)
+                       for i in range(4)}
+    """))
+    launcher = tmp_path / "bin" / "nntransfer_cli.py"  # like the console script: its folder, not the cwd, on the path
+    launcher.parent.mkdir()
+    launcher.write_text("import sys\nfrom nntransfer.cli import main\nsys.exit(main())\n")
+    out = subprocess.run([sys.executable, str(launcher), "run", str(recipe), "--workers", "2"], cwd=here,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert len({line[1] for line in log_lines(train_log)}) == 2
+
+
+def test_slurm_workers_import_the_recipe(clean_db, tmp_path):
+    from nntransfer.recipes.slurm import submit_workers
+
+    recipe = tmp_path / "slurm_recipe.py"
+    recipe.write_text(textwrap.dedent("""
+        import torch
+        from nntransfer import Description, Experiment
+        from nntransfer.configs import ImageDatasetConfig, ModelConfig, TrainerConfig
+        from nntransfer.trainer import register_loss
+
+        @register_loss("recipe_loss")
+        class RecipeLoss(torch.nn.CrossEntropyLoss):
+            pass
+
+        experiments = {Description("remote", 5): Experiment(
+            ImageDatasetConfig(dataset_cls="digits", batch_size=256), ModelConfig(type="mlp"),
+            TrainerConfig(max_iter=1, verbose=False, loss_functions={"img_classification": "recipe_loss"}), 5)}
+    """))
+    targets = fill_tables(load_recipe(recipe))
+    jobs = submit_workers(targets, jobs=1, folder=str(tmp_path / "jobs"), cluster="local", cpus=1, recipe=str(recipe))
+    result = jobs[0].result()
+    assert result["errors"] == [] and result["trained"] == 1
+    assert states(targets)[targets[0]]["state"] == "done"
+
+
+def test_slurm_workers_are_requeued_through_submitits_checkpointing():
+    import submitit
+
+    from nntransfer.recipes.slurm import RemoteWorker
+
+    worker = RemoteWorker(["target"], ["recipe.py"], max_retries=2)
+    again = worker.checkpoint()
+    assert isinstance(again, submitit.helpers.DelayedSubmission)
+    assert isinstance(again.function, RemoteWorker)
+    assert (again.function.targets, again.function.imports, again.function.max_retries) == (["target"], ["recipe.py"],
+                                                                                           2)
+
+
+def test_slurm_refuses_a_store_the_nodes_cannot_see():
+    from nntransfer.configs import ConfigError
+    from nntransfer.recipes.slurm import check_shared_store
+
+    with pytest.raises(ConfigError, match="stores.*nntransfer.*location|--allow-local-store"):
+        check_shared_store()
+    check_shared_store(allow_local_store=True)  # explicitly overridden
+
+
+# -- 3. reservations under races -------------------------------------------------------------------
+def reserved_job(clean_db, seed):
+    exp = toy(seed=seed)
+    fill_tables({Description("r", seed): exp})
+    jobs = clean_db.TrainedModel.jobs
+    jobs.refresh(exp.get_key(), delay=-1)
+    assert jobs.reserve(exp.get_key())
+    return jobs, exp.get_key()
+
+
+def set_holder(jobs, key, host, pid):
+    from datajoint.condition import make_condition
+
+    where = make_condition(jobs, jobs._get_pk(key), set())
+    jobs.connection.query(f"UPDATE {jobs.full_table_name} SET host=%s, pid=%s, reserved_time=CURRENT_TIMESTAMP(3) "
+                          f"WHERE {where}", args=(host, pid))
+
+
+def dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.both_backends
+def test_a_reservation_taken_over_meanwhile_is_never_released(clean_db, monkeypatch):
+    """Worker A finds a dead reservation; before A releases it, B reclaims and re-reserves the job."""
+    from nntransfer.tables import jobs as jobs_module
+
+    jobs, key = reserved_job(clean_db, 21)
+    gone = dead_pid()
+    set_holder(jobs, key, platform.node(), gone)
+    jobs_module.Worker.insert1(dict(host=platform.node(), pid=gone, namespace=jobs_module._namespace(),
+                                    proc_start=1.0, heartbeat="2020-01-01 00:00:00"))
+    jobs.connection.query(f"UPDATE {jobs_module.Worker.full_table_name} SET heartbeat=CURRENT_TIMESTAMP(3)")
+    original = jobs_module.ReservedJobs.release
+    calls = []
+
+    def interleaved(self, key_, delay=0, holder=None):
+        if not calls:  # worker B acts between A's read and A's release
+            calls.append("B")
+            assert original(self, key_, holder={"host": platform.node(), "pid": gone,
+                                                "reserved_time": holder["reserved_time"]})
+            assert self.reserve(key_)
+            set_holder(self, key_, "node-b", 4242)  # B (elsewhere) holds it now
+        return original(self, key_, delay=delay, holder=holder)
+
+    monkeypatch.setattr(jobs_module.ReservedJobs, "release", interleaved)
+    assert jobs_module.reclaim(clean_db.TrainedModel(), [key]) == 0
+    row = (jobs & key).proj("status", "host", "pid").to_dicts()[0]
+    assert (row["status"], row["host"], row["pid"]) == ("reserved", "node-b", 4242)  # B's reservation stands
+
+
+@pytest.mark.both_backends
+def test_liveness_is_the_heartbeat_not_the_connection_id(clean_db, monkeypatch):
+    from nntransfer.tables import jobs as jobs_module
+
+    jobs, key = reserved_job(clean_db, 22)
+    # a live holder whose connection was re-opened: the job row still carries the old connection id
+    jobs.connection.query(f"UPDATE {jobs.full_table_name} SET connection_id=987654")
+    assert jobs_module.reclaim(clean_db.TrainedModel(), [key]) == 0
+    # a holder on another machine: alive while it beats, re-queued once its heartbeat is older than the timeout
+    monkeypatch.setattr(jobs_module, "HEARTBEAT_TIMEOUT", 2.0)
+    set_holder(jobs, key, "node-b", 77)
+    jobs_module.Worker.insert1(dict(host="node-b", pid=77, namespace="another-machine", proc_start=5.0,
+                                    heartbeat="2020-01-01 00:00:00", job_table=clean_db.TrainedModel.table_name,
+                                    job_hash=jobs_module.job_hash(jobs._get_pk(key))))
+    beat = f"UPDATE {jobs_module.Worker.full_table_name} SET heartbeat=CURRENT_TIMESTAMP(3) WHERE host='node-b'"
+    jobs.connection.query(beat)
+    assert jobs_module.reclaim(clean_db.TrainedModel(), [key]) == 0
+    time.sleep(2.5)
+    jobs.connection.query(beat)  # still beating: the reservation is old but alive
+    assert jobs_module.reclaim(clean_db.TrainedModel(), [key]) == 0
+    time.sleep(2.5)  # silent for longer than the timeout
+    assert jobs_module.reclaim(clean_db.TrainedModel(), [key]) == 1
+    assert (jobs & key).proj("status").to_dicts()[0]["status"] == "pending"
+
+
+def test_a_worker_whose_job_was_taken_over_stops_training(clean_db):
+    from nntransfer.tables.jobs import LostReservation, keep_alive
+
+    jobs, key = reserved_job(clean_db, 23)
+    cb = keep_alive(clean_db.TrainedModel(), key, every=0.0)
+    cb()  # still ours
+    set_holder(jobs, key, "node-b", 4242)
+    with pytest.raises(LostReservation, match="taken over"):
+        cb()
+
+
+# -- 4. reconnect ----------------------------------------------------------------------------------
+RECONNECT_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from nntransfer import db, tables
+from nntransfer.tables.jobs import HEARTBEAT
+from nntransfer.trainer import MainLoopModule, register_module
+from test_cluster import digits
+
+@register_module("DropConnections")
+class DropConnections(MainLoopModule):
+    def post_epoch(self, model):
+        if self.mode == "Validation" and self.epoch == 2:
+            other = db.new_connection()
+            for conn in (db.connection(), HEARTBEAT._conn):
+                other.query("SELECT pg_terminate_backend(%s)", args=(conn.connection_id,))
+            other.close()
+
+exp = digits(8, max_iter=4, main_loop_modules=["DropConnections"])
+exp.add_to_table()
+print(tables.TrainedModel.populate(exp.get_key(), reserve_jobs=True, suppress_errors=True))
+"""
+
+
+def digits(seed, **trainer):
+    from nntransfer.configs import ImageDatasetConfig, ModelConfig, TrainerConfig
+
+    options = dict(max_iter=2, verbose=False)
+    options.update(trainer)
+    return Experiment(ImageDatasetConfig(dataset_cls="digits", batch_size=128), ModelConfig(type="mlp"),
+                      TrainerConfig(**options), seed)
+
+
+def test_training_survives_a_terminated_connection(clean_db, tmp_path):
+    from conftest import BACKEND
+
+    if BACKEND != "postgresql":
+        pytest.skip("uses pg_terminate_backend")
+    script = tmp_path / "drop.py"
+    script.write_text(RECONNECT_SCRIPT.format(tests=os.path.dirname(__file__)))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "'success_count': 1" in out.stdout and "reconnected" in out.stderr
+    assert len(clean_db.TrainedModel()) == 1 and len(clean_db.TrainedModel.jobs.errors) == 0
+
+
+def test_reconnecting_gives_up_with_a_clear_error(monkeypatch):
+    from nntransfer import db
+
+    class Unreachable:
+        def connect(self):
+            raise ConnectionRefusedError("no server")
+
+    monkeypatch.setattr(db, "RECONNECT_DELAYS", (0.01, 0.01))
+    with pytest.raises(db.DatabaseUnavailable, match="could not reconnect"):
+        db.reconnect(Unreachable(), "the test server")
+
+
+# -- 11. retries -------------------------------------------------------------------------------------
+def test_errors_are_retried_up_to_max_retries_but_config_errors_never(clean_db, tmp_path, train_log):
+    counter = tmp_path / "fails"
+    counter.write_text("1")
+    rows = run({Description("flaky", 31): toy(31, fail_times_file=str(counter))}, quiet=True, max_retries=1)
+    assert [r["state"] for r in rows] == ["done"] and len(log_lines(train_log)) == 2  # failed once, then trained
+    counter.write_text("1")
+    rows = run({Description("flaky0", 32): toy(32, fail_times_file=str(counter))}, quiet=True)
+    assert [r["state"] for r in rows] == ["error"]  # default: no retry
+    before = len(log_lines(train_log))
+    rows = run({Description("bad", 33): toy(33, config_error=True)}, quiet=True, max_retries=3)
+    assert [r["state"] for r in rows] == ["error"] and len(log_lines(train_log)) == before + 1
+
+
+def test_status_shows_error_type_host_and_first_line_and_errors_the_traceback(clean_db, tmp_path):
+    marker = tmp_path / "fail"
+    marker.write_text("x")
+    recipe = tmp_path / "failing.py"
+    recipe.write_text(textwrap.dedent(f"""
+        from nntransfer import Description, Experiment
+        from toy_pipeline import ToyData, ToyModel, ToyTrainer
+        experiments = {{Description("fails", 1): Experiment(ToyData(), ToyModel(),
+                                                            ToyTrainer(fail_if_exists={str(marker)!r}), 1)}}
+    """))
+    assert subprocess.run(CLI + ["run", str(recipe)], capture_output=True, timeout=300).returncode == 1
+    status = subprocess.run(CLI + ["status", str(recipe)], capture_output=True, text=True, timeout=120).stdout
+    assert f"RuntimeError: toy failure requested by {marker}"[:60] in status and platform.node() in status
+    errors = subprocess.run(CLI + ["errors", str(recipe)], capture_output=True, text=True, timeout=120).stdout
+    assert "Traceback" in errors and "toy_trainer" in errors and platform.node() in errors
+
+
+# -- issue 8 item 6: one GPU per local worker -------------------------------------------------------
+def test_local_workers_get_one_gpu_each_round_robin(clean_db, train_log, monkeypatch):
+    from nntransfer.recipes import workers
+
+    monkeypatch.setattr(workers, "visible_gpus", lambda: ["0", "1"])  # a machine with two GPUs
+    targets = fill_tables({Description(f"g{i}", 40 + i): toy(40 + i, sleep=0.5) for i in range(6)})
+    workers.run_workers(targets, 3)
+    lines = log_lines(train_log)
+    assert len(lines) == 6
+    by_pid = {}
+    for _uid, pid, gpu, _count in lines:
+        by_pid.setdefault(pid, set()).add(gpu)
+    assert str(os.getpid()) not in by_pid  # with GPUs this process only waits
+    assert all(len(gpus) == 1 for gpus in by_pid.values())  # one GPU per worker process
+    assert {gpu for gpus in by_pid.values() for gpu in gpus} <= {"0", "1"}
+    # choosing GPUs: every worker on GPU 2
+    train_log.write_text("")
+    targets = fill_tables({Description(f"h{i}", 50 + i): toy(50 + i) for i in range(2)})
+    workers.run_workers(targets, 2, gpus=workers.parse_gpus("2"))
+    assert {line[2] for line in log_lines(train_log)} == {"2"}
+
+
+@pytest.mark.cuda
+def test_each_local_worker_sees_exactly_one_real_gpu(clean_db, train_log):
+    from nntransfer.recipes import workers
+
+    gpus = workers.visible_gpus()
+    targets = fill_tables({Description(f"c{i}", 80 + i): toy(80 + i, sleep=0.3) for i in range(4)})
+    workers.run_workers(targets, 2)
+    lines = log_lines(train_log)
+    assert len(lines) == 4
+    assert {line[2] for line in lines} <= set(gpus) and {line[3] for line in lines} == {"1"}
+
+
+# -- 9. trust ----------------------------------------------------------------------------------------
+def test_trusted_modules_allowlist_refuses_other_import_paths(monkeypatch):
+    from nntransfer.configs import ConfigError
+    from nntransfer.registry import resolve_import_path
+
+    assert callable(resolve_import_path("os:getcwd"))  # unset: everything importable is allowed
+    monkeypatch.setenv("NNTRANSFER_TRUSTED_MODULES", "toy_pipeline, mylab")
+    assert resolve_import_path("toy_pipeline.toy_data", what="dataset_fn")
+    assert resolve_import_path("nntransfer.trainer:trainer")  # nntransfer itself is always trusted
+    with pytest.raises(ConfigError, match="'os' is not in NNTRANSFER_TRUSTED_MODULES"):
+        resolve_import_path("os:system", what="trainer_fn")
+    with pytest.raises(ConfigError, match="not in NNTRANSFER_TRUSTED_MODULES"):
+        ToyModel(fn="mylabx.models:net").resolve_fn()  # a prefix match is by package, not by string
+
+
+# -- load ----------------------------------------------------------------------------------------------
+def test_four_workers_twice_on_twelve_experiments_with_shared_transfer_steps(clean_db, train_log):
+    from nntransfer import TransferExperiment
+    from nntransfer.tables import gc
+
+    experiments = {}
+    for i in range(3):  # three shared first steps, each continued in two ways
+        first = toy(60 + i, sleep=0.1)
+        for j in range(2):
+            experiments[Description(f"t{i}{j}", 60 + i)] = TransferExperiment([first, toy(60 + i, lr=0.05 * (j + 1))])
+    for i in range(6):
+        experiments[Description(f"p{i}", 70 + i)] = toy(70 + i, sleep=0.1)
+    assert len(experiments) == 12
+    for _ in range(2):
+        rows = run(experiments, workers=4, quiet=True)
+        assert {r["state"] for r in rows} == {"done"}
+    uids = [line[0] for line in log_lines(train_log)]
+    assert len(uids) == 3 + 6 + 6 and len(set(uids)) == len(uids)  # every entry trained exactly once
+    for table in (clean_db.TrainedModel, clean_db.TransferredTrainedModel):
+        assert len(table.jobs.errors) == 0 and len(table.jobs.reserved) == 0  # no error, no leftover reservation
+    assert gc.collect(dry_run=True, min_age=0)["unreferenced"] == 0  # no orphan file

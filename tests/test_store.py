@@ -1,0 +1,197 @@
+"""The store: checkpoint files live and die with their rows, gc deletes only unreferenced files, unreadable
+checkpoints are skipped, the table store is safe with a background writer, files are private."""
+import logging
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import datajoint as dj
+import pytest
+import torch
+
+from nntransfer import Description, Experiment, run
+from nntransfer.configs import ImageDatasetConfig, ModelConfig, TrainerConfig
+
+
+def store_files():
+    from nntransfer import db
+
+    root = Path(db.store_location())
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def checkpoint_files():
+    return [f for f in store_files() if "/checkpoint/" in f]
+
+
+def state(value: float) -> dict:
+    return {"model": {"w": torch.full((50, 50), value)}, "epoch": int(value)}
+
+
+@pytest.mark.both_backends
+def test_pruned_and_cleared_checkpoints_take_their_files_along(clean_db):
+    from nntransfer.tables.trained_model import Checkpoint, TableCheckpointStore
+
+    store = TableCheckpointStore("TrainedModel", {"some": "key"})
+    for epoch in range(1, 5):
+        store.save(epoch, score=-epoch, state=state(epoch))
+    assert len(checkpoint_files()) == 4
+    store.save(4, score=-4, state=state(40))  # the same epoch again replaces row and file
+    assert len(checkpoint_files()) == 4
+    store.prune(keep_last_n=1, keep_best_n=1)  # the newest (4) and the best (1)
+    assert sorted(Checkpoint().to_arrays("epoch")) == [1, 4]
+    assert len(checkpoint_files()) == 2
+    assert torch.equal(store.latest()["model"]["w"], torch.full((50, 50), 40.0))
+    store.clear()
+    assert len(Checkpoint()) == 0 and checkpoint_files() == []
+    from nntransfer import db
+
+    assert not list((Path(db.store_location())).rglob("key_hash=*"))  # no empty folders left behind
+
+
+def test_store_files_and_folders_are_private(clean_db):
+    from nntransfer import db
+    from nntransfer.tables.trained_model import TableCheckpointStore
+
+    TableCheckpointStore("TrainedModel", {"private": 1}).save(1, 0.0, state(1))
+    root = Path(db.store_location())
+    assert stat.S_IMODE(db.home().stat().st_mode) == 0o700
+    for path in [root, *root.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+
+
+@pytest.mark.both_backends
+def test_unreadable_checkpoints_are_skipped_with_a_warning(clean_db, caplog):
+    from nntransfer import db
+    from nntransfer.tables.trained_model import TableCheckpointStore
+
+    store = TableCheckpointStore("TrainedModel", {"corrupt": 1})
+    store.save(1, 0.0, state(1))
+    store.save(2, 0.0, state(2))
+    root = Path(db.store_location())
+    newest = next(root / f for f in checkpoint_files() if "epoch=2" in f)
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped bit inside a tensor: torch.load alone would not notice
+    newest.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        assert store.latest()["epoch"] == 1  # the next older one
+    assert "skipping the checkpoint of epoch 2" in caplog.text and "checksum" in caplog.text
+    older = next(root / f for f in checkpoint_files() if "epoch=1" in f)
+    older.write_bytes(older.read_bytes()[:100])  # truncated
+    assert store.latest() is None  # nothing readable: a fresh start
+
+
+def test_clear_checkpoints_command_drops_a_recipes_checkpoints(clean_db, tmp_path):
+    from nntransfer.tables.trained_model import Checkpoint, TableCheckpointStore
+    from toy_pipeline import ToyData, ToyModel, ToyTrainer
+
+    recipe = tmp_path / "r.py"
+    recipe.write_text(textwrap.dedent("""
+        from nntransfer import Description, Experiment
+        from toy_pipeline import ToyData, ToyModel, ToyTrainer
+        experiments = {Description("x", 3): Experiment(ToyData(), ToyModel(), ToyTrainer(), 3)}
+    """))
+    key = Experiment(ToyData(), ToyModel(), ToyTrainer(), 3).get_key()
+    TableCheckpointStore(clean_db.TrainedModel.table_name, key).save(1, 0.0, state(1))  # as make_compute does
+    other = TableCheckpointStore("TrainedModel", {"unrelated": 1})
+    other.save(1, 0.0, state(1))
+    out = subprocess.run([sys.executable, "-m", "nntransfer.cli", "clear-checkpoints", str(recipe)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "dropped 1 checkpoint" in out.stdout
+    assert len(Checkpoint()) == 1 and len(checkpoint_files()) == 1  # only the unrelated one is left
+
+
+@pytest.mark.both_backends
+def test_background_checkpoint_writes_beside_the_keep_alive_callback(clean_db):
+    """The trainer saves from a background thread while its main thread calls cb; nothing may interleave."""
+    from nntransfer import tables
+    from nntransfer.tables.jobs import keep_alive
+    from nntransfer.tables.trained_model import Checkpoint, TableCheckpointStore
+
+    store = TableCheckpointStore("TrainedModel", {"threads": 1})
+    cb = keep_alive(tables.TrainedModel(), {"model_fn": "x"}, every=0.0)
+    errors = []
+
+    def writer():
+        try:
+            for epoch in range(1, 16):
+                store.save(epoch, float(epoch), state(epoch))
+                store.prune(keep_last_n=2, keep_best_n=0)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    while thread.is_alive():
+        try:
+            cb()
+            store.latest()
+        except Exception as err:  # noqa: BLE001
+            errors.append(err)
+            break
+    thread.join()
+    assert errors == []
+    assert sorted(Checkpoint().to_arrays("epoch")) == [14, 15] and len(checkpoint_files()) == 2
+
+
+def digits(seed, **trainer):
+    options = dict(max_iter=2, verbose=False)
+    options.update(trainer)
+    return Experiment(ImageDatasetConfig(dataset_cls="digits", batch_size=128), ModelConfig(type="mlp"),
+                      TrainerConfig(**options), seed)
+
+
+@pytest.mark.both_backends
+def test_gc_deletes_only_unreferenced_files_and_datajoints_gc_keeps_models(clean_db):
+    from nntransfer import db
+    from nntransfer.tables import gc, schema
+    from nntransfer.tables.storage import write_state
+
+    run({Description("keep", 1): digits(1), Description("drop", 2): digits(2)}, quiet=True)
+    assert checkpoint_files() == []  # finished jobs leave no checkpoint files
+    TM = clean_db.TrainedModel
+    (TM & {"seed": 2}).delete(prompt=False)  # DataJoint's cascade leaves the model file behind
+    write_state(state(9), "_schema/nntransfer_test/checkpoint/crashed/state_x.pt", db.STORE)  # no row ever
+    referenced_before = set(_referenced())
+    assert len(store_files()) == len(referenced_before) + 2
+    recent = gc.collect(dry_run=False)  # default min_age: files this young may be about to get their row
+    assert recent["deleted"] == 0 and recent["recent_unreferenced_kept"] == 2
+    dry = gc.collect(dry_run=True, min_age=0)
+    assert dry["unreferenced"] == 2 and len(store_files()) == len(referenced_before) + 2
+    done = gc.collect(dry_run=False, min_age=0)
+    assert done["deleted"] == 2
+    assert set(store_files()) == referenced_before  # every referenced file exists, nothing else is left
+    # DataJoint's own garbage collector knows the codec and keeps the model states
+    dj.gc.GarbageCollector(schema.schema, store=db.STORE).collect(dry_run=False)
+    assert set(store_files()) == referenced_before
+    model = TM().load_model({"seed": 1}, include_dataloader=False)
+    assert isinstance(model, torch.nn.Module)
+
+
+def _referenced():
+    from nntransfer import tables
+    from nntransfer.tables.storage import referenced_paths
+
+    out = []
+    for table in (tables.TrainedModel.ModelStorage, tables.TransferredTrainedModel.ModelStorage, tables.Checkpoint):
+        attribute = "state" if table is tables.Checkpoint else "model_state"
+        out += [p for p, _ in referenced_paths(table(), attribute)]
+    out += [p for p, _ in referenced_paths(tables.TransferredTrainedModel.TransferData(), "transfer_data")]
+    return out
+
+
+def test_db_status_shows_the_store_size(clean_db):
+    import json
+
+    from nntransfer.tables.trained_model import TableCheckpointStore
+
+    TableCheckpointStore("TrainedModel", {"size": 1}).save(1, 0.0, state(1))
+    out = subprocess.run([sys.executable, "-m", "nntransfer.cli", "db", "status"], capture_output=True, text=True,
+                         timeout=120)
+    info = json.loads(out.stdout)
+    assert info["store_files"] >= 1 and info["store_bytes"] >= 50 * 50 * 4
