@@ -117,20 +117,45 @@ def test_sigterm_checkpoints_releases_and_the_next_worker_resumes_bit_identicall
         assert torch.equal(stored[name], value.cpu()), name
 
 
+SLOW_BATCH_RECIPE = """
+import time
+from nntransfer import Description, Experiment
+from nntransfer.configs import ImageDatasetConfig, ModelConfig, TrainerConfig
+from nntransfer.trainer import MainLoopModule, register_module
+
+@register_module("SlowBatch")
+class SlowBatch(MainLoopModule):
+    def pre_forward(self, model, inputs, task_key, shared_memory):
+        if self.mode == "Training" and self.epoch == 2 and shared_memory["batch_index"] == 2:
+            time.sleep(30)  # a long batch: the trainer reaches its next batch boundary only after it
+        return model, inputs
+
+experiments = {
+    Description("slow", 4): Experiment(
+        ImageDatasetConfig(dataset_cls="digits", batch_size=128), ModelConfig(type="mlp"),
+        TrainerConfig(max_iter=5, verbose=False, main_loop_modules=["SlowBatch"]), 4)
+}
+"""
+
+
 def test_a_second_sigint_stops_at_once_and_still_releases(clean_db, tmp_path):
-    recipe = slow_recipe(tmp_path, epochs=50, sleep=8.0)
+    recipe = tmp_path / "slow_batch.py"
+    recipe.write_text(SLOW_BATCH_RECIPE)
     worker = subprocess.Popen(CLI + ["worker", str(recipe)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
     try:
         wait_for(lambda: len(clean_db.Checkpoint()) > 0, what="the first checkpoint")
-        worker.send_signal(signal.SIGINT)
+        time.sleep(2)  # inside epoch 2's long batch by now
+        worker.send_signal(signal.SIGINT)  # the first asks for a checkpoint at the next batch boundary ...
         time.sleep(0.5)
-        worker.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        worker.send_signal(signal.SIGINT)  # ... the second stops at once, inside the batch
         out, err = worker.communicate(timeout=60)
+        took = time.monotonic() - started
     finally:
         worker.kill()
-    # stopped in the middle of epoch 2 (a single SIGINT would have let it end the epoch with a checkpoint)
-    assert list(clean_db.Checkpoint().to_arrays("epoch")) == [1]
+    assert took < 20, f"the second SIGINT took {took:.0f} s to stop the worker"  # the batch alone sleeps 30 s
+    assert list(clean_db.Checkpoint().to_arrays("epoch")) == [1]  # no checkpoint of the interrupted epoch 2
     assert worker.returncode == 0, err
     targets = fill_tables(load_recipe(recipe))
     assert states(targets)[targets[0]]["state"] == "pending"

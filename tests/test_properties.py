@@ -126,6 +126,6 @@ def test_yaml_recipes_give_experiments_or_config_error(tmp_path_factory, doc, ra
 
 @pytest.mark.parametrize("cfg", [TrainerConfig(optimizer_options={"lr": 0.1, "__tuple__": [1, 2]}),
                                  TrainerConfig(loss_functions={"__items__": "MSELoss"}),
-                                 TrainerConfig(module_options={"M": {"__tuple__": [1]}})])
+                                 TrainerConfig(main_loop_modules=["M"], module_options={"M": {"__tuple__": [1]}})])
 def test_dicts_that_look_like_the_json_markers_round_trip(cfg):
     round_trips(cfg)

@@ -15,7 +15,6 @@ from typing import Callable, Iterator, NoReturn
 
 import numpy as np
 import torch
-from neuralpredictors.training.cyclers import LongCycler
 from torch import nn
 
 from .. import progress as progress_bars
@@ -553,6 +552,9 @@ class Trainer:
         """``(task, batch)`` pairs of a pass. Training with several tasks interleaves them with neuralpredictors'
         LongCycler (a, b, a, b, …; shorter loaders start again until the longest ends); else task after task."""
         if cycle and len(loaders) > 1:
+            from .. import compat  # noqa: F401  (collections aliases neuralpredictors imports)
+            from neuralpredictors.training.cyclers import LongCycler
+
             return iter(LongCycler({task: loader for task, loader in loaders.items() if len(loader)}))  # empty: endless
         return ((task, batch) for task, loader in loaders.items() for batch in loader)
 
