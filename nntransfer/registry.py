@@ -171,11 +171,14 @@ class Registry(Mapping):
 def registries() -> dict[str, Registry]:
     """Every registry by plural name (imports the packages that fill them)."""
     from .dataset.sources import SOURCES
+    from .models.neural import CORES
     from .models.registry import MODELS
     from .trainer.losses import LOSSES
+    from .trainer.metrics import METRICS
     from .trainer.modules import MODULES
 
-    return {"models": MODELS, "sources": SOURCES, "losses": LOSSES, "modules": MODULES}
+    return {"models": MODELS, "sources": SOURCES, "losses": LOSSES, "metrics": METRICS, "modules": MODULES,
+            "cores": CORES}
 
 
 __all__ = ["Registry", "check_trusted", "is_import_path", "registries", "resolve_import_path", "trusted_modules"]

@@ -230,3 +230,20 @@ def test_write_report_of_a_query_and_notes_what_it_cannot_plot(finished, tmp_pat
     page = index.read_text()
     assert "<h2>Provenance</h2>" in page and "comparison.png" in page
     assert "no finished experiment with more than one step" not in page  # no chain: no chain section at all
+
+
+def test_the_default_metric_is_one_the_last_steps_report():
+    """A transfer recipe whose pretraining step reports accuracy and whose last step reports correlation."""
+    from nntransfer.analysis import comparison, default_metric
+
+    rows = [{"name": "core transfer", "seed": s, "step": 0, "state": "done", "score": 0.9,
+             "test/img_classification/accuracy": 0.9} for s in (1, 2)]
+    rows += [{"name": "core transfer", "seed": s, "step": 1, "state": "done", "score": c,
+              "test/a/correlation": c} for s, c in ((1, 0.6), (2, 0.7))]
+    assert default_metric(rows) == "test/a/correlation"
+    (row,) = comparison(rows)
+    assert row["metric"] == "test/a/correlation" and row["n"] == 2 and row["mean"] == pytest.approx(0.65)
+    import pandas as pd
+
+    assert default_metric(pd.DataFrame(rows)) == "test/a/correlation"
+    assert default_metric(["score", "test/x/loss", "test/x/accuracy"]) == "test/x/accuracy"

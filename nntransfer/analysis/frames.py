@@ -305,11 +305,30 @@ def summary(targets: list[Target]) -> list[dict]:
     return rows
 
 
-def default_metric(columns: Iterable[str]) -> str:
-    """The metric a table or plot shows by default: the first test accuracy, else the first test metric, else score."""
+def default_metric(source: Any) -> str:
+    """The metric a table or plot shows by default: the first test accuracy, else the first test metric, else score,
+    among the metrics the last steps report (a transfer recipe's pretraining step may report others).
+
+    ``source``: a results frame, summary rows (dicts), or column names.
+    """
+    if hasattr(source, "columns"):  # a results frame: the columns its last steps fill
+        last = last_steps(source)
+        columns = [c for c in source.columns if len(last) == 0 or last[c].notna().any()]
+    elif isinstance(source, list) and all(isinstance(r, dict) for r in source):  # summary rows
+        columns = list(dict.fromkeys(c for r in _last_step_rows(source) for c, v in r.items() if v is not None))
+    else:
+        columns = list(source)
     tests = [c for c in columns if c.startswith("test/")]
     accuracies = [c for c in tests if c.endswith("/accuracy")]
     return (accuracies or tests or ["score"])[0]
+
+
+def _last_step_rows(rows: list[dict]) -> list[dict]:
+    """The finished rows of each experiment's last step."""
+    last_step: dict = {}
+    for r in rows:
+        last_step[r["name"]] = max(last_step.get(r["name"], 0), r["step"])
+    return [r for r in rows if r["state"] == "done" and r["step"] == last_step[r["name"]]]
 
 
 def last_steps(frame):
@@ -323,7 +342,7 @@ def compare(frame, metric: str | None = None):
     """Mean, sample std (ddof=1) and count of ``metric`` per experiment name and step (finished runs)."""
     import pandas as pd
 
-    metric = metric or default_metric(frame.columns)
+    metric = metric or default_metric(frame)
     done = frame[frame["state"] == "done"]
     rows = []
     for (name, step), group in done.groupby(["name", "step"], sort=False):
@@ -334,14 +353,10 @@ def compare(frame, metric: str | None = None):
 
 def comparison(rows: list[dict], metric: str | None = None) -> list[dict]:
     """The last step of each experiment: ``metric`` (default: :func:`default_metric`) as mean, std, n."""
-    done = [r for r in rows if r["state"] == "done"]
-    metric = metric or default_metric(dict.fromkeys(c for r in done for c in r))
-    last_step: dict = {}
-    for r in rows:
-        last_step[r["name"]] = max(last_step.get(r["name"], 0), r["step"])
+    metric = metric or default_metric(rows)
     groups: dict = {}
-    for r in done:
-        if r["step"] == last_step[r["name"]] and r.get(metric) is not None:
+    for r in _last_step_rows(rows):
+        if r.get(metric) is not None:
             groups.setdefault(r["name"], []).append(r[metric])
     out = []
     for name, values in groups.items():

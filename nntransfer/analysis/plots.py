@@ -58,7 +58,7 @@ def _history(source: Any):
 
 
 def _check_metric(frame, metric: str | None) -> str:
-    metric = metric or default_metric(frame.columns)
+    metric = metric or default_metric(frame)
     if metric not in frame.columns:
         numeric = [c for c in frame.columns if c == "score" or c.startswith("test/")]
         raise ValueError(f"no column {metric!r} to plot; metrics: {', '.join(numeric)}")

@@ -1,9 +1,9 @@
-"""``nntransfer list ...``: what configs can name (models, dataset sources, losses, main-loop modules)."""
+"""``nntransfer list ...``: what configs can name (models, dataset sources, losses, metrics, modules, neural cores)."""
 from __future__ import annotations
 
 import argparse
 
-KINDS = ("models", "sources", "losses", "modules")
+KINDS = ("models", "sources", "losses", "metrics", "modules", "cores")
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -21,8 +21,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("list", help="list registered models, dataset sources, losses and main-loop modules",
-                       description="What a config can name by registered name. Models, sources, losses and "
-                                   "modules can also be named by import path ('package.module:Name').")
+    p = sub.add_parser("list", help="list registered models, dataset sources, losses, metrics, main-loop modules and neural cores",
+                       description="What a config can name by registered name. Everything can also be named by "
+                                   "import path ('package.module:Name').")
     p.add_argument("kinds", nargs="*", metavar="KIND", help=f"one of {', '.join(KINDS)} (default: all)")
     p.set_defaults(handler=_list)
