@@ -108,7 +108,8 @@ def data_dir() -> Path:
     folder is private (e.g. ``/root``) the data lives in ``/var/lib/nntransfer/<hash of home>/pgdata``.
     """
     inside = home() / "pgdata"
-    if not _as_root() or (inside / "PG_VERSION").exists() or _traversable_by_others(home()):
+    # a home that does not exist yet is created private: decide as for that, so the answer stays the same
+    if not _as_root() or (inside / "PG_VERSION").exists() or (home().exists() and _traversable_by_others(home())):
         return inside
     digest = hashlib.sha256(str(home()).encode()).hexdigest()[:16]
     return Path("/var/lib/nntransfer") / digest / "pgdata"

@@ -72,3 +72,33 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def _torch_globals():
+    import torch
+
+    return {"threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "default dtype": torch.get_default_dtype(), "grad enabled": torch.is_grad_enabled(),
+            "matmul precision": torch.get_float32_matmul_precision(),
+            "cudnn.benchmark": torch.backends.cudnn.benchmark, "cudnn.deterministic": torch.backends.cudnn.deterministic}
+
+
+@pytest.fixture(autouse=True)
+def torch_globals_unchanged():
+    """Code under test must leave torch's process-wide settings as it found them: a later run in the same
+    process (a notebook, a worker training the next job) would otherwise compute different numbers."""
+    before = _torch_globals()
+    yield
+    after = _torch_globals()
+    changed = {name: (before[name], after[name]) for name in before if before[name] != after[name]}
+    if changed:
+        import torch
+
+        torch.set_num_threads(before["threads"])  # so one leak does not fail every later test
+        torch.use_deterministic_algorithms(before["deterministic"])
+        torch.set_default_dtype(before["default dtype"])
+        torch.set_grad_enabled(before["grad enabled"])
+        torch.set_float32_matmul_precision(before["matmul precision"])
+        torch.backends.cudnn.benchmark = before["cudnn.benchmark"]
+        torch.backends.cudnn.deterministic = before["cudnn.deterministic"]
+        pytest.fail(f"the test left torch settings changed (before, after): {changed}")

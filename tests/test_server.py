@@ -99,7 +99,14 @@ def _stop(home):
 
 
 def test_six_first_connections_at_once_on_a_fresh_home(tmp_path):
-    home = tmp_path / "fresh"
+    import shutil
+    import tempfile
+
+    # a home that does not exist yet, in a folder anyone may enter: where the data goes must not change once
+    # nntransfer has created the (private) home — as root it lives elsewhere, as other users inside
+    open_folder = Path(tempfile.mkdtemp(dir="/tmp", prefix="nntransfer-open-"))
+    open_folder.chmod(0o755)
+    home = open_folder / "fresh"
     code = ("import sys, time\n"
             "start = float(sys.argv[1])\n"
             "while time.time() < start: time.sleep(0.001)\n"
@@ -117,8 +124,10 @@ def test_six_first_connections_at_once_on_a_fresh_home(tmp_path):
         for p, (out, err) in zip(procs, outs):
             assert p.returncode == 0, err
             assert out.split()[-2:] == ["ok", "1"]
+        assert oct(home.stat().st_mode & 0o777) == "0o700"
     finally:
         _stop(home)
+        shutil.rmtree(open_folder, ignore_errors=True)
 
 
 def test_four_workers_started_together_on_a_fresh_home(tmp_path):

@@ -151,6 +151,8 @@ def work(targets: list[Target], poll: float = 1.0, timeout: float | None = None,
                 stopped = [(k, e) for k, e in result["error_list"] if isinstance(e, (TrainingInterrupted,
                                                                                        KeyboardInterrupt))]
                 failed = [(k, e) for k, e in result["error_list"] if (k, e) not in stopped]
+                for _, interrupted in stopped:  # where it stopped, so users know what the next worker resumes
+                    logger.warning("%s", interrupted)
                 trained += result["success_count"]
                 errors += failed
                 progressed |= bool(result["success_count"] or failed)

@@ -366,8 +366,10 @@ class Trainer:
         values = [objectives[self.config.stop_metric] for objectives in results.values()
                   if self.config.stop_metric in objectives]
         if not values:
-            raise ConfigError(f"stop_metric={self.config.stop_metric!r} was not measured on the {split} set "
-                              "(accuracy needs class logits and integer targets); set stop_metric='loss'")
+            raise ConfigError(f"stop_metric={self.config.stop_metric!r} was not measured on the {split} set: "
+                              "accuracy needs class logits and integer targets, correlation one output per target "
+                              "column (neural responses: also loss_functions={task: 'PoissonLoss'}); set stop_metric "
+                              "and metrics to ones that fit the data, or stop_metric='loss'")
         return sum(values) / len(values)
 
     # -- checkpoints, resume and stopping -----------------------------------------------------------
