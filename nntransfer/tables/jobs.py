@@ -292,10 +292,10 @@ class ReservedJobs(Job):
     def still_held(self, key: dict) -> bool:
         """False if another worker holds the job now (True if this process holds it or nobody reserved it)."""
         rows = (self & self._get_pk(key)).proj("status", "host", "pid", "connection_id").to_dicts()
-        if not rows:
-            return True  # populated without reservation
+        if not rows or rows[0]["status"] != "reserved":
+            return True  # populated without reservation (a pending or error row is nobody's), or reclaimed, not yet taken
         row = rows[0]
-        held = row["status"] == "reserved" and row["host"] == platform.node() and row["pid"] == os.getpid()
+        held = row["host"] == platform.node() and row["pid"] == os.getpid()
         if held and row["connection_id"] != self.connection.connection_id:  # re-opened: re-take the reservation
             qi = self.adapter.quote_identifier
             self._update_held(key, f"{qi('connection_id')}=%s", (self.connection.connection_id,), self._holder())

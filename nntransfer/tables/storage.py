@@ -12,6 +12,7 @@ code). A file that fails these checks raises :class:`UnreadableState`.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -77,12 +78,21 @@ def write_state(state, path: str, store_name: str, config=None) -> dict:
         _make_parents(full, Path(backend._full_path("")))
         mode = 0o600 if _private() else 0o666
         os.close(os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))  # a new name, with its mode
-        torch.save(state, str(full))
+        try:
+            torch.save(state, str(full))
+        except BaseException:
+            full.unlink(missing_ok=True)  # no half-written file left behind (a full disk, an interrupt)
+            raise
         size = full.stat().st_size
     else:
-        with backend.open(path, "wb") as file:
-            writer = _CountingWriter(file)
-            torch.save(state, writer)
+        try:
+            with backend.open(path, "wb") as file:
+                writer = _CountingWriter(file)
+                torch.save(state, writer)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                backend.remove(path)
+            raise
         size = writer.size
     return {"path": path, "store": store_name, "size": size, "format": "torch-zip"}
 

@@ -220,14 +220,19 @@ def _snapshot(state, buffers: dict):
     return snapshot, events
 
 
-def _clone(value):
+def map_tensors(fn, value):
+    """``value`` with ``fn`` applied to every tensor in its dicts, lists and tuples."""
     if torch.is_tensor(value):
-        return value.detach().clone()
+        return fn(value)
     if isinstance(value, dict):
-        return {k: _clone(v) for k, v in value.items()}
+        return {k: map_tensors(fn, v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_clone(v) for v in value)
+        return type(value)(map_tensors(fn, v) for v in value)
     return value
+
+
+def _clone(value):
+    return map_tensors(lambda tensor: tensor.detach().clone(), value)
 
 
 # -- random number generator states as tensors --------------------------------------------------

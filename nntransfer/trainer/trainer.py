@@ -20,7 +20,7 @@ from torch import nn
 from .. import progress as progress_bars
 from ..configs.errors import ConfigError
 from ..configs.trainer import TrainerConfig
-from .checkpointing import BackgroundWriter, CheckpointStore, rng_state, set_rng_state
+from .checkpointing import BackgroundWriter, CheckpointStore, map_tensors, rng_state, set_rng_state
 from .interrupt import TrainingInterrupted, stop_reason, stop_requested
 from .losses import make_loss
 from .metrics import METRICS
@@ -155,9 +155,9 @@ class Trainer:
         if self._evaluation_due():
             self._validate()
         self._log_epoch()
+        self._callback()  # before the checkpoint: a copy whose job was taken over stops without writing one
         if self._writer is not None and self.config.save_every_n and self.epoch % self.config.save_every_n == 0:
             self._checkpoint()
-        self._callback()
 
     def run_epoch(self, mode: str, loaders: dict) -> dict:
         """One pass over ``loaders`` in ``mode``, calling every module hook; returns ``{task: {objective: value}}``."""
@@ -309,10 +309,10 @@ class Trainer:
             for module in self.modules:
                 module.mode = TRAIN
             logger.info("epoch %d step %d | %s", self.epoch, self.steps, self.tracker.epoch_line(self.epoch))
-        if save:
-            self._checkpoint()
         if evaluate or save:
             self._callback()
+        if save:
+            self._checkpoint()
 
     def _validate(self) -> None:
         """A validation pass and the early-stopping decision (improved / wait / decay: restore best, lower LR /
@@ -411,7 +411,7 @@ class Trainer:
             raise ConfigError(f"the checkpoint has states of {len(modules)} main-loop modules, this trainer runs "
                               f"{len(self.modules)} ({self.config.main_loop_modules}): it is not this run's checkpoint")
         for module, module_state in zip(self.modules, modules or []):
-            module.load_state_dict(module_state)
+            module.load_state_dict(self._on_device(module_state))
         self._pending = state.get("pending", 0)
         if state.get("gradients") is not None:
             for p, grad in zip(self.params, state["gradients"]):
@@ -438,7 +438,12 @@ class Trainer:
                 raise ConfigError(f"the checkpoint is {state['batch']} batches into epoch {state['epoch']}, but the "
                                   f"training data has only {done} batches: the data changed since it was written")
         self.load_state_dict(state)
-        progress.load_state_dict(state["pass"])
+        progress.load_state_dict(self._on_device(state["pass"]))
+
+    def _on_device(self, state):
+        """Checkpoints are loaded on the CPU: the accumulators of a pass and modules' states go back to the
+        training device (where the next batches' values join them)."""
+        return map_tensors(lambda tensor: tensor.to(self.device), state)
 
     def _checkpoint(self) -> None:
         """Snapshot the whole state and write it in the background (a later state of an epoch replaces an earlier)."""
@@ -471,16 +476,13 @@ class Trainer:
 
     @contextlib.contextmanager
     def _checkpoint_writes(self):
-        """The last checkpoint write has finished when ``train`` returns or raises."""
+        """The last checkpoint write has finished when ``train`` returns or raises. A failed write during training
+        fails the run at the next checkpoint; the last one only logs: the result is complete without it."""
         try:
             yield
-        except BaseException:
+        finally:
             if self._writer is not None:
-                self._writer.close()  # logs a failed write: the training error is the one to report
-            raise
-        if self._writer is not None:
-            self._writer.wait()
-            self._writer.close()
+                self._writer.close()
 
     # -- settings of a run -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -723,9 +725,10 @@ class _Pass:
         return bad[0][1], bad[0][0]
 
     def state_dict(self) -> dict:
+        # per-batch values as one tensor each (a checkpoint late in a long epoch copies two tensors, not thousands)
         return {"batches": self.batches,
-                "tasks": {task: {"losses": list(t["losses"]), "sizes": list(t["sizes"]), "indices": list(t["indices"]),
-                                 "regularizer": list(t["regularizer"]),
+                "tasks": {task: {"losses": _stacked(t["losses"]), "sizes": list(t["sizes"]),
+                                 "indices": list(t["indices"]), "regularizer": _stacked(t["regularizer"]),
                                  "metrics": {name: metric.state_dict() for name, metric in t["metrics"].items()}}
                           for task, t in self.tasks.items()}}
 
@@ -739,6 +742,10 @@ class _Pass:
                 metrics[name].load_state_dict(metric_state)
             self.tasks[task] = {"losses": list(t["losses"]), "sizes": list(t["sizes"]), "indices": list(t["indices"]),
                                 "regularizer": list(t["regularizer"]), "metrics": metrics}
+
+
+def _stacked(values: list[torch.Tensor]) -> torch.Tensor | list:
+    return torch.stack(values) if values else []
 
 
 def _training_device(model: nn.Module, force_cpu: bool) -> torch.device:

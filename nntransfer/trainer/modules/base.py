@@ -164,7 +164,7 @@ class MainLoopModule:
         return {}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore what :meth:`state_dict` returned."""
+        """Restore what :meth:`state_dict` returned (its tensors come back on the training device)."""
 
     def log(self, task: str, objective: str, value: float) -> None:
         """Append ``value`` to ``tracker.log[mode][task][objective]`` (once per call: call it once per

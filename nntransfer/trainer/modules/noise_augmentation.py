@@ -1,6 +1,8 @@
 """NoiseAugmentation: Gaussian noise on the inputs, by standard deviation or by SNR mixture."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .base import MainLoopModule, Option, register_module
@@ -47,11 +49,16 @@ class NoiseAugmentation(MainLoopModule):
             return signal / levels
         return self._draw(self.option("std"), n, generator, inputs.device)
 
-    @staticmethod
-    def _draw(spec, n, generator, device):
+    def _draw(self, spec, n, generator, device):
         if isinstance(spec, (int, float)):
             return torch.full((n,), float(spec), device=device)
-        values = torch.tensor([float(k) for k in spec], device=device)
-        probs = torch.tensor([float(v) for v in spec.values()], device=device)
-        choice = torch.multinomial(probs / probs.sum(), n, replacement=True, generator=generator)
+        values, probs = self._mixture(tuple(spec.items()), device)
+        choice = torch.multinomial(probs, n, replacement=True, generator=generator)
         return values[choice]
+
+    @functools.lru_cache(maxsize=8)  # noqa: B019 - a few small tensors per module: built once, not per batch
+    def _mixture(self, items: tuple, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mixture's levels and probabilities on ``device`` (a host-to-device copy would sync every batch)."""
+        values = torch.tensor([float(k) for k, _ in items], device=device)
+        probs = torch.tensor([float(v) for _, v in items], device=device)
+        return values, probs / probs.sum()
