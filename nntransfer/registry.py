@@ -100,11 +100,12 @@ class Registry(Mapping):
 
         return decorate
 
-    def register_family(self, prefix: str) -> Callable:
-        """Decorator for ``fn(name, *args)`` serving every name that starts with ``prefix``."""
+    def register_family(self, prefix: str, members: Callable[[], list[str]] | None = None) -> Callable:
+        """Decorator for ``fn(name, *args)`` serving every name that starts with ``prefix``; ``members()``, if
+        given, lists the valid names after the prefix (checked when a config is filled, not when training)."""
 
         def decorate(fn):
-            self._families[prefix] = fn
+            self._families[prefix] = (fn, members)
             return fn
 
         return decorate
@@ -116,9 +117,14 @@ class Registry(Mapping):
             raise ConfigError(f"{self.option} must name a {self.kind} (a string), got {name!r}")
         if name in self._entries:
             return self._entries[name]
-        for prefix, family in self._families.items():
+        for prefix, (family, members) in self._families.items():
             if name.startswith(prefix):
                 member = name[len(prefix):]
+                if members is not None and member not in (known := members()):
+                    close = difflib.get_close_matches(member, known, n=1)
+                    hint = f" Did you mean {prefix + close[0]!r}?" if close else ""
+                    raise ConfigError(f"unknown {self.kind} {name!r} in {self.option}: no {member!r} among the "
+                                      f"{len(known)} of {prefix}<name>.{hint}")
                 return lambda *args, **kwargs: family(member, *args, **kwargs)
         if self._fallback is not None:
             found = self._fallback(name)

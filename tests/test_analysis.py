@@ -247,3 +247,15 @@ def test_the_default_metric_is_one_the_last_steps_report():
 
     assert default_metric(pd.DataFrame(rows)) == "test/a/correlation"
     assert default_metric(["score", "test/x/loss", "test/x/accuracy"]) == "test/x/accuracy"
+
+
+def test_a_metric_no_finished_last_step_reports_is_a_config_error():
+    from nntransfer.analysis import comparison
+    from nntransfer.configs import ConfigError
+
+    rows = [{"name": "a", "seed": 1, "step": 0, "state": "done", "score": 0.9, "test/t/accuracy": 0.9},
+            {"name": "b", "seed": 1, "step": 0, "state": "pending", "score": None}]
+    assert comparison(rows, "test/t/accuracy")[0]["mean"] == 0.9
+    with pytest.raises(ConfigError, match="no finished experiment reports the metric 'test/accuracy'; .*test/t/acc"):
+        comparison(rows, "test/accuracy")
+    assert comparison(rows[1:], "test/accuracy") == []  # nothing finished yet: nothing to compare, no error

@@ -252,3 +252,33 @@ def test_workers_see_main_loop_modules_defined_in_the_recipe(clean_db, tmp_path)
     outputs = clean_db.TrainedModel().to_arrays("output")
     assert len(outputs) == 3
     assert all(o["tracker"]["log"]["Training"]["img_classification"]["counted"] for o in outputs)
+
+
+def test_a_yaml_recipe_is_not_imported_by_workers_and_run_imports_come_before_the_name_checks(clean_db, tmp_path):
+    from nntransfer.configs import ConfigError, ImageDatasetConfig, ModelConfig, TrainerConfig
+    from nntransfer.recipes.workers import import_user_code, recipe_imports
+
+    yaml_recipe = tmp_path / "grid.yaml"
+    yaml_recipe.write_text("experiments: {}\n")
+    assert recipe_imports(str(yaml_recipe), ["mylab.models"]) == ["mylab.models"]  # nothing to register in YAML
+    assert recipe_imports(str(tmp_path / "r.py")) == [str(tmp_path / "r.py")]
+    with pytest.raises(ConfigError, match="only Python files"):
+        import_user_code([str(yaml_recipe)])
+
+    models = tmp_path / "lab_models.py"  # registers the model type the experiment names
+    models.write_text(textwrap.dedent("""
+        from nntransfer.models import register_model
+        from nntransfer.models.mlp import mlp
+
+        register_model("lab_mlp")(mlp)
+    """))
+    exp = Experiment(ImageDatasetConfig(dataset_cls="digits", batch_size=128), ModelConfig(type="lab_mlp"),
+                     TrainerConfig(max_iter=1, verbose=False), 5)
+    rows = run({Description("lab", 5): exp}, imports=[str(models)], quiet=True)
+    assert [r["state"] for r in rows] == ["done"]
+
+
+def test_worker_counts_below_one_are_refused_by_the_command_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "nntransfer.cli", "run", str(tmp_path / "r.py"), "--workers", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--workers: must be 1 or more, got 0" in out.stderr

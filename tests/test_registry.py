@@ -71,4 +71,16 @@ def test_every_kind_is_listed_by_the_command_line():
     assert only.stdout.startswith("losses (TrainerConfig.loss_functions): ") and "models (" not in only.stdout
     bad = subprocess.run([sys.executable, "-m", "nntransfer.cli", "list", "lossess"], capture_output=True, text=True,
                          timeout=120)
-    assert bad.returncode != 0 and "unknown kind 'lossess'" in bad.stderr
+    assert bad.returncode == 2 and "unknown kind 'lossess'" in bad.stderr  # bad input: exit 2
+
+
+def test_family_members_and_neural_core_types_are_checked_when_a_config_is_filled():
+    from nntransfer.configs import ModelConfig, NeuralModelConfig
+
+    ModelConfig(type="torchvision.resnet18").validate_names()
+    with pytest.raises(ConfigError, match="no 'resnet1800' among .* Did you mean 'torchvision.resnet18'"):
+        ModelConfig(type="torchvision.resnet1800").validate_names()
+    NeuralModelConfig(type="se2d").validate_names()
+    NeuralModelConfig(type="lenet", core_layer="core.4").validate_names()
+    with pytest.raises(ConfigError, match=r"'stacked2dd' is neither a neural core \(se2d, stacked2d\)"):
+        NeuralModelConfig(type="stacked2dd").validate_names()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from .. import provenance
+from ..errors import ConfigError
 from ..compat import make_hash
 from ..experiment import Experiment
 from ..recipes.plan import TRAINED, TRANSFERRED, Target, plan, states
@@ -293,10 +294,11 @@ def history_frame(source: Any):
 
 
 # -- summaries --------------------------------------------------------------------------------------
-def summary(targets: list[Target]) -> list[dict]:
-    """One row per target for the command line: name, seed, step, state, score, test metrics (and error)."""
+def summary(source: Any) -> list[dict]:
+    """One row per entry for the command line: name, seed, step, state, score, test metrics (and error).
+    ``source``: what :func:`entries` takes (targets of a plan, entries, experiments, a recipe file, a query)."""
     rows = []
-    for e in target_entries(targets):
+    for e in entries(source):
         row = {"name": e.name, "seed": e.seed, "step": e.step, "state": e.state, "score": e.score}
         row.update(test_metrics(e.output))
         if e.state == "error":
@@ -354,8 +356,14 @@ def compare(frame, metric: str | None = None):
 def comparison(rows: list[dict], metric: str | None = None) -> list[dict]:
     """The last step of each experiment: ``metric`` (default: :func:`default_metric`) as mean, std, n."""
     metric = metric or default_metric(rows)
+    last = _last_step_rows(rows)
+    reported = list(dict.fromkeys(c for r in last for c, v in r.items()
+                                  if v is not None and (c == "score" or "/" in c)))
+    if last and metric not in reported:
+        raise ConfigError(f"no finished experiment reports the metric {metric!r}; metrics their last steps report: "
+                          f"{', '.join(reported)}")
     groups: dict = {}
-    for r in _last_step_rows(rows):
+    for r in last:
         if r.get(metric) is not None:
             groups.setdefault(r["name"], []).append(r[metric])
     out = []

@@ -18,6 +18,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..errors import ConfigError
 from .frames import TRAINING, VALIDATION, default_metric, history_frame, last_steps, results_frame
 from .stats import spread
 
@@ -61,7 +62,7 @@ def _check_metric(frame, metric: str | None) -> str:
     metric = metric or default_metric(frame)
     if metric not in frame.columns:
         numeric = [c for c in frame.columns if c == "score" or c.startswith("test/")]
-        raise ValueError(f"no column {metric!r} to plot; metrics: {', '.join(numeric)}")
+        raise ConfigError(f"no column {metric!r} to plot; metrics: {', '.join(numeric)}")
     return metric
 
 

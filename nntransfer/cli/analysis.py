@@ -14,24 +14,22 @@ def default_report_dir(recipe) -> Path:
     return home() / "reports" / Path(recipe).stem
 
 
-def show_results(targets, args) -> int:
+def show_results(experiments: dict, args) -> int:
     """Print the results table and the comparison; write what the options ask for. Exit code 1 if a job failed."""
-    from ..analysis import comparison, format_table, plot, results_frame, summary, write_report
+    from ..analysis import comparison, entries, format_table, plot, results_frame, summary, write_report
     from ..analysis.text import cell
 
-    rows = summary(targets)
+    found = entries(experiments)  # states, outputs, provenance and configs, read once
+    rows = summary(found)
     print(format_table(rows))
-    if len({r["name"] for r in rows}) > 1:
-        compared = comparison(rows, args.metric)
-        if compared:
-            print(f"\nComparison: {compared[0]['metric']} of each experiment's last step "
-                  "(mean, sample std with ddof=1, n seeds):")
-            print(format_table([{"name": r["name"], "mean": r["mean"], "std": r["std"], "n": r["n"]}
-                                for r in compared]))
+    compared = comparison(rows, args.metric)  # a --metric no finished step reports is a ConfigError here
+    if len({r["name"] for r in rows}) > 1 and compared:
+        print(f"\nComparison: {compared[0]['metric']} of each experiment's last step "
+              "(mean, sample std with ddof=1, n seeds):")
+        print(format_table([{"name": r["name"], "mean": r["mean"], "std": r["std"], "n": r["n"]} for r in compared]))
     report = args.report
     if report is None and args.default_report and not args.no_report:
         report = default_report_dir(args.recipe)
-    found = _with_configs(args) if args.plot or args.csv or report else None
     if args.plot:
         print(f"plot written to {plot(results_frame(found), args.plot, metric=args.metric)}")
     if args.csv:
@@ -45,7 +43,7 @@ def show_results(targets, args) -> int:
         else:
             print(f"report written to {index}")
     if args.tensorboard:
-        print(tensorboard_command(targets, args.recipe))
+        print(tensorboard_command(found, args.recipe))
     failed = [r for r in rows if r["state"] in ("error", "blocked")]
     if failed:
         print(f"{len(failed)} job(s) failed or are blocked: `nntransfer status {args.recipe}` shows why; "
@@ -53,28 +51,17 @@ def show_results(targets, args) -> int:
     return 1 if failed else 0
 
 
-def _with_configs(args):
-    """Entries with their configs (the frame's config columns come from the recipe's experiments)."""
-    from ..analysis import entries
-
-    from .recipes import _experiments
-
-    return entries(_experiments(args))
-
-
-def tensorboard_command(targets, recipe) -> str:
+def tensorboard_command(found, recipe) -> str:
     """Link each entry's event directory under ``runs/<recipe>/<name>/seed<seed>-step<step>``; the command."""
-    from ..compat import make_hash
-    from ..trainer.tensorboard import KEYS, runs_root
+    from ..trainer.tensorboard import run_dir, runs_root
 
-    root = runs_root()
-    view = root / Path(recipe).stem
+    view = runs_root() / Path(recipe).stem
     linked = 0
-    for t in targets:
-        target = root / KEYS / make_hash(dict(t.key))
+    for e in found:
+        target = run_dir(dict(e.key))
         if not target.is_dir():
             continue  # not trained with tensorboard=True (yet)
-        link = view / _safe(t.description.name) / f"seed{t.description.seed}-step{t.step}"
+        link = view / _safe(e.name) / f"seed{e.seed}-step{e.step}"
         link.parent.mkdir(parents=True, exist_ok=True)
         if link.is_symlink() or link.exists():
             link.unlink()
@@ -108,9 +95,9 @@ def add_result_options(p: argparse.ArgumentParser, report_by_default: bool) -> N
 
 
 def _results(args) -> int:
-    from .recipes import targets
+    from .recipes import _experiments
 
-    return show_results(targets(args, fill=False), args)
+    return show_results(_experiments(args), args)
 
 
 def _clear(args) -> int:

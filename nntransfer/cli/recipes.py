@@ -57,33 +57,59 @@ def targets(args, fill: bool):
     return fill_tables(experiments) if fill else plan(experiments)
 
 
-def _run(args) -> int:
+def train_locally(planned, args) -> bool:
+    """Train ``planned`` in this process, or in ``--workers`` local processes (``--gpus``: one GPU each).
+    Returns whether training stopped on request (SIGTERM/Ctrl-C: the job in hand was checkpointed and released)."""
     from ..recipes import run_workers, work
     from ..recipes.workers import parse_gpus
+    from ..trainer.interrupt import stop_requested
+
+    if args.workers == 1 and not args.gpus:
+        result = work(planned, poll=args.poll, max_retries=args.max_retries)
+        state = "stopped on request" if result["stopped"] else "done"
+        print(f"worker {state}: {result['trained']} trained, {len(result['errors'])} error(s)")
+        return result["stopped"]
+    dead = run_workers(planned, args.workers, poll=args.poll, recipe=str(args.recipe), imports=args.imports,
+                       gpus=parse_gpus(args.gpus), max_retries=args.max_retries)
+    for line in dead:
+        print(f"nntransfer: {line}", file=sys.stderr)
+    stopped = stop_requested()
+    print(f"{args.workers} worker(s) {'stopped on request' if stopped else 'done'}"
+          f"{f' ({len(dead)} died)' if dead else ''}")
+    return stopped
+
+
+def _run(args) -> int:
     from .analysis import show_results
 
-    planned = targets(args, fill=True)
+    from ..recipes import fill_tables
+
+    experiments = _experiments(args)
+    planned = fill_tables(experiments)
     print(f"{len(planned)} training job(s) in the plan; training what is missing with {args.workers} worker(s)")
-    stopped = False
-    if args.workers <= 1:
-        stopped = work(planned, max_retries=args.max_retries)["stopped"]
-    else:
-        for line in run_workers(planned, args.workers, recipe=str(args.recipe), imports=args.imports,
-                                gpus=parse_gpus(args.gpus), max_retries=args.max_retries):
-            print(f"nntransfer: {line}", file=sys.stderr)
-    code = show_results(planned, args)
+    stopped = train_locally(planned, args)
+    code = show_results(experiments, args)
     if stopped:
         print("stopped on request: the job in hand was checkpointed and released; run again to go on")
         return 0
     return code
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def add_local_worker_options(p) -> None:
-    p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the database")
+    p.add_argument("--workers", type=_at_least_one, default=1, help="local worker processes sharing the database")
     p.add_argument("--gpus", metavar="IDS", help="GPUs for the local workers, e.g. 0,2: worker i gets GPU "
                    "IDS[i %% len(IDS)] as its only visible device (default: every visible GPU, one per worker)")
     p.add_argument("--max-retries", type=int, default=0, help="retry a failing job this many times before "
                    "recording the error (ConfigErrors are never retried; default 0)")
+    p.add_argument("--poll", type=float, default=1.0, help="seconds an idle worker waits before it looks for new "
+                   "work again (default 1)")
 
 
 def recipe_options() -> argparse.ArgumentParser:

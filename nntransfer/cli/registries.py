@@ -7,11 +7,12 @@ KINDS = ("models", "sources", "losses", "metrics", "modules", "cores")
 
 
 def _list(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
     from ..registry import registries
 
     unknown = [k for k in args.kinds if k not in KINDS]
     if unknown:
-        raise SystemExit(f"nntransfer list: unknown kind {unknown[0]!r}; use {', '.join(KINDS)}")
+        raise ConfigError(f"unknown kind {unknown[0]!r}; use {', '.join(KINDS)}")
     found = registries()
     for kind in args.kinds or KINDS:
         registry = found[kind]

@@ -1,28 +1,15 @@
 """Worker commands of the CLI: worker, status, errors, clear-errors, clear-checkpoints."""
 from __future__ import annotations
 
-import sys
-
-from .recipes import add_local_worker_options, recipe_options, targets
+from .recipes import add_local_worker_options, recipe_options, targets, train_locally
 
 
 def _worker(args) -> int:
     from ..configs.errors import ConfigError
-    from ..recipes import run_workers, work
-    from ..recipes.workers import parse_gpus
 
     planned = targets(args, fill=True)
     if not args.slurm:
-        if args.workers > 1 or args.gpus:
-            dead = run_workers(planned, args.workers, poll=args.poll, recipe=str(args.recipe), imports=args.imports,
-                               gpus=parse_gpus(args.gpus), max_retries=args.max_retries)
-            for line in dead:
-                print(f"nntransfer: {line}", file=sys.stderr)
-            print(f"workers done{'' if not dead else f' ({len(dead)} died)'}")
-            return 0
-        result = work(planned, poll=args.poll, max_retries=args.max_retries)
-        state = "stopped on request (the job in hand was checkpointed and released)" if result["stopped"] else "done"
-        print(f"worker {state}: {result['trained']} trained, {len(result['errors'])} error(s)")
+        train_locally(planned, args)
         return 0
     if args.gpus:
         raise ConfigError("--gpus chooses local GPUs; for Slurm jobs use --gpus-per-job N")
@@ -110,7 +97,6 @@ def add_commands(sub) -> None:
                        description="A worker that trains any pending job of the recipe until none is left "
                                    "(--workers N: N local processes). With --slurm, submits JOBS such workers "
                                    "through submitit instead. SIGTERM/Ctrl-C: checkpoint, release the job, exit 0.")
-    p.add_argument("--poll", type=float, default=2.0, help="seconds between looks for new work")
     add_local_worker_options(p)
     p.add_argument("--slurm", action="store_true", help="submit workers with submitit (pip install nntransfer[slurm])")
     p.add_argument("--jobs", type=int, default=1, help="number of Slurm workers to submit")

@@ -93,6 +93,19 @@ class NeuralModelConfig(ModelConfig):
     # output
     elu_offset: float = field(default=0.0, help="prediction = ELU(readout + elu_offset) + 1 (positive rates)")
 
+    def _check_names(self) -> None:
+        if self.fn == NeuralModelConfig.fn:  # another builder may read type differently
+            from ..models.neural import CORES
+            from ..models.registry import MODELS
+
+            if self.type in CORES:
+                return
+            try:
+                MODELS.validate_name(self.type)  # a classifier cut at core_layer
+            except ConfigError as err:
+                raise ConfigError(f"NeuralModelConfig.type={self.type!r} is neither a neural core "
+                                  f"({', '.join(CORES.names())}) nor a classification model: {err}") from None
+
     def __post_init__(self) -> None:
         super().__post_init__()
         name = type(self).__name__

@@ -18,9 +18,10 @@ def register_model(*names: str):
     return MODELS.register(*names)
 
 
-def register_model_family(prefix: str):
-    """Register ``fn(name, info, cfg)`` for every ``type`` that starts with ``prefix`` (e.g. ``"torchvision."``)."""
-    return MODELS.register_family(prefix)
+def register_model_family(prefix: str, members=None):
+    """Register ``fn(name, info, cfg)`` for every ``type`` that starts with ``prefix`` (e.g. ``"torchvision."``);
+    ``members()`` lists the names it serves."""
+    return MODELS.register_family(prefix, members)
 
 
 def resolve(model_type: str) -> Callable:

@@ -9,12 +9,13 @@ from ..configs.errors import ConfigError
 from .registry import register_model_family
 
 
-@register_model_family("torchvision.")
+def classifiers() -> list[str]:
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+@register_model_family("torchvision.", members=classifiers)
 def build(name: str, info, cfg) -> nn.Module:
     """``torchvision.models.<name>`` with the data's number of classes; ``weights_path``: a local state dict."""
-    available = torchvision.models.list_models(module=torchvision.models)
-    if name not in available:
-        raise ConfigError(f"torchvision has no classification model {name!r}; e.g. {', '.join(available[:8])}, …")
     if info.channels != 3:
         raise ConfigError(f"torchvision.{name} expects 3 input channels, the data has {info.channels}: "
                           "set channels=3 in the dataset config")

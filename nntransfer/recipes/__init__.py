@@ -28,9 +28,9 @@ def run(experiments: Any, workers: int = 1, quiet: bool = False, imports: Sequen
     if importing_script():  # a worker is importing the script that called run(): its work is the parent's
         stop_script_import()
     experiments = normalize(experiments)
+    import_user_code(imports)  # before the names in the configs are checked: these may register them
     targets = fill_tables(experiments)
     if workers <= 1:
-        import_user_code(imports)
         work(targets, max_retries=max_retries)
     else:
         run_workers(targets, workers, imports=list(imports) + caller_code(), max_retries=max_retries,

@@ -16,7 +16,8 @@ import os
 import signal
 
 from .plan import Target
-from .workers import import_user_code, work
+from ..errors import ConfigError
+from .workers import import_user_code, recipe_imports, work
 
 
 class RemoteWorker:
@@ -81,13 +82,13 @@ def submit_workers(targets: list[Target], jobs: int = 1, folder: str = "nntransf
     try:
         import submitit
     except ImportError as err:
-        raise RuntimeError("submitting workers needs submitit: pip install 'nntransfer[slurm]'") from err
+        raise ConfigError("submitting workers needs submitit: pip install 'nntransfer[slurm]'") from err
     from .. import db
 
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     if executor.cluster == "slurm":
         if not db.server_configured():
-            raise RuntimeError("Slurm workers need a shared database server: set DJ_HOST, DJ_USER, DJ_PASS "
+            raise ConfigError("Slurm workers need a shared database server: set DJ_HOST, DJ_USER, DJ_PASS "
                                "(and DJ_BACKEND) before submitting; the embedded database is local to this machine")
         check_shared_store(allow_local_store)
     params = {"timeout_min": time_min, "cpus_per_task": cpus, "mem_gb": mem_gb, "name": "nntransfer-worker"}
@@ -96,5 +97,5 @@ def submit_workers(targets: list[Target], jobs: int = 1, folder: str = "nntransf
     if partition:
         params["slurm_partition"] = partition
     executor.update_parameters(**params)
-    imports = ([os.path.abspath(recipe)] if recipe else []) + list(imports)
+    imports = recipe_imports(recipe, imports)
     return [executor.submit(RemoteWorker(targets, imports, max_retries)) for _ in range(jobs)]

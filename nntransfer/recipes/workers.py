@@ -51,6 +51,8 @@ def import_user_code(imports: list[str] | tuple[str, ...] = ()) -> None:
         if item.endswith(".py") or path.is_file():
             if not path.is_file():
                 raise ConfigError(f"cannot import {item!r}: no such file")
+            if path.suffix != ".py":
+                raise ConfigError(f"cannot import {item!r}: only Python files (.py) and modules register code")
             _import_file(path.resolve())
         else:
             try:
@@ -76,6 +78,12 @@ def _import_file(path: Path) -> None:
         pass
     finally:
         _importing_script[0] = False
+
+
+def recipe_imports(recipe: str | None, imports=()) -> list[str]:
+    """What a worker imports first: a Python recipe (its registrations; a YAML/JSON one has none), then ``imports``."""
+    own = [os.path.abspath(recipe)] if recipe and str(recipe).endswith(".py") else []
+    return own + list(imports)
 
 
 def caller_code(depth: int = 2) -> list[str]:
@@ -276,7 +284,7 @@ def run_workers(targets: list[Target], workers: int, poll: float = 0.2, recipe: 
 
     import torch
 
-    imports = ([recipe] if recipe else []) + list(imports)
+    imports = recipe_imports(recipe, imports)
     import_user_code([m for m in imports if not (m.endswith(".py") or Path(m).is_file())])  # fail here, once
     missing = [m for m in imports if m.endswith(".py") and not Path(m).is_file()]
     if missing:
