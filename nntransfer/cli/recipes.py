@@ -80,9 +80,8 @@ def train_locally(planned, args) -> bool:
 
 
 def _run(args) -> int:
-    from .analysis import show_results
-
     from ..recipes import fill_tables
+    from .analysis import show_results
 
     experiments = _experiments(args)
     planned = fill_tables(experiments)
