@@ -44,7 +44,7 @@ def main() -> None:
     import torch
 
     from nntransfer import db
-    from nntransfer.tables.trained_model import TableCheckpointStore
+    from nntransfer.store.trained_model import TableCheckpointStore
 
     state = training_state()
     size = sum(t.numel() * t.element_size() for t in _tensors(state)) / 1e6
@@ -70,7 +70,7 @@ def main() -> None:
         print(f"ratio: {b / a:.2f} (target <= 1.3)")
     finally:
         store.clear()
-        from nntransfer.tables.jobs import HEARTBEAT
+        from nntransfer.store.jobs import HEARTBEAT
 
         HEARTBEAT.close()
         data = db.data_dir()

@@ -13,10 +13,10 @@ warnings.filterwarnings("ignore", message="datajoint.migrate is deprecated", cat
 __version__ = "0.2.0"
 
 _LAZY = {
-    "Experiment": "nntransfer.experiment",
-    "TransferExperiment": "nntransfer.experiment",
-    "Description": "nntransfer.experiment",
-    "run": "nntransfer.recipes",
+    "Experiment": "nntransfer.core.experiment",
+    "TransferExperiment": "nntransfer.core.experiment",
+    "Description": "nntransfer.core.experiment",
+    "run": "nntransfer.orchestration",
 }
 
 __all__ = ["Description", "Experiment", "TransferExperiment", "run", "__version__"]

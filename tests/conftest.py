@@ -26,8 +26,8 @@ if BACKEND == "mysql":
 
 
 def pytest_sessionfinish(session, exitstatus):
-    from nntransfer import db
-    from nntransfer.tables.jobs import HEARTBEAT
+    from nntransfer.store import db
+    from nntransfer.store.jobs import HEARTBEAT
 
     HEARTBEAT.close()
     if BACKEND == "mysql":
@@ -43,7 +43,7 @@ def pytest_sessionfinish(session, exitstatus):
 @pytest.fixture
 def clean_db():
     """Empty every nntransfer table (cascading from the roots) before and after a test."""
-    from nntransfer import tables
+    from nntransfer import store as tables
 
     def wipe():
         tables.bind()
@@ -53,7 +53,7 @@ def clean_db():
             tables.table(name)().delete_quick()
         for name in ("TrainedModel", "TransferredTrainedModel"):
             tables.table(name).jobs.delete_quick()
-        from nntransfer import db
+        from nntransfer.store import db
 
         for section in ("_schema", "_hash"):  # the files of the deleted rows
             shutil.rmtree(os.path.join(db.store_location(), section, "nntransfer_test"), ignore_errors=True)

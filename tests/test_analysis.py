@@ -13,9 +13,9 @@ from nntransfer import Description, Experiment, TransferExperiment, run
 from nntransfer.analysis import (chain_plot, compare, comparison, format_spread, format_table, history_frame,
                                  learning_curves, plot, results_frame, spread, sweep_plot, transfer_comparison,
                                  write_report)
-from nntransfer.compat import make_hash
+from nntransfer.core.compat import make_hash
 from nntransfer.configs import ImageDatasetConfig, ModelConfig, TrainerConfig
-from nntransfer.recipes import normalize, plan
+from nntransfer.orchestration import normalize, plan
 
 PRETRAIN_DATA = ImageDatasetConfig(dataset_cls="digits", filter_classes=[0, 1, 2, 3, 4], examples_per_class=30,
                                    batch_size=32)

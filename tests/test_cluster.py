@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nntransfer import Description, Experiment, run
-from nntransfer.recipes import fill_tables, load_recipe, states
+from nntransfer.orchestration import fill_tables, load_recipe, states
 from toy_pipeline import ToyData, ToyModel, ToyTrainer
 
 CLI = [sys.executable, "-m", "nntransfer.cli"]
@@ -245,7 +245,7 @@ def test_workers_from_a_folder_holding_another_nntransfer_folder(clean_db, tmp_p
 
 
 def test_slurm_workers_import_the_recipe(clean_db, tmp_path):
-    from nntransfer.recipes.slurm import submit_workers
+    from nntransfer.orchestration.slurm import submit_workers
 
     recipe = tmp_path / "slurm_recipe.py"
     recipe.write_text(textwrap.dedent("""
@@ -272,7 +272,7 @@ def test_slurm_workers_import_the_recipe(clean_db, tmp_path):
 def test_slurm_workers_are_requeued_through_submitits_checkpointing():
     import submitit
 
-    from nntransfer.recipes.slurm import RemoteWorker
+    from nntransfer.orchestration.slurm import RemoteWorker
 
     worker = RemoteWorker(["target"], ["recipe.py"], max_retries=2)
     again = worker.checkpoint()
@@ -284,7 +284,7 @@ def test_slurm_workers_are_requeued_through_submitits_checkpointing():
 
 def test_slurm_refuses_a_store_the_nodes_cannot_see():
     from nntransfer.configs import ConfigError
-    from nntransfer.recipes.slurm import check_shared_store
+    from nntransfer.orchestration.slurm import check_shared_store
 
     with pytest.raises(ConfigError, match="stores.*nntransfer.*location|--allow-local-store"):
         check_shared_store()
@@ -318,7 +318,7 @@ def dead_pid():
 @pytest.mark.both_backends
 def test_a_reservation_taken_over_meanwhile_is_never_released(clean_db, monkeypatch):
     """Worker A finds a dead reservation; before A releases it, B reclaims and re-reserves the job."""
-    from nntransfer.tables import jobs as jobs_module
+    from nntransfer.store import jobs as jobs_module
 
     jobs, key = reserved_job(clean_db, 21)
     gone = dead_pid()
@@ -346,7 +346,7 @@ def test_a_reservation_taken_over_meanwhile_is_never_released(clean_db, monkeypa
 
 @pytest.mark.both_backends
 def test_liveness_is_the_heartbeat_not_the_connection_id(clean_db, monkeypatch):
-    from nntransfer.tables import jobs as jobs_module
+    from nntransfer.store import jobs as jobs_module
 
     jobs, key = reserved_job(clean_db, 22)
     # a live holder whose connection was re-opened: the job row still carries the old connection id
@@ -370,7 +370,7 @@ def test_liveness_is_the_heartbeat_not_the_connection_id(clean_db, monkeypatch):
 
 
 def test_a_worker_whose_job_was_taken_over_stops_training(clean_db):
-    from nntransfer.tables.jobs import LostReservation, keep_alive
+    from nntransfer.store.jobs import LostReservation, keep_alive
 
     jobs, key = reserved_job(clean_db, 23)
     cb = keep_alive(clean_db.TrainedModel(), key, every=0.0)
@@ -382,7 +382,7 @@ def test_a_worker_whose_job_was_taken_over_stops_training(clean_db):
 
 def test_a_pending_or_failed_job_row_is_nobodys_reservation(clean_db):
     """A plain populate (no reservation) of a key whose job row is pending (a worker's refresh) or failed."""
-    from nntransfer.tables.jobs import keep_alive
+    from nntransfer.store.jobs import keep_alive
 
     exp = toy(seed=24)
     fill_tables({Description("plain", 24): exp})
@@ -400,8 +400,9 @@ def test_a_pending_or_failed_job_row_is_nobodys_reservation(clean_db):
 RECONNECT_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
-from nntransfer import db, tables
-from nntransfer.tables.jobs import HEARTBEAT
+from nntransfer.store import db
+from nntransfer import tables
+from nntransfer.store.jobs import HEARTBEAT
 from nntransfer.trainer import MainLoopModule, register_module
 from test_cluster import digits
 
@@ -446,7 +447,7 @@ def test_training_survives_a_terminated_connection(clean_db, tmp_path):
 
 
 def test_reconnecting_gives_up_with_a_clear_error(monkeypatch):
-    from nntransfer import db
+    from nntransfer.store import db
 
     class Unreachable:
         def connect(self):
@@ -490,7 +491,7 @@ def test_status_shows_error_type_host_and_first_line_and_errors_the_traceback(cl
 
 # -- issue 8 item 6: one GPU per local worker -------------------------------------------------------
 def test_local_workers_get_one_gpu_each_round_robin(clean_db, train_log, monkeypatch):
-    from nntransfer.recipes import workers
+    from nntransfer.orchestration import workers
 
     monkeypatch.setattr(workers, "visible_gpus", lambda: ["0", "1"])  # a machine with two GPUs
     targets = fill_tables({Description(f"g{i}", 40 + i): toy(40 + i, sleep=0.5) for i in range(6)})
@@ -512,7 +513,7 @@ def test_local_workers_get_one_gpu_each_round_robin(clean_db, train_log, monkeyp
 
 @pytest.mark.cuda
 def test_each_local_worker_sees_exactly_one_real_gpu(clean_db, train_log):
-    from nntransfer.recipes import workers
+    from nntransfer.orchestration import workers
 
     gpus = workers.visible_gpus()
     targets = fill_tables({Description(f"c{i}", 80 + i): toy(80 + i, sleep=0.3) for i in range(4)})
@@ -525,7 +526,7 @@ def test_each_local_worker_sees_exactly_one_real_gpu(clean_db, train_log):
 # -- 9. trust ----------------------------------------------------------------------------------------
 def test_trusted_modules_allowlist_refuses_other_import_paths(monkeypatch):
     from nntransfer.configs import ConfigError
-    from nntransfer.registry import resolve_import_path
+    from nntransfer.core.registry import resolve_import_path
 
     assert callable(resolve_import_path("os:getcwd"))  # unset: everything importable is allowed
     monkeypatch.setenv("NNTRANSFER_TRUSTED_MODULES", "toy_pipeline, mylab")
@@ -540,7 +541,7 @@ def test_trusted_modules_allowlist_refuses_other_import_paths(monkeypatch):
 # -- load ----------------------------------------------------------------------------------------------
 def test_four_workers_twice_on_twelve_experiments_with_shared_transfer_steps(clean_db, train_log):
     from nntransfer import TransferExperiment
-    from nntransfer.tables import gc
+    from nntransfer.store import gc
 
     experiments = {}
     for i in range(3):  # three shared first steps, each continued in two ways

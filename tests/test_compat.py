@@ -5,13 +5,13 @@ import sys
 
 
 def test_nnfabrik_make_hash_and_resolve_fn_work():
-    from nntransfer.compat import make_hash, resolve_fn
+    from nntransfer.core.compat import make_hash, resolve_fn
 
     assert make_hash({"a": 1, "b": [1, 2]}) == make_hash({"b": [1, 2], "a": 1})
     assert make_hash({"a": 1}) != make_hash({"a": 2})
     assert len(make_hash({"a": 1})) == 32
-    fn = resolve_fn("nntransfer.configs.base.resolve_import_path", default_base="models")
-    from nntransfer.configs.base import resolve_import_path
+    fn = resolve_fn("nntransfer.core.config.resolve_import_path", default_base="models")
+    from nntransfer.core.config import resolve_import_path
 
     assert fn is resolve_import_path
 

@@ -4,7 +4,7 @@ from typing import Optional
 
 import pytest
 
-from nntransfer.compat import make_hash
+from nntransfer.core.compat import make_hash
 from nntransfer.configs import (
     BaseConfig,
     ConfigError,
@@ -17,7 +17,7 @@ from nntransfer.configs import (
 
 
 class ToyTrainer(TrainerConfig):
-    fn = "nntransfer.configs.base.resolve_import_path"
+    fn = "nntransfer.core.config.resolve_import_path"
     lr: float = 0.1
     betas: tuple[float, float] = (0.9, 0.999)
     milestones: list[int] = [3, 6]
@@ -30,7 +30,7 @@ class NoiseMixin(BaseConfig):
 
 
 class NoisyDataset(NoiseMixin, ImageDatasetConfig):
-    fn = "nntransfer.configs.base.resolve_import_path"
+    fn = "nntransfer.core.config.resolve_import_path"
 
 
 def test_defaults_overrides_and_independent_mutable_defaults():
@@ -92,11 +92,11 @@ def test_run_fields_are_stored_and_shown_but_not_hashed():
 
 def test_field_added_later_keeps_old_keys():
     class Old(TrainerConfig):
-        fn = "nntransfer.configs.base.resolve_import_path"
+        fn = "nntransfer.core.config.resolve_import_path"
         lr: float = 0.1
 
     class New(TrainerConfig):
-        fn = "nntransfer.configs.base.resolve_import_path"
+        fn = "nntransfer.core.config.resolve_import_path"
         lr: float = 0.1
         warmup: int = field(default=0, since="0.2")
 

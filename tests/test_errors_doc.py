@@ -46,7 +46,7 @@ def _cli(*argv):
 
 
 def _yaml_recipe(text):
-    from nntransfer.recipes import load_recipe
+    from nntransfer.orchestration import load_recipe
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "recipe.yaml"
@@ -61,7 +61,7 @@ def _yaml_recipe(text):
 def _transfer(source, target, strict):
     from torch import nn
 
-    from nntransfer.transfer import load_transferred_state
+    from nntransfer.runner.transfer import load_transferred_state
 
     return load_transferred_state(nn.Sequential(*target), nn.Sequential(*source).state_dict(), strict=strict)
 
@@ -78,7 +78,7 @@ def _teacher_data_missing_examples():
 
 def _description_seed():
     from nntransfer import Description, Experiment
-    from nntransfer.recipes import normalize
+    from nntransfer.orchestration import normalize
 
     D, M, T = _configs()
     return normalize({Description("baseline", 2): Experiment(D(), M(), T(), seed=1)})

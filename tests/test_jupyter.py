@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import tqdm.std
 
-from nntransfer import Description, Experiment, TransferExperiment, progress
+from nntransfer import Description, Experiment, TransferExperiment
+from nntransfer.core import bars as progress
 from nntransfer.configs import ImageDatasetConfig, ModelConfig, TrainerConfig
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "docs" / "notebooks" / "quickstart.ipynb"

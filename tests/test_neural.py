@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import nntransfer.compat  # noqa: F401  (neuralpredictors needs the collections aliases)
+import nntransfer.core.compat  # noqa: F401  (neuralpredictors needs the collections aliases)
 from nntransfer.configs import ConfigError, NeuralDatasetConfig, NeuralModelConfig, TrainerConfig
 from nntransfer.dataset import neural_dataset_loader, simulate_neurons
 from nntransfer.models.neural import neural_model_builder
@@ -50,7 +50,7 @@ def test_neuralpredictors_imports_after_the_compat_shims_and_only_when_used():
 
     code = ("import sys, nntransfer.models, nntransfer.dataset, nntransfer.trainer\n"
             "assert 'neuralpredictors' not in sys.modules  # lazy: classification never pays for it\n"
-            "import nntransfer.compat\n"
+            "import nntransfer.core.compat\n"
             "import neuralpredictors.data.datasets, neuralpredictors.data.transforms, neuralpredictors.layers.cores\n"
             "import neuralpredictors.layers.readouts, neuralpredictors.measures.modules, neuralpredictors.training\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -10,8 +10,8 @@ import pytest
 
 from nntransfer import Description, Experiment, TransferExperiment, run
 from nntransfer.configs import ConfigError, ImageDatasetConfig, ModelConfig, TrainerConfig
-from nntransfer.recipes import fill_tables, load_recipe, normalize, plan
-from nntransfer.recipes.load import parse_value, parse_values
+from nntransfer.orchestration import fill_tables, load_recipe, normalize, plan
+from nntransfer.orchestration.recipes import parse_value, parse_values
 from toy_pipeline import ToyData, ToyModel, ToyTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ def test_seed_grids_make_replicates_of_one_named_experiment(toy_recipe, tmp_path
     sweep.write_text("name: s\ndataset: {class: toy_pipeline.ToyData}\nmodel: {class: toy_pipeline.ToyModel}\n"
                      "trainer: {class: toy_pipeline.ToyTrainer}\nseed_: [4, 5]\n")
     assert sorted(load_recipe(sweep)) == [Description("s", 4), Description("s", 5)]
-    from nntransfer.recipes import expand
+    from nntransfer.orchestration import expand
 
     assert sorted(expand({Description("py", 1): toy()}, {"seed": [7, 8]})) == [Description("py", 7),
                                                                              Description("py", 8)]
@@ -111,7 +111,7 @@ def test_seed_grids_make_replicates_of_one_named_experiment(toy_recipe, tmp_path
 
 # -- item 15: step-addressed --set on mixed recipes; one-line errors with a traceback file -------------
 def test_set_on_a_step_changes_only_experiments_with_that_step(capsys):
-    from nntransfer.recipes import load_recipe
+    from nntransfer.orchestration import load_recipe
 
     recipe = ROOT / "examples" / "digits_transfer.py"
     original = load_recipe(recipe)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from nntransfer import Experiment, TransferExperiment
 from nntransfer.configs import BaseConfig, ConfigError, ImageDatasetConfig, ModelConfig, TrainerConfig
-from nntransfer.recipes.load import apply_overrides, experiments_from_file, parse_value, parse_values
+from nntransfer.orchestration.recipes import apply_overrides, experiments_from_file, parse_value, parse_values
 
 # 60 examples per property keep the file at a few seconds; NNTRANSFER_HYPOTHESIS_EXAMPLES=2000 searches deeper
 FAST = settings(max_examples=int(os.environ.get("NNTRANSFER_HYPOTHESIS_EXAMPLES", 60)), deadline=None,

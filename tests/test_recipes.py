@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nntransfer import Description, Experiment, TransferExperiment, run
-from nntransfer.recipes import apply_overrides, fill_tables, load_recipe, states
+from nntransfer.orchestration import apply_overrides, fill_tables, load_recipe, states
 from toy_pipeline import ToyData, ToyModel, ToyTrainer
 
 
@@ -162,7 +162,7 @@ def test_yaml_grid_file_yields_the_full_cross_product(tmp_path):
 
 
 def test_overrides_file_with_grid_keys(tmp_path):
-    from nntransfer.recipes.load import overrides_from_file
+    from nntransfer.orchestration.recipes import overrides_from_file
 
     path = tmp_path / "o.yaml"
     path.write_text("trainer:\n  max_iter: 2\n  optimizer_options:\n    lr_: [0.1, 0.2]\nseed_: [3, 4]\n")
@@ -174,7 +174,7 @@ def test_overrides_file_with_grid_keys(tmp_path):
 
 
 def test_submitit_local_executor_runs_a_worker_to_completion(clean_db, tmp_path):
-    from nntransfer.recipes.slurm import submit_workers
+    from nntransfer.orchestration.slurm import submit_workers
 
     targets = fill_tables({Description("remote", 5): toy(seed=5)})
     jobs = submit_workers(targets, jobs=1, folder=str(tmp_path / "jobs"), cluster="local", cpus=1)
@@ -209,7 +209,7 @@ def test_job_of_a_killed_worker_is_requeued_and_trained(clean_db, tmp_path, trai
         worker.wait()
     targets = fill_tables(load_recipe(recipe))
     assert states(targets)[targets[0]]["state"] == "reserved"  # still looks taken ...
-    from nntransfer.recipes import reclaim_dead_reservations
+    from nntransfer.orchestration import reclaim_dead_reservations
 
     deadline = time.time() + 30  # ... but its connection is gone (the server notices within moments) ...
     while not (reclaimed := reclaim_dead_reservations(targets)) and time.time() < deadline:
@@ -256,7 +256,7 @@ def test_workers_see_main_loop_modules_defined_in_the_recipe(clean_db, tmp_path)
 
 def test_a_yaml_recipe_is_not_imported_by_workers_and_run_imports_come_before_the_name_checks(clean_db, tmp_path):
     from nntransfer.configs import ConfigError, ImageDatasetConfig, ModelConfig, TrainerConfig
-    from nntransfer.recipes.workers import import_user_code, recipe_imports
+    from nntransfer.orchestration.workers import import_user_code, recipe_imports
 
     yaml_recipe = tmp_path / "grid.yaml"
     yaml_recipe.write_text("experiments: {}\n")

@@ -7,7 +7,7 @@ import pytest
 from torch import nn
 
 from nntransfer.configs import ConfigError
-from nntransfer.registry import Registry, registries, resolve_import_path
+from nntransfer.core.registry import Registry, registries, resolve_import_path
 
 
 def test_names_import_paths_and_families_resolve():
@@ -56,7 +56,7 @@ def test_a_check_refuses_what_does_not_fit_when_registered_and_when_imported():
 def test_every_kind_is_listed_by_the_command_line():
     assert set(registries()) == {"models", "sources", "losses", "metrics", "modules", "cores"}
     # what a fresh process has registered (other tests in this process register their own test entries)
-    fresh = subprocess.run([sys.executable, "-c", "import json; from nntransfer.registry import registries; "
+    fresh = subprocess.run([sys.executable, "-c", "import json; from nntransfer.core.registry import registries; "
                             "print(json.dumps({k: r.names() for k, r in registries().items()}))"],
                            capture_output=True, text=True, timeout=120)
     found = json.loads(fresh.stdout)

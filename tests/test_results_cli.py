@@ -5,11 +5,11 @@ import textwrap
 
 import pytest
 
-from nntransfer import provenance
+from nntransfer.runner import provenance
 from nntransfer.analysis import results_frame
 from nntransfer.cli import main
-from nntransfer.compat import make_hash
-from nntransfer.recipes import fill_tables, load_recipe, run, states
+from nntransfer.core.compat import make_hash
+from nntransfer.orchestration import fill_tables, load_recipe, run, states
 
 CHAINS = textwrap.dedent("""
     from nntransfer import Description, Experiment, TransferExperiment

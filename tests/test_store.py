@@ -17,7 +17,7 @@ from nntransfer.configs import ImageDatasetConfig, ModelConfig, TrainerConfig
 
 
 def store_files():
-    from nntransfer import db
+    from nntransfer.store import db
 
     root = Path(db.store_location())
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
@@ -33,7 +33,7 @@ def state(value: float) -> dict:
 
 @pytest.mark.both_backends
 def test_pruned_and_cleared_checkpoints_take_their_files_along(clean_db):
-    from nntransfer.tables.trained_model import Checkpoint, TableCheckpointStore
+    from nntransfer.store.trained_model import Checkpoint, TableCheckpointStore
 
     store = TableCheckpointStore("TrainedModel", {"some": "key"})
     for epoch in range(1, 5):
@@ -47,14 +47,14 @@ def test_pruned_and_cleared_checkpoints_take_their_files_along(clean_db):
     assert torch.equal(store.latest()["model"]["w"], torch.full((50, 50), 40.0))
     store.clear()
     assert len(Checkpoint()) == 0 and checkpoint_files() == []
-    from nntransfer import db
+    from nntransfer.store import db
 
     assert not list((Path(db.store_location())).rglob("key_hash=*"))  # no empty folders left behind
 
 
 def test_store_files_and_folders_are_private(clean_db):
-    from nntransfer import db
-    from nntransfer.tables.trained_model import TableCheckpointStore
+    from nntransfer.store import db
+    from nntransfer.store.trained_model import TableCheckpointStore
 
     TableCheckpointStore("TrainedModel", {"private": 1}).save(1, 0.0, state(1))
     root = Path(db.store_location())
@@ -66,8 +66,8 @@ def test_store_files_and_folders_are_private(clean_db):
 
 @pytest.mark.both_backends
 def test_unreadable_checkpoints_are_skipped_with_a_warning(clean_db, caplog):
-    from nntransfer import db
-    from nntransfer.tables.trained_model import TableCheckpointStore
+    from nntransfer.store import db
+    from nntransfer.store.trained_model import TableCheckpointStore
 
     store = TableCheckpointStore("TrainedModel", {"corrupt": 1})
     store.save(1, 0.0, state(1))
@@ -86,7 +86,7 @@ def test_unreadable_checkpoints_are_skipped_with_a_warning(clean_db, caplog):
 
 
 def test_clear_checkpoints_command_drops_a_recipes_checkpoints(clean_db, tmp_path):
-    from nntransfer.tables.trained_model import Checkpoint, TableCheckpointStore
+    from nntransfer.store.trained_model import Checkpoint, TableCheckpointStore
     from toy_pipeline import ToyData, ToyModel, ToyTrainer
 
     recipe = tmp_path / "r.py"
@@ -110,8 +110,8 @@ def test_clear_checkpoints_command_drops_a_recipes_checkpoints(clean_db, tmp_pat
 def test_background_checkpoint_writes_beside_the_keep_alive_callback(clean_db):
     """The trainer saves from a background thread while its main thread calls cb; nothing may interleave."""
     from nntransfer import tables
-    from nntransfer.tables.jobs import keep_alive
-    from nntransfer.tables.trained_model import Checkpoint, TableCheckpointStore
+    from nntransfer.store.jobs import keep_alive
+    from nntransfer.store.trained_model import Checkpoint, TableCheckpointStore
 
     store = TableCheckpointStore("TrainedModel", {"threads": 1})
     cb = keep_alive(tables.TrainedModel(), {"model_fn": "x"}, every=0.0)
@@ -148,9 +148,9 @@ def digits(seed, **trainer):
 
 @pytest.mark.both_backends
 def test_gc_deletes_only_unreferenced_files_and_datajoints_gc_keeps_models(clean_db):
-    from nntransfer import db
-    from nntransfer.tables import gc, schema
-    from nntransfer.tables.storage import write_state
+    from nntransfer.store import db
+    from nntransfer.store import gc, schema
+    from nntransfer.store.codec import write_state
 
     run({Description("keep", 1): digits(1), Description("drop", 2): digits(2)}, quiet=True)
     assert checkpoint_files() == []  # finished jobs leave no checkpoint files
@@ -175,7 +175,7 @@ def test_gc_deletes_only_unreferenced_files_and_datajoints_gc_keeps_models(clean
 
 def _referenced():
     from nntransfer import tables
-    from nntransfer.tables.storage import referenced_paths
+    from nntransfer.store.codec import referenced_paths
 
     out = []
     for table in (tables.TrainedModel.ModelStorage, tables.TransferredTrainedModel.ModelStorage, tables.Checkpoint):
@@ -188,7 +188,7 @@ def _referenced():
 def test_db_status_shows_the_store_size(clean_db):
     import json
 
-    from nntransfer.tables.trained_model import TableCheckpointStore
+    from nntransfer.store.trained_model import TableCheckpointStore
 
     TableCheckpointStore("TrainedModel", {"size": 1}).save(1, 0.0, state(1))
     out = subprocess.run([sys.executable, "-m", "nntransfer.cli", "db", "status"], capture_output=True, text=True,
@@ -198,8 +198,8 @@ def test_db_status_shows_the_store_size(clean_db):
 
 
 def test_a_state_that_fails_to_write_leaves_no_file(clean_db):
-    from nntransfer import db
-    from nntransfer.tables.storage import write_state
+    from nntransfer.store import db
+    from nntransfer.store.codec import write_state
 
     before = store_files()
     with pytest.raises(Exception):

@@ -10,7 +10,7 @@ from nntransfer import Description, Experiment, TransferExperiment
 from nntransfer.configs import ConfigError, DatasetConfig, ImageDatasetConfig, ModelConfig, TrainerConfig
 
 # A callable that certainly resolves, so these tests do not depend on the real builders.
-FN = "nntransfer.configs.base.resolve_import_path"
+FN = "nntransfer.core.config.resolve_import_path"
 
 
 class ToyDataset(DatasetConfig):
@@ -86,7 +86,7 @@ def test_unresolvable_fn_inserts_nothing(clean_db):
 
 @pytest.mark.both_backends
 def test_failure_midway_rolls_back_everything(clean_db, monkeypatch):
-    from nntransfer.tables import nnfabrik
+    from nntransfer.store import nnfabrik
 
     original = nnfabrik.insert_config
 

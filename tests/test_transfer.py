@@ -27,7 +27,7 @@ def test_frozen_core_keeps_the_transferred_parameters(clean_db):
 
 
 def test_partial_transfer_loads_matching_parameters_only():
-    from nntransfer.transfer import load_transferred_state
+    from nntransfer.runner.transfer import load_transferred_state
 
     source = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 3))
     target = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 5))  # new head size
@@ -42,7 +42,7 @@ def test_partial_transfer_loads_matching_parameters_only():
 
 # -- issue 10 item 10: transfers that cannot do what they say are ConfigErrors --------------------------------
 def test_strict_transfer_between_architectures_names_the_keys_and_the_option():
-    from nntransfer.transfer import load_transferred_state
+    from nntransfer.runner.transfer import load_transferred_state
 
     source = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 3))
     target = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
@@ -53,7 +53,7 @@ def test_strict_transfer_between_architectures_names_the_keys_and_the_option():
 
 
 def test_non_strict_transfer_that_transfers_nothing_is_an_error():
-    from nntransfer.transfer import load_transferred_state
+    from nntransfer.runner.transfer import load_transferred_state
 
     source = torch.nn.Sequential(torch.nn.Linear(4, 8))
     target = torch.nn.Sequential(torch.nn.Linear(6, 2))
@@ -95,7 +95,7 @@ def test_data_transfer_hands_step_0_logits_to_step_1_loader(clean_db):
 
 
 def test_recipe_views_tell_what_changed_between_steps(clean_db):
-    from nntransfer.recipes import fill_tables
+    from nntransfer.orchestration import fill_tables
 
     base = Experiment(ToyData(), ToyModel(), ToyTrainer(max_iter=1), 1)
     new_data = Experiment(ToyData(n=32), ToyModel(), ToyTrainer(max_iter=1), 1)
@@ -140,7 +140,7 @@ class TeacherConfig(ModelConfig):
 
 def teacher_data(**config):
     from nntransfer.dataset import image_dataset_loader
-    from nntransfer.transfer import generate_transfer_data
+    from nntransfer.runner.transfer import generate_transfer_data
 
     loaders = image_dataset_loader(dataset_cls="digits", **config)
     return generate_transfer_data(perfect_teacher(loaders, 0), loaders)
@@ -201,7 +201,7 @@ def test_a_second_step_with_another_seed_distils_its_own_examples_teacher_logits
 
 def test_transfer_data_is_computed_on_the_models_device():
     from nntransfer.dataset import image_dataset_loader
-    from nntransfer.transfer import generate_transfer_data
+    from nntransfer.runner.transfer import generate_transfer_data
 
     class Recorder(torch.nn.Module):  # parameters on another device than the CPU; "meta" exists everywhere
         def __init__(self):
@@ -222,7 +222,7 @@ def test_transfer_data_is_computed_on_the_models_device():
 def test_transfer_data_on_cuda_is_stored_on_the_cpu():
     from nntransfer.dataset import image_dataset_loader
     from nntransfer.models import classification_model_builder
-    from nntransfer.transfer import generate_transfer_data
+    from nntransfer.runner.transfer import generate_transfer_data
 
     loaders = image_dataset_loader(seed=1, dataset_cls="digits", in_memory=True, device="cuda")
     model = classification_model_builder(loaders, seed=1, type="lenet").cuda()
@@ -251,7 +251,7 @@ def test_distillation_loss_mixes_teacher_and_labels_and_falls_back_to_labels():
 def test_the_distillation_example_runs_and_shares_its_teacher(clean_db):
     from pathlib import Path
 
-    from nntransfer.recipes import apply_overrides, load_recipe, plan
+    from nntransfer.orchestration import apply_overrides, load_recipe, plan
 
     example = Path(__file__).resolve().parents[1] / "examples" / "digits_distillation.py"
     experiments = apply_overrides(load_recipe(example), {"trainer.max_iter": 2})

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from nntransfer.compat import make_hash
+from nntransfer.core.compat import make_hash
 from nntransfer.configs import DatasetConfig, ModelConfig, TrainerConfig
 
 

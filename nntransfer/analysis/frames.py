@@ -17,11 +17,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .. import provenance
+from ..runner import provenance
 from ..errors import ConfigError
-from ..compat import make_hash
-from ..experiment import Experiment
-from ..recipes.plan import TRAINED, TRANSFERRED, Target, plan, states
+from ..core.compat import make_hash
+from ..core.experiment import Experiment
+from ..orchestration.plan import TRAINED, TRANSFERRED, Target, plan, states
 from .stats import spread
 
 # modes of the trainer's tracker (nntransfer.trainer.trainer)
@@ -60,7 +60,7 @@ def entries(source: Any) -> list[Entry]:
         return _query_entries(source)
     if isinstance(source, list) and source and all(isinstance(t, Target) for t in source):
         return target_entries(source)
-    from ..recipes.load import load_recipe, normalize
+    from ..orchestration.recipes import load_recipe, normalize
 
     experiments = load_recipe(source) if isinstance(source, (str, os.PathLike)) else normalize(source)
     steps = {}
@@ -77,7 +77,7 @@ def entries(source: Any) -> list[Entry]:
 
 def target_entries(targets: list[Target]) -> list[Entry]:
     """Entries of a plan's targets with their state, score, output and provenance (configs not filled)."""
-    from .. import tables
+    from .. import store as tables
 
     current = states(targets, outputs=True)
     found = []
@@ -118,7 +118,7 @@ def _is_query(source: Any) -> bool:
 
 
 def _query_entries(query) -> list[Entry]:
-    from .. import tables
+    from .. import store as tables
 
     if isinstance(query, type):
         query = query()
@@ -155,7 +155,7 @@ def _key_values(cfg) -> dict:
 
 def _run_field_names(part: str) -> set[str]:
     """Names of run fields (never hashed) declared by any config class of this part (``dataset`` ...)."""
-    from ..configs.base import BaseConfig, is_key_field
+    from ..core.config import BaseConfig, is_key_field
 
     names, stack = {"comment"}, [BaseConfig]
     while stack:

@@ -26,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from ..configs.errors import ConfigError
-    from ..db import DatabaseUnavailable
+    from ..errors import ConfigError
+    from ..store.db import DatabaseUnavailable
 
     try:
         return args.handler(args) or 0
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nntransfer: error: {_scrub(str(err))}", file=sys.stderr)
         return 2
     except Exception as err:
-        from ..db import is_connection_error
+        from ..store.db import is_connection_error
 
         if not is_connection_error(err):  # anything else: one line here, the traceback in a file
             log = _write_traceback(err, argv if argv is not None else sys.argv[1:])
@@ -56,7 +56,7 @@ def _write_traceback(err: BaseException, argv: list[str]) -> str:
     import traceback
     from pathlib import Path
 
-    from ..db import home
+    from ..store.db import home
 
     name = f"nntransfer-error-{datetime.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
     text = _scrub(f"nntransfer {' '.join(argv)}\n\n" + "".join(traceback.format_exception(err)))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 def default_report_dir(recipe) -> Path:
     """Where ``run`` writes a recipe's report unless told otherwise: ``$NNTRANSFER_HOME/reports/<recipe name>``."""
-    from ..db import home
+    from ..store.db import home
 
     return home() / "reports" / Path(recipe).stem
 
@@ -102,7 +102,7 @@ def _results(args) -> int:
 
 def _clear(args) -> int:
     from ..analysis import format_table
-    from ..recipes.clear import clear_results, plan_clearing
+    from ..orchestration.clear import clear_results, plan_clearing
     from .recipes import targets
 
     clearing = plan_clearing(targets(args, fill=False), step=args.step, name=args.name)

@@ -6,13 +6,13 @@ import json
 
 
 def _db(args: argparse.Namespace) -> int:
-    from .. import db
+    from ..store import db
 
     if args.action == "path":
         print(db.home())
         return 0
     if args.action == "gc":
-        from ..tables.gc import collect
+        from ..store.gc import collect
 
         report = collect(dry_run=args.dry_run, min_age=args.min_age)
         verb = "would delete" if args.dry_run else "deleted"
@@ -35,7 +35,7 @@ def _db(args: argparse.Namespace) -> int:
     else:
         info = db.status()
         if db.server_configured() or info["running"]:
-            from ..tables.gc import usage
+            from ..store.gc import usage
 
             info.update(usage())
     print(json.dumps(info, indent=2, default=str))

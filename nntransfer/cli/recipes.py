@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..configs.errors import ConfigError
+from ..errors import ConfigError
 
 
 def _assignment(text: str) -> tuple[str, str]:
@@ -30,8 +30,8 @@ def _command_line(pairs: list[tuple[str, str]], option: str, parse) -> dict:
 
 def _experiments(args: argparse.Namespace) -> dict:
     """The recipe's experiments with --config, then --set and --grid applied (the command line wins over the file)."""
-    from ..recipes.load import apply_overrides, load_recipe, overrides_from_file, parse_value, parse_values
-    from ..recipes.workers import import_user_code
+    from ..orchestration.recipes import apply_overrides, load_recipe, overrides_from_file, parse_value, parse_values
+    from ..orchestration.workers import import_user_code
 
     import_user_code(getattr(args, "imports", []))  # before the recipe: it may name what they register
     experiments = load_recipe(args.recipe)
@@ -51,7 +51,7 @@ def _experiments(args: argparse.Namespace) -> dict:
 
 
 def targets(args, fill: bool):
-    from ..recipes import fill_tables, plan
+    from ..orchestration import fill_tables, plan
 
     experiments = _experiments(args)
     return fill_tables(experiments) if fill else plan(experiments)
@@ -60,8 +60,8 @@ def targets(args, fill: bool):
 def train_locally(planned, args) -> bool:
     """Train ``planned`` in this process, or in ``--workers`` local processes (``--gpus``: one GPU each).
     Returns whether training stopped on request (SIGTERM/Ctrl-C: the job in hand was checkpointed and released)."""
-    from ..recipes import run_workers, work
-    from ..recipes.workers import parse_gpus
+    from ..orchestration import run_workers, work
+    from ..orchestration.workers import parse_gpus
     from ..trainer.interrupt import stop_requested
 
     if args.workers == 1 and not args.gpus:
@@ -80,7 +80,7 @@ def train_locally(planned, args) -> bool:
 
 
 def _run(args) -> int:
-    from ..recipes import fill_tables
+    from ..orchestration import fill_tables
     from .analysis import show_results
 
     experiments = _experiments(args)

@@ -8,7 +8,7 @@ KINDS = ("models", "sources", "losses", "metrics", "modules", "cores")
 
 def _list(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from ..registry import registries
+    from ..core.registry import registries
 
     unknown = [k for k in args.kinds if k not in KINDS]
     if unknown:

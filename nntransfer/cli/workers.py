@@ -5,7 +5,7 @@ from .recipes import add_local_worker_options, recipe_options, targets, train_lo
 
 
 def _worker(args) -> int:
-    from ..configs.errors import ConfigError
+    from ..errors import ConfigError
 
     planned = targets(args, fill=True)
     if not args.slurm:
@@ -13,7 +13,7 @@ def _worker(args) -> int:
         return 0
     if args.gpus:
         raise ConfigError("--gpus chooses local GPUs; for Slurm jobs use --gpus-per-job N")
-    from ..recipes.slurm import submit_workers
+    from ..orchestration.slurm import submit_workers
 
     jobs = submit_workers(planned, jobs=args.jobs, folder=args.folder, cluster=args.cluster,
                           partition=args.partition, gpus=args.gpus_per_job, cpus=args.cpus, time_min=args.time,
@@ -34,7 +34,7 @@ def _first_line(text: str | None) -> str:
 
 def _status(args) -> int:
     from ..analysis import format_table
-    from ..recipes import states
+    from ..orchestration import states
 
     planned = targets(args, fill=False)
     current = states(planned, workers=True)
@@ -62,7 +62,7 @@ def _status(args) -> int:
 
 
 def _errors(args) -> int:
-    from ..recipes.plan import error_details
+    from ..orchestration.plan import error_details
 
     details = error_details(targets(args, fill=False))
     if not details:
@@ -76,7 +76,7 @@ def _errors(args) -> int:
 
 
 def _clear_errors(args) -> int:
-    from ..recipes import clear_errors
+    from ..orchestration import clear_errors
 
     n = clear_errors(targets(args, fill=False))
     print(f"cleared {n} error(s); run the recipe again to retrain them")
@@ -84,7 +84,7 @@ def _clear_errors(args) -> int:
 
 
 def _clear_checkpoints(args) -> int:
-    from ..recipes.plan import clear_checkpoints
+    from ..orchestration.plan import clear_checkpoints
 
     n = clear_checkpoints(targets(args, fill=False))
     print(f"dropped {n} checkpoint(s); the affected jobs start from scratch on the next run")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from .base import BaseConfig, field
-from .errors import ConfigError
+from ..core.config import BaseConfig, field
+from ..errors import ConfigError
 
 
 class DatasetConfig(BaseConfig):

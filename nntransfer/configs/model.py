@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .base import BaseConfig, field
+from ..core.config import BaseConfig, field
 
 
 class ModelConfig(BaseConfig):

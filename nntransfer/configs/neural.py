@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from .base import field
+from ..core.config import field
 from .dataset import DatasetConfig
-from .errors import ConfigError
+from ..errors import ConfigError
 from .model import ModelConfig
 
 DATA_KEYS = ("images", "responses", "behavior", "pupil_center")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import difflib
 from typing import Literal, Optional
 
-from .base import BaseConfig, field
-from .errors import ConfigError
+from ..core.config import BaseConfig, field
+from ..errors import ConfigError
 
 # torch.compile's modes (kept here so that building a config never imports torch)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")

@@ -9,7 +9,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..configs.dataset import ImageDatasetConfig
-from ..configs.errors import ConfigError
+from ..errors import ConfigError
 from .in_memory import InMemoryLoader
 from .sources import Source, load_source
 
@@ -203,7 +203,7 @@ def image_dataset_loader(seed: int, transfer_data: dict | None = None, **config)
 
     ``config`` holds the fields of :class:`~nntransfer.configs.ImageDatasetConfig` (``comment`` is ignored).
     ``transfer_data`` (from an earlier transfer step, not a config field) is what
-    :func:`nntransfer.transfer.generate_transfer_data` produced: ``{"train": {name: rows, "example_indices":
+    :func:`nntransfer.runner.transfer.generate_transfer_data` produced: ``{"train": {name: rows, "example_indices":
     indices}, "test": {...}}``, rows keyed by the index of their example in the source's training (or test)
     set. Training batches carry ``extra={name: rows of this batch}``; every training example needs a row
     (ConfigError otherwise). Validation and test batches carry them when every example of that split has a

@@ -83,7 +83,7 @@ class InMemoryLoader:
 
 def _device(name: str) -> torch.device:
     """``cfg.device`` as a torch device that exists here, or a ConfigError saying what to set instead."""
-    from ..configs.errors import ConfigError
+    from ..errors import ConfigError
 
     try:
         device = torch.device(name)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..configs.errors import ConfigError
+from ..errors import ConfigError
 from ..configs.neural import NeuralDatasetConfig
 from .image_loader import ImageDataset, split
 from .in_memory import _device
@@ -40,7 +40,7 @@ TIERS = ("train", "validation", "test")
 def open_session(path: str | os.PathLike, data_keys: tuple[str, ...], normalize: bool = True,
                  exclude: tuple[str, ...] = ()):
     """neuralpredictors' ``FileTreeDataset`` of ``path`` with ``NeuroNormalizer`` (unless ``normalize=False``)."""
-    from .. import compat  # noqa: F401  (collections aliases neuralpredictors imports)
+    from ..core import compat  # noqa: F401  (collections aliases neuralpredictors imports)
     from neuralpredictors.data.datasets import FileTreeDataset
     from neuralpredictors.data.transforms import NeuroNormalizer
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..configs.errors import ConfigError
-from ..registry import Registry
+from ..errors import ConfigError
+from ..core.registry import Registry
 
 # mean / std per channel on [0, 1] images
 NORMALIZATION = {

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..configs.errors import ConfigError
+from ..errors import ConfigError
 from ..configs.neural import NeuralModelConfig
-from ..registry import Registry
+from ..core.registry import Registry
 from .registry import MODELS, DataInfo
 
 # name -> fn(channels: int, cfg: NeuralModelConfig) -> nn.Module with forward(x) and regularizer(); other
@@ -98,7 +98,7 @@ class NeuralModel(nn.Module):
 # -- cores ------------------------------------------------------------------------------------------------
 @CORES.register("stacked2d")
 def stacked2d(channels: int, cfg: NeuralModelConfig) -> nn.Module:
-    from .. import compat  # noqa: F401
+    from ..core import compat  # noqa: F401
     from neuralpredictors.layers.cores import Stacked2dCore
 
     options = dict(input_channels=channels, hidden_channels=cfg.hidden_channels, input_kern=cfg.input_kern,
@@ -110,7 +110,7 @@ def stacked2d(channels: int, cfg: NeuralModelConfig) -> nn.Module:
 
 @CORES.register("se2d")
 def se2d(channels: int, cfg: NeuralModelConfig) -> nn.Module:
-    from .. import compat  # noqa: F401
+    from ..core import compat  # noqa: F401
     from neuralpredictors.layers.cores import SE2dCore
 
     options = dict(input_channels=channels, hidden_channels=cfg.hidden_channels, input_kern=cfg.input_kern,
@@ -224,7 +224,7 @@ def multi_readout(cfg: NeuralModelConfig, in_shapes: dict, sessions: dict[str, S
 
     Biases start where the prediction equals each neuron's mean training response.
     """
-    from .. import compat  # noqa: F401
+    from ..core import compat  # noqa: F401
     from neuralpredictors.layers import readouts
 
     if cfg.readout == "gaussian":

@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from ..registry import Registry
+from ..core.registry import Registry
 
 # name -> builder(info: DataInfo, cfg: ModelConfig) -> nn.Module; families ("torchvision.<name>") get the name first
 MODELS = Registry("model type", "ModelConfig.type",

@@ -5,7 +5,7 @@ import torch
 import torchvision
 from torch import nn
 
-from ..configs.errors import ConfigError
+from ..errors import ConfigError
 from .registry import register_model_family
 
 

@@ -1,7 +1,7 @@
 """Where the trainer keeps its full state, so that a killed or stopped run resumes exactly.
 
 A store implements :class:`CheckpointStore`. The DataJoint table store lives in
-``nntransfer.tables.trained_model``; here are an in-memory one and one on a directory. States
+``nntransfer.store.trained_model``; here are an in-memory one and one on a directory. States
 contain only tensors, plain containers and numbers, so they load with ``weights_only=True``.
 
 The trainer writes checkpoints in the background (:class:`BackgroundWriter`): it snapshots its state off

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..configs.errors import ConfigError
-from ..registry import Registry
+from ..errors import ConfigError
+from ..core.registry import Registry
 
 
 def _torch_loss(name: str):
@@ -113,7 +113,7 @@ def poisson_loss() -> nn.Module:
     """
     import warnings
 
-    from .. import compat  # noqa: F401  (collections aliases neuralpredictors imports)
+    from ..core import compat  # noqa: F401  (collections aliases neuralpredictors imports)
     from neuralpredictors.measures.modules import PoissonLoss
 
     with warnings.catch_warnings():  # "averaged per batch ... recommended to use sum": averaging is our convention
@@ -124,7 +124,7 @@ def poisson_loss() -> nn.Module:
 @register_loss("AnscombeMSE")
 def anscombe_mse() -> nn.Module:
     """neuralpredictors' AnscombeMSE: squared error after the variance-stabilising Anscombe transform."""
-    from .. import compat  # noqa: F401
+    from ..core import compat  # noqa: F401
     from neuralpredictors.measures.modules import AnscombeMSE
 
     return AnscombeMSE()

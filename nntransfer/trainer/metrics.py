@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ..registry import Registry
+from ..core.registry import Registry
 
 
 class Metric:

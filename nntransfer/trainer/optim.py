@@ -7,7 +7,7 @@ import inspect
 import torch
 from torch import nn
 
-from ..configs.errors import ConfigError
+from ..errors import ConfigError
 
 
 def make_optimizer(name: str, params, options: dict, device: torch.device | None = None) -> torch.optim.Optimizer:

@@ -18,21 +18,21 @@ import datetime
 import os
 from pathlib import Path
 
-from ..configs.errors import ConfigError
+from ..errors import ConfigError
 
 RUNS = "runs"
 KEYS = "keys"
 
 
 def runs_root() -> Path:
-    from ..db import home
+    from ..store.db import home
 
     return home() / RUNS
 
 
 def run_dir(uid) -> Path:
     """The event directory of an entry: ``uid`` is its key (dict) or the key's hash (nnfabrik passes either)."""
-    from ..compat import make_hash
+    from ..core.compat import make_hash
 
     if isinstance(uid, dict):
         name = make_hash(dict(uid))

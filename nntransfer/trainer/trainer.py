@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import progress as progress_bars
-from ..configs.errors import ConfigError
+from ..core import bars as progress_bars
+from ..errors import ConfigError
 from ..configs.trainer import TrainerConfig
 from .checkpointing import BackgroundWriter, CheckpointStore, map_tensors, rng_state, set_rng_state
 from .interrupt import TrainingInterrupted, stop_reason, stop_requested
@@ -556,7 +556,7 @@ class Trainer:
         """``(task, batch)`` pairs of a pass. Training with several tasks interleaves them with neuralpredictors'
         LongCycler (a, b, a, b, …; shorter loaders start again until the longest ends); else task after task."""
         if cycle and len(loaders) > 1:
-            from .. import compat  # noqa: F401  (collections aliases neuralpredictors imports)
+            from ..core import compat  # noqa: F401  (collections aliases neuralpredictors imports)
             from neuralpredictors.training.cyclers import LongCycler
 
             return iter(LongCycler({task: loader for task, loader in loaders.items() if len(loader)}))  # empty: endless

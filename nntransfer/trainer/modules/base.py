@@ -6,7 +6,7 @@ import inspect
 from typing import TYPE_CHECKING, Any, Callable
 
 from ...errors import ConfigError
-from ...registry import Registry
+from ...core.registry import Registry
 from ..tracking import Tracker
 
 if TYPE_CHECKING:

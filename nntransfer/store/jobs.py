@@ -33,7 +33,7 @@ import datajoint as dj
 from datajoint.condition import make_condition
 from datajoint.jobs import Job
 
-from ..compat import make_hash
+from ..core.compat import make_hash
 from ..errors import ConfigError
 from ..trainer.interrupt import TrainingInterrupted, request_stop, stop_requested
 from .schema import schema
@@ -128,14 +128,14 @@ class Heartbeat:
         self._lock = threading.Lock()
 
     def _connection(self):
-        from .. import db
+        from . import db
 
         if self._conn is None:
             self._conn = db.new_connection()
         return self._conn
 
     def beat(self) -> None:
-        from .. import db
+        from . import db
 
         with self._lock:
             conn = self._connection()
@@ -241,7 +241,7 @@ class ReservedJobs(Job):
         (JobAttempt & {"job_table": self.target.table_name, "job_hash": job_hash(self._get_pk(key))}).delete_quick()
 
     def error(self, key: dict, error_message: str, error_stack: str | None = None) -> None:
-        from .. import db
+        from . import db
 
         error = sys.exc_info()[1]
         HEARTBEAT.hold(self.target.table_name, None)
@@ -311,7 +311,7 @@ class _JobsDescriptor:
         if obj._jobs is None:
             jobs = ReservedJobs(obj)
             if not jobs.is_declared:
-                from .. import db
+                from . import db
 
                 with db.advisory_lock(f"declare:{jobs.database}", jobs.connection):
                     if not jobs.is_declared:
@@ -325,7 +325,7 @@ def keep_alive(table, key: dict, every: float = 5.0):
 
     Cheap enough to be called per batch: it touches the database at most every ``every`` seconds.
     """
-    from .. import db
+    from . import db
 
     conn = table.connection
     jobs = table.jobs

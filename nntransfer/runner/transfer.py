@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .configs.errors import ConfigError
+from ..errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def generate_transfer_data(model: nn.Module, dataloaders: dict, device: str | to
     dataset without indices contributes its training split only, indexed by position. With several tasks
     the names are ``"<task>/logits"`` and ``"<task>/example_indices"``.
     """
-    from .dataset import example_indices, unshuffled
+    from ..dataset import example_indices, unshuffled
 
     device = model_device(model) if device is None else torch.device(device)
     was_training = model.training

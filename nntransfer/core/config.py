@@ -33,8 +33,8 @@ import types
 import typing
 from typing import Any, ClassVar, Literal, Union
 
-from ..registry import is_import_path, resolve_import_path
-from .errors import ConfigError
+from .registry import is_import_path, resolve_import_path
+from ..errors import ConfigError
 
 _MISSING = dataclasses.MISSING
 
@@ -186,7 +186,7 @@ class BaseConfig:
         return out
 
     def get_key(self) -> dict[str, str]:
-        from ..compat import make_hash
+        from .compat import make_hash
 
         if not self.config_name:
             raise ConfigError(f"{type(self).__name__} has no config_name; subclass DatasetConfig, ModelConfig or TrainerConfig")
@@ -213,7 +213,7 @@ class BaseConfig:
 
     def add_to_table(self) -> dict[str, str]:
         """Insert fn, config and comment into this config's table if missing; returns the key."""
-        from .. import tables
+        from .. import store as tables
 
         return tables.insert_config(self)
 
@@ -235,7 +235,7 @@ class BaseConfig:
         return [name for name, f in cls.fields().items() if is_key_field(f)]
 
     def _repr_html_(self) -> str:  # a table in notebooks
-        from ..analysis.html import config_html
+        from .display import config_html
 
         return config_html(self)
 

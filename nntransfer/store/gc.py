@@ -30,9 +30,9 @@ def collect(dry_run: bool = True, min_age: float = MIN_AGE) -> dict:
     """Report (and unless ``dry_run`` delete) unreferenced files of the store older than ``min_age`` seconds."""
     import datajoint as dj
 
-    from ..db import STORE
+    from .db import STORE
     from . import bind
-    from .storage import _backend, delete_files
+    from .codec import _backend, delete_files
 
     schema = bind()
     collector = dj.gc.GarbageCollector(schema, store=STORE)
@@ -64,8 +64,8 @@ def usage() -> dict:
     """Files and bytes in the store (the whole ``nntransfer`` store, all schemas); does not connect."""
     import datajoint as dj
 
-    from .. import db
-    from .storage import _backend
+    from . import db
+    from .codec import _backend
 
     if db.STORE not in dict(dj.config.stores):
         root = Path(db.store_location())

@@ -8,7 +8,7 @@ Every trained entry (``TrainedModel`` and ``TransferredTrainedModel``) gets one 
   set when tracked files have uncommitted changes or the recipe itself is not committed;
 * the host, the device the model was trained on (GPU name included) and the training wall time.
 
-The recipe is the file that :func:`nntransfer.recipes.load_recipe` read last in this process
+The recipe is the file that :func:`nntransfer.orchestration.recipes.load_recipe` read last in this process
 (every worker loads it before training); without one, the script that runs (``__main__``), and in
 a notebook the working directory.
 """
@@ -98,7 +98,7 @@ def collect(model, wall_time: float) -> dict:
     import numpy
     import torch
 
-    from . import __version__
+    from .. import __version__
 
     try:
         import torchvision

@@ -31,12 +31,12 @@ import runpy
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .. import provenance
+from ..runner import provenance
 from ..configs import DatasetConfig, ImageDatasetConfig, ModelConfig, TrainerConfig
-from ..configs.base import BaseConfig, parse_json
-from ..configs.errors import ConfigError
-from ..experiment import Description, Experiment, TransferExperiment
-from ..registry import resolve_import_path
+from ..core.config import BaseConfig, parse_json
+from ..errors import ConfigError
+from ..core.experiment import Description, Experiment, TransferExperiment
+from ..core.registry import resolve_import_path
 
 Experiments = dict  # Description -> Experiment | TransferExperiment
 

@@ -111,9 +111,9 @@ def _own_sys_path() -> list[str]:
 
 # -- one worker --------------------------------------------------------------------------------
 def reclaim_dead_reservations(targets: list[Target]) -> int:
-    """Put jobs back in the queue whose worker is gone (see :func:`nntransfer.tables.jobs.reclaim`)."""
-    from .. import tables
-    from ..tables.jobs import reclaim
+    """Put jobs back in the queue whose worker is gone (see :func:`nntransfer.store.jobs.reclaim`)."""
+    from .. import store as tables
+    from ..store.jobs import reclaim
 
     count = 0
     for table_name in (TRAINED, TRANSFERRED):
@@ -131,9 +131,9 @@ def work(targets: list[Target], poll: float = 1.0, timeout: float | None = None,
     Returns ``{"trained": n, "errors": [(key, exception), ...], "stopped": bool}``; ``stopped`` is True
     after SIGTERM/SIGINT (the job in hand was checkpointed and released).
     """
-    from .. import tables
-    from ..signals import stop_on_signals
-    from ..tables.jobs import set_max_retries
+    from .. import store as tables
+    from ..runner.signals import stop_on_signals
+    from ..store.jobs import set_max_retries
     from ..trainer.interrupt import TrainingInterrupted, stop_requested
 
     tables.bind()
@@ -219,8 +219,8 @@ def _worker_process(targets: list[Target], threads: int, poll: float, imports: l
     import torch
 
     torch.set_num_threads(threads)
-    from ..configs.errors import ConfigError
-    from ..db import DatabaseUnavailable
+    from ..errors import ConfigError
+    from ..store.db import DatabaseUnavailable
 
     try:
         import_user_code(imports)
@@ -234,7 +234,7 @@ def _wait(procs) -> None:
     """Wait for the worker processes; a stop request (SIGTERM/SIGINT here) is passed on to them once."""
     import signal
 
-    from ..signals import stop_on_signals
+    from ..runner.signals import stop_on_signals
     from ..trainer.interrupt import stop_requested
 
     passed_on = False
@@ -294,7 +294,7 @@ def run_workers(targets: list[Target], workers: int, poll: float = 0.2, recipe: 
     devices = visible_gpus() if gpus is None else gpus
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "nntransfer.tables.trained_model", "nntransfer.tables.transfer"])
+    ctx.set_forkserver_preload(["torch", "nntransfer.store.trained_model", "nntransfer.store.transfer"])
     children = range(workers) if devices else range(1, workers)
     procs = [ctx.Process(target=_worker_process, name=f"nntransfer-worker-{i}",
                          args=(targets, threads, poll, imports, _own_sys_path(), dict(os.environ),

@@ -12,14 +12,14 @@ def _e(value) -> str:
 
 
 def _changed(cfg) -> list[tuple[str, object]]:
-    from ..configs.base import _default_of
+    from .config import _default_of
 
     return [(name, getattr(cfg, name)) for name, f in cfg.fields().items() if getattr(cfg, name) != _default_of(f)]
 
 
 def config_html(cfg) -> str:
     """Every field: key or run field, value (changed ones in bold), help; the key hash in the caption."""
-    from ..configs.base import _default_of, is_key_field
+    from .config import _default_of, is_key_field
 
     rows = []
     for name, f in cfg.fields().items():
@@ -45,7 +45,7 @@ def _summary(cfg) -> str:
 
 def experiment_html(exp) -> str:
     """One row per step: seed, dataset, model and trainer with their changed fields."""
-    from ..experiment import Experiment
+    from .experiment import Experiment
 
     steps = [exp] if isinstance(exp, Experiment) else list(exp)
     title = "Experiment" if isinstance(exp, Experiment) else f"TransferExperiment ({len(steps)} steps)"

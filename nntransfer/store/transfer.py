@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datajoint as dj
 
-from .. import provenance
+from ..runner import provenance
 from .nnfabrik import Dataset, Fabrikant, Model, Seed, Trainer  # noqa: F401  (referenced by the definitions)
 from .schema import schema
 from .trained_model import TrainedModelBase
@@ -119,7 +119,7 @@ class TransferredTrainedModel(TrainedModelBase, dj.Computed):
         return {"transfer_data": (self.TransferData & data_key).fetch1("transfer_data")}
 
     def initialise(self, model, key, extra: tuple) -> None:
-        from ..transfer import load_transferred_state
+        from ..runner.transfer import load_transferred_state
 
         prev_key, _ = extra
         config = (Trainer & key).fn_config[1]

@@ -1,7 +1,7 @@
 """Workers on a cluster through submitit (``pip install nntransfer[slurm]``).
 
 Every submitted worker imports the recipe and ``--import`` modules, then runs
-:func:`nntransfer.recipes.workers.work` on the same plan against the same database. The nodes must
+:func:`nntransfer.orchestration.workers.work` on the same plan against the same database. The nodes must
 reach a shared server (``DJ_HOST``/``DJ_USER``/``DJ_PASS``/``DJ_BACKEND`` in the environment the jobs
 inherit) and a shared ``nntransfer`` store: submitting Slurm workers with the default store, a folder
 under ``$NNTRANSFER_HOME`` on this machine, is refused unless ``allow_local_store=True``.
@@ -57,7 +57,7 @@ class RemoteWorker:
 
 def check_shared_store(allow_local_store: bool = False) -> None:
     """Refuse Slurm workers that would write to this machine's private default store."""
-    from .. import db
+    from ..store import db
     from ..errors import ConfigError
 
     if allow_local_store or not db.store_is_default():
@@ -83,7 +83,7 @@ def submit_workers(targets: list[Target], jobs: int = 1, folder: str = "nntransf
         import submitit
     except ImportError as err:
         raise ConfigError("submitting workers needs submitit: pip install 'nntransfer[slurm]'") from err
-    from .. import db
+    from ..store import db
 
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     if executor.cluster == "slurm":

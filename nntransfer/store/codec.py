@@ -4,7 +4,7 @@ A state (a model's ``state_dict`` or a checkpoint's full training state) is writ
 ``torch.save`` to its file in the store, and the row holds ``{path, store, size}``. The codec is a
 DataJoint ``SchemaCodec``: files live at schema-addressed paths
 (``_schema/<schema>/<table>/<key>/<field>_<token>.pt``) that DataJoint's own garbage collector knows,
-and :mod:`nntransfer.tables.gc` deletes only files no row references.
+and :mod:`nntransfer.store.gc` deletes only files no row references.
 
 Reading checks the size and the CRC-32 that ``torch.save`` records for every part of its archive, then
 loads with ``weights_only=True`` (stored bytes never execute
@@ -53,7 +53,7 @@ class _CountingWriter:
 
 def _private() -> bool:
     """Files of the default store are private to the user (0600); a configured store follows the umask."""
-    from .. import db
+    from . import db
 
     return db.store_is_default()
 

@@ -11,7 +11,7 @@ import logging
 import signal
 import threading
 
-from .trainer.interrupt import request_stop, stop_requested
+from ..trainer.interrupt import request_stop, stop_requested
 
 logger = logging.getLogger(__name__)
 

@@ -1,13 +1,15 @@
-"""DataJoint tables (nnfabrik layout) that record experiments and their results.
+"""The store: the database (embedded PostgreSQL or a configured server), the DataJoint tables (nnfabrik layout)
+that record experiments and their results, the codec of stored states, job reservation and store clean-up.
 
 Importing this package does not connect to a database. Accessing a table name
-(``from nntransfer.tables import TrainedModel``) connects and declares the tables once.
+(``from nntransfer.store import TrainedModel``, or the public path ``nntransfer.tables``) connects and declares
+the tables once.
 """
 import importlib
 
 from . import schema as _schema
 
-_TABLE_MODULES = {
+TABLE_NAMES = {
     "Fabrikant": "nnfabrik",
     "Seed": "nnfabrik",
     "Dataset": "nnfabrik",
@@ -25,12 +27,12 @@ _TABLE_MODULES = {
     "JobAttempt": "jobs",
 }
 
-__all__ = sorted(_TABLE_MODULES) + ["bind", "insert_config"]
+__all__ = sorted(TABLE_NAMES) + ["TABLE_NAMES", "bind", "insert_config", "table"]
 
 
 def _load_all():
     # every table class must be registered with the schema before it is activated
-    for module in sorted(set(_TABLE_MODULES.values())):
+    for module in sorted(set(TABLE_NAMES.values())):
         importlib.import_module(f"{__name__}.{module}")
 
 
@@ -48,13 +50,13 @@ def insert_config(cfg):
 
 def table(name: str):
     """The bound table class called ``name``."""
-    if name not in _TABLE_MODULES:
-        raise AttributeError(f"nntransfer.tables has no table {name!r}; tables: {', '.join(sorted(_TABLE_MODULES))}")
+    if name not in TABLE_NAMES:
+        raise AttributeError(f"nntransfer.store has no table {name!r}; tables: {', '.join(sorted(TABLE_NAMES))}")
     bind()
-    return getattr(importlib.import_module(f"{__name__}.{_TABLE_MODULES[name]}"), name)
+    return getattr(importlib.import_module(f"{__name__}.{TABLE_NAMES[name]}"), name)
 
 
 def __getattr__(name):
-    if name in _TABLE_MODULES:
+    if name in TABLE_NAMES:
         return table(name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

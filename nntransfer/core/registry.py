@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Callable, Iterator
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def resolve_import_path(path: str, what: str = "fn") -> Any:
@@ -176,12 +176,12 @@ class Registry(Mapping):
 
 def registries() -> dict[str, Registry]:
     """Every registry by plural name (imports the packages that fill them)."""
-    from .dataset.sources import SOURCES
-    from .models.neural import CORES
-    from .models.registry import MODELS
-    from .trainer.losses import LOSSES
-    from .trainer.metrics import METRICS
-    from .trainer.modules import MODULES
+    from ..dataset.sources import SOURCES
+    from ..models.neural import CORES
+    from ..models.registry import MODELS
+    from ..trainer.losses import LOSSES
+    from ..trainer.metrics import METRICS
+    from ..trainer.modules import MODULES
 
     return {"models": MODELS, "sources": SOURCES, "losses": LOSSES, "metrics": METRICS, "modules": MODULES,
             "cores": CORES}

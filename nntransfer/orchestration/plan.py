@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..experiment import Description, Experiment, TransferExperiment
+from ..core.experiment import Description, Experiment, TransferExperiment
 
 TRAINED = "TrainedModel"
 TRANSFERRED = "TransferredTrainedModel"
@@ -32,7 +32,8 @@ def plan(experiments: dict) -> list[Target]:
 
 def fill_tables(experiments: dict) -> list[Target]:
     """Insert configs, seeds and transfer recipe rows (idempotent); returns the plan."""
-    from .. import db, tables
+    from ..store import db
+    from .. import store as tables
 
     for exp in experiments.values():
         steps = [exp] if isinstance(exp, Experiment) else list(exp)
@@ -57,8 +58,8 @@ def states(targets: list[Target], outputs: bool = False, workers: bool = False) 
     With ``outputs=True`` finished targets also carry their ``output`` (fetched only when asked: it can be large);
     with ``workers=True`` reserved ones carry the ``gpu`` of the worker that trains them.
     """
-    from .. import tables
-    from ..tables.jobs import worker_rows
+    from .. import store as tables
+    from ..store.jobs import worker_rows
 
     beats = worker_rows() if workers else {}
 
@@ -104,8 +105,8 @@ def _ident(key: dict) -> tuple:
 
 def clear_errors(targets: list[Target]) -> int:
     """Delete the error records (and retry counts) of these targets so that the next run trains them again."""
-    from .. import tables
-    from ..tables.jobs import JobAttempt, job_hash
+    from .. import store as tables
+    from ..store.jobs import JobAttempt, job_hash
 
     count = 0
     for table_name in (TRAINED, TRANSFERRED):
@@ -122,7 +123,7 @@ def clear_errors(targets: list[Target]) -> int:
 
 def error_details(targets: list[Target]) -> list[tuple[Target, dict]]:
     """``[(target, job row with error_message, error_stack, host, completed_time)]`` of the failed targets."""
-    from .. import tables
+    from .. import store as tables
 
     out = []
     for target in targets:
@@ -134,8 +135,8 @@ def error_details(targets: list[Target]) -> list[tuple[Target, dict]]:
 
 def clear_checkpoints(targets: list[Target]) -> int:
     """Delete the checkpoints (rows and files) of these targets; returns how many were dropped."""
-    from .. import tables
-    from ..tables.trained_model import clear_checkpoints as clear
+    from .. import store as tables
+    from ..store.trained_model import clear_checkpoints as clear
 
     count = 0
     for table_name in (TRAINED, TRANSFERRED):

@@ -36,8 +36,8 @@ def select(targets: list[Target], step: int | None = None, name: str | None = No
 
 def plan_clearing(targets: list[Target], step: int | None = None, name: str | None = None) -> Clearing:
     """The results to delete and the later steps that were trained from them (nothing is deleted yet)."""
-    from .. import tables
-    from ..tables.transfer import PREV
+    from .. import store as tables
+    from ..store.transfer import PREV
 
     chosen = list(dict.fromkeys(select(targets, step, name)))
     recipe, trained = tables.TrainedModelTransferRecipe(), tables.TransferredTrainedModel()
@@ -57,7 +57,8 @@ def plan_clearing(targets: list[Target], step: int | None = None, name: str | No
 
 def clear_results(clearing: Clearing) -> int:
     """Delete what :func:`plan_clearing` found, in one transaction; returns the number of results deleted."""
-    from .. import db, tables
+    from ..store import db
+    from .. import store as tables
 
     by_table = {TRAINED: [t.key for t in clearing.chosen if t.table == TRAINED],
                 TRANSFERRED: [t.key for t in clearing.chosen if t.table == TRANSFERRED] + clearing.later}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .load import apply_overrides, expand, grid_points, load_recipe, normalize
+from .recipes import apply_overrides, expand, grid_points, load_recipe, normalize
 from .plan import TRAINED, TRANSFERRED, Target, clear_errors, fill_tables, plan, states
 from .workers import (caller_code, import_user_code, importing_script, parse_gpus, reclaim_dead_reservations,
                       run_workers, stop_script_import, work)

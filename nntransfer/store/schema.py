@@ -15,7 +15,7 @@ _lock = threading.Lock()
 
 def bind():
     """Connect (starting the embedded database if needed) and declare all tables; idempotent."""
-    from .. import db
+    from . import db
 
     with _lock:
         if not schema.is_activated():

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import datajoint as dj
 
-from ..compat import make_hash
-from ..configs.base import resolve_import_path
-from ..configs.errors import ConfigError
+from ..core.compat import make_hash
+from ..core.config import resolve_import_path
+from ..errors import ConfigError
 from .schema import schema
 
 
@@ -35,7 +35,7 @@ class Fabrikant(dj.Manual):
     @classmethod
     def get_current_user(cls) -> str:
         """The current user's fabrikant name, registered automatically when missing."""
-        from ..db import user_name
+        from .db import user_name
 
         name = user_name()[:32]
         cls().add_entry(name)

@@ -3,7 +3,7 @@
 Training runs in DataJoint's three-part make: ``make_fetch`` reads the configs, ``make_compute``
 trains outside any transaction (checkpoints are committed as they are written; the trainer's ``cb``
 keeps the connection alive and stops a copy whose reservation was taken over; SIGTERM/SIGINT ask the
-trainer to checkpoint and stop, and the job is then released, see :mod:`nntransfer.tables.jobs`),
+trainer to checkpoint and stop, and the job is then released, see :mod:`nntransfer.store.jobs`),
 ``make_insert`` writes the result in one short transaction and drops the entry's checkpoints (rows and
 files).
 """
@@ -15,16 +15,16 @@ import time
 
 import datajoint as dj
 
-from .. import provenance
-from ..compat import make_hash
-from ..configs.base import resolve_import_path
-from ..configs.errors import ConfigError
-from ..db import STORE
+from ..runner import provenance
+from ..core.compat import make_hash
+from ..core.config import resolve_import_path
+from ..errors import ConfigError
+from .db import STORE
 from ..trainer.checkpointing import _choose
 from .nnfabrik import Dataset, Fabrikant, Model, Seed, Trainer
 from .jobs import _JobsDescriptor, keep_alive
 from .schema import schema
-from .storage import StoredState, TorchStateCodec, UnreadableState, delete_files, referenced_paths, state_path, \
+from .codec import StoredState, TorchStateCodec, UnreadableState, delete_files, referenced_paths, state_path, \
     write_state
 
 __all__ = ["Checkpoint", "TableCheckpointStore", "TorchStateCodec", "TrainedModel", "TrainedModelBase",
@@ -53,7 +53,7 @@ class TableCheckpointStore:
 
     Thread-safe: the trainer may save and prune from a background thread while its main thread calls the
     keep-alive callback. The state file is written outside any lock, straight to its place in the store;
-    only the row's insert (and deletes) hold :data:`nntransfer.db.lock`. Every row deleted here takes its
+    only the row's insert (and deletes) hold :data:`nntransfer.store.db.lock`. Every row deleted here takes its
     file with it. Lost connections are re-opened and the row written again.
     """
 
@@ -68,7 +68,7 @@ class TableCheckpointStore:
         return Checkpoint & self.ident
 
     def _locked(self, fn):
-        from .. import db
+        from . import db
 
         with db.lock:
             if Checkpoint.connection._in_transaction:  # part of make_insert: a lost connection loses it all
@@ -156,7 +156,7 @@ class TrainedModelBase:
         return ()
 
     def make_compute(self, key, dataset_fn, dataset_config, model_fn, model_config, trainer_fn, trainer_config, *extra):
-        from ..signals import stop_on_signals
+        from ..runner.signals import stop_on_signals
 
         seed = int(key["seed"])
         dataloaders, model = self.build(key, dataset_fn, dataset_config, model_fn, model_config, extra)
@@ -175,7 +175,7 @@ class TrainedModelBase:
                 raise ConfigError(f"data_transfer=True needs a trainer that returns a dict output; {trainer_fn} "
                                   f"returned a {type(output).__name__}")
             if "transfer_data" not in output:
-                from ..transfer import generate_transfer_data
+                from ..runner.transfer import generate_transfer_data
 
                 model.load_state_dict(model_state)
                 output = dict(output, transfer_data=generate_transfer_data(model, dataloaders))

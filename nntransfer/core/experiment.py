@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from typing import Any, Iterable, NamedTuple
 
-from .configs.base import BaseConfig, config_class, from_jsonable, parse_json, to_jsonable
-from .configs.dataset import DatasetConfig
-from .configs.errors import ConfigError
-from .configs.model import ModelConfig
-from .configs.trainer import TrainerConfig
+from .config import BaseConfig, config_class, from_jsonable, parse_json, to_jsonable
+from ..configs.dataset import DatasetConfig
+from ..errors import ConfigError
+from ..configs.model import ModelConfig
+from ..configs.trainer import TrainerConfig
 
 
 class Description(NamedTuple):
@@ -71,7 +71,7 @@ class _Serializable:
         return type(other) is type(self) and self.to_dict() == other.to_dict()
 
     def _repr_html_(self) -> str:  # a table of the steps in notebooks
-        from .analysis.html import experiment_html
+        from .display import experiment_html
 
         return experiment_html(self)
 
@@ -103,7 +103,8 @@ class Experiment(_Serializable):
 
     def add_to_table(self) -> dict:
         """Insert seed and configs in one transaction (all or nothing); returns the key."""
-        from . import db, tables
+        from ..store import db
+        from .. import store as tables
 
         for cfg in self.configs.values():
             cfg.validate_names()  # fail before anything is written
@@ -139,7 +140,7 @@ class Experiment(_Serializable):
     @classmethod
     def grid(cls, base: "Experiment", axes: dict[str, Iterable[Any]]) -> list["Experiment"]:
         """All combinations: ``Experiment.grid(base, {"trainer.optimizer_options.lr": [.1, .01], "seed": [1, 2]})``."""
-        from .recipes.load import grid_points
+        from ..orchestration.recipes import grid_points
 
         return [base.replace(**point) for point in grid_points(axes)]
 

@@ -1,3 +1,0 @@
-from ..errors import ConfigError
-
-__all__ = ["ConfigError"]

@@ -1,0 +1,1 @@
+"""Building and training experiments and transfer chains in memory, with no database."""

