@@ -10,16 +10,31 @@ import warnings
 warnings.filterwarnings("ignore", message="No datajoint.json found")
 warnings.filterwarnings("ignore", message="datajoint.migrate is deprecated", category=DeprecationWarning)
 
-__version__ = "0.2.0"
+from .core import persistence  # noqa: E402  (cheap: no torch, no DataJoint)
+from .core.version import VERSION as __version__  # noqa: E402
 
 _LAZY = {
     "Experiment": "nntransfer.core.experiment",
     "TransferExperiment": "nntransfer.core.experiment",
     "Description": "nntransfer.core.experiment",
-    "run": "nntransfer.orchestration",
+    "run": "nntransfer.api",
+    "train": "nntransfer.api",
+    "load_recipe": "nntransfer.api",
+    "apply_overrides": "nntransfer.api",
 }
 
-__all__ = ["Description", "Experiment", "TransferExperiment", "run", "__version__"]
+__all__ = ["Description", "Experiment", "TransferExperiment", "__version__", "apply_overrides", "load_recipe", "run",
+           "train"]
+
+
+def _add_to_table(obj):
+    # The composition root wires the core's table writer to the layer that fills tables (imported on first use).
+    from .orchestration.fill import add_to_table
+
+    return add_to_table(obj)
+
+
+persistence.set_table_writer(_add_to_table)
 
 
 def __getattr__(name):

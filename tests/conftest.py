@@ -27,9 +27,6 @@ if BACKEND == "mysql":
 
 def pytest_sessionfinish(session, exitstatus):
     from nntransfer.store import db
-    from nntransfer.store.jobs import HEARTBEAT
-
-    HEARTBEAT.close()
     if BACKEND == "mysql":
         db.connection().query("DROP DATABASE IF EXISTS nntransfer_test")
         return

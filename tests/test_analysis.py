@@ -15,7 +15,8 @@ from nntransfer.analysis import (chain_plot, compare, comparison, format_spread,
                                  write_report)
 from nntransfer.core.compat import make_hash
 from nntransfer.configs import ImageDatasetConfig, ModelConfig, TrainerConfig
-from nntransfer.orchestration import normalize, plan
+from nntransfer.orchestration.recipes import normalize
+from nntransfer.orchestration.plan import plan
 
 PRETRAIN_DATA = ImageDatasetConfig(dataset_cls="digits", filter_classes=[0, 1, 2, 3, 4], examples_per_class=30,
                                    batch_size=32)

@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from nntransfer import Description, Experiment, run
-from nntransfer.orchestration import fill_tables, load_recipe, states
+from nntransfer.orchestration.fill import fill_tables
+from nntransfer.orchestration.recipes import load_recipe
+from nntransfer.orchestration.plan import states
 from toy_pipeline import ToyData, ToyModel, ToyTrainer
 
 CLI = [sys.executable, "-m", "nntransfer.cli"]
@@ -246,6 +248,7 @@ def test_workers_from_a_folder_holding_another_nntransfer_folder(clean_db, tmp_p
 
 def test_slurm_workers_import_the_recipe(clean_db, tmp_path):
     from nntransfer.orchestration.slurm import submit_workers
+    from nntransfer.orchestration.workers import WorkerSettings
 
     recipe = tmp_path / "slurm_recipe.py"
     recipe.write_text(textwrap.dedent("""
@@ -263,7 +266,8 @@ def test_slurm_workers_import_the_recipe(clean_db, tmp_path):
             TrainerConfig(max_iter=1, verbose=False, loss_functions={"img_classification": "recipe_loss"}), 5)}
     """))
     targets = fill_tables(load_recipe(recipe))
-    jobs = submit_workers(targets, jobs=1, folder=str(tmp_path / "jobs"), cluster="local", cpus=1, recipe=str(recipe))
+    jobs = submit_workers(targets, WorkerSettings(recipe=str(recipe)), jobs=1, folder=str(tmp_path / "jobs"),
+                          cluster="local", cpus=1)
     result = jobs[0].result()
     assert result["errors"] == [] and result["trained"] == 1
     assert states(targets)[targets[0]]["state"] == "done"
@@ -274,12 +278,15 @@ def test_slurm_workers_are_requeued_through_submitits_checkpointing():
 
     from nntransfer.orchestration.slurm import RemoteWorker
 
-    worker = RemoteWorker(["target"], ["recipe.py"], max_retries=2)
+    from nntransfer.orchestration.workers import WorkerSettings
+
+    settings = WorkerSettings(recipe="recipe.py", imports=("mylab.models",), max_retries=2)
+    worker = RemoteWorker(["target"], settings)
     again = worker.checkpoint()
     assert isinstance(again, submitit.helpers.DelayedSubmission)
     assert isinstance(again.function, RemoteWorker)
-    assert (again.function.targets, again.function.imports, again.function.max_retries) == (["target"], ["recipe.py"],
-                                                                                           2)
+    assert again.function.targets == ["target"] and again.function.settings == settings
+    assert settings.user_code == [os.path.abspath("recipe.py"), "mylab.models"]
 
 
 def test_slurm_refuses_a_store_the_nodes_cannot_see():
@@ -402,7 +409,6 @@ import sys
 sys.path.insert(0, {tests!r})
 from nntransfer.store import db
 from nntransfer import tables
-from nntransfer.store.jobs import HEARTBEAT
 from nntransfer.trainer import MainLoopModule, register_module
 from test_cluster import digits
 
@@ -412,7 +418,7 @@ class DropConnections(MainLoopModule):
         if self.mode == "Validation" and self.epoch == 2:
             other = db.new_connection()
             mysql = db._dj().config["database.backend"] == "mysql"
-            for conn in (db.connection(), HEARTBEAT._conn):
+            for conn in db.open_connections():  # the main one and the heartbeat's
                 if mysql:  # what a server's wait_timeout or a restart does to a connection
                     other.query(f"KILL CONNECTION {{int(conn.connection_id)}}")
                 else:
@@ -495,7 +501,7 @@ def test_local_workers_get_one_gpu_each_round_robin(clean_db, train_log, monkeyp
 
     monkeypatch.setattr(workers, "visible_gpus", lambda: ["0", "1"])  # a machine with two GPUs
     targets = fill_tables({Description(f"g{i}", 40 + i): toy(40 + i, sleep=0.5) for i in range(6)})
-    workers.run_workers(targets, 3)
+    workers.run_workers(targets, workers.WorkerSettings(workers=3))
     lines = log_lines(train_log)
     assert len(lines) == 6
     by_pid = {}
@@ -507,7 +513,7 @@ def test_local_workers_get_one_gpu_each_round_robin(clean_db, train_log, monkeyp
     # choosing GPUs: every worker on GPU 2
     train_log.write_text("")
     targets = fill_tables({Description(f"h{i}", 50 + i): toy(50 + i) for i in range(2)})
-    workers.run_workers(targets, 2, gpus=workers.parse_gpus("2"))
+    workers.run_workers(targets, workers.WorkerSettings(workers=2, gpus="2"))
     assert {line[2] for line in log_lines(train_log)} == {"2"}
 
 
@@ -517,7 +523,7 @@ def test_each_local_worker_sees_exactly_one_real_gpu(clean_db, train_log):
 
     gpus = workers.visible_gpus()
     targets = fill_tables({Description(f"c{i}", 80 + i): toy(80 + i, sleep=0.3) for i in range(4)})
-    workers.run_workers(targets, 2)
+    workers.run_workers(targets, workers.WorkerSettings(workers=2))
     lines = log_lines(train_log)
     assert len(lines) == 4
     assert {line[2] for line in lines} <= set(gpus) and {line[3] for line in lines} == {"1"}

@@ -4,16 +4,23 @@ import subprocess
 import sys
 
 
-def test_nnfabrik_make_hash_and_resolve_fn_work():
-    from nntransfer.core.compat import make_hash, resolve_fn
-
-    assert make_hash({"a": 1, "b": [1, 2]}) == make_hash({"b": [1, 2], "a": 1})
-    assert make_hash({"a": 1}) != make_hash({"a": 2})
-    assert len(make_hash({"a": 1})) == 32
-    fn = resolve_fn("nntransfer.core.config.resolve_import_path", default_base="models")
-    from nntransfer.core.config import resolve_import_path
-
-    assert fn is resolve_import_path
+def test_make_hash_is_nnfabriks_own_loaded_without_torch():
+    # the adapter loads nnfabrik/utility/dj_helpers.py by path (nnfabrik.utility's __init__ imports torch): an
+    # nnfabrik upgrade that moves the file or changes the function fails here
+    code = (
+        "import sys\n"
+        "from nntransfer.core.compat import make_hash\n"
+        "values = [{'a': 1, 'b': [1, 2]}, {'b': [1, 2], 'a': 1}, 'x', [1.5, None, True], {'n': {'m': (1, 2)}}]\n"
+        "ours = [make_hash(v) for v in values]\n"
+        "assert 'torch' not in sys.modules, 'hashing imported torch'\n"
+        "from nntransfer.core import compat  # noqa: the collections shims nnfabrik needs\n"
+        "import nnfabrik.utility.dj_helpers as nnfabrik_helpers\n"
+        "assert ours == [nnfabrik_helpers.make_hash(v) for v in values]\n"
+        "print(ours[0] == ours[1], len(ours[0]), ours[0] != make_hash({'a': 2}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "32", "True"]
 
 
 def test_import_and_hashing_never_connect(tmp_path):

@@ -4,6 +4,8 @@ from typing import Optional
 
 import pytest
 
+from nntransfer.runner import check_config
+
 from nntransfer.core.compat import make_hash
 from nntransfer.configs import (
     BaseConfig,
@@ -17,7 +19,7 @@ from nntransfer.configs import (
 
 
 class ToyTrainer(TrainerConfig):
-    fn = "nntransfer.core.config.resolve_import_path"
+    fn = "nntransfer.core.registry.resolve_import_path"
     lr: float = 0.1
     betas: tuple[float, float] = (0.9, 0.999)
     milestones: list[int] = [3, 6]
@@ -30,14 +32,48 @@ class NoiseMixin(BaseConfig):
 
 
 class NoisyDataset(NoiseMixin, ImageDatasetConfig):
-    fn = "nntransfer.core.config.resolve_import_path"
+    fn = "nntransfer.core.registry.resolve_import_path"
 
 
-def test_defaults_overrides_and_independent_mutable_defaults():
+def test_defaults_overrides_and_values_that_cannot_change_in_place():
     a, b = ToyTrainer(), ToyTrainer(lr=0.5)
     assert a.lr == 0.1 and b.lr == 0.5
-    a.milestones.append(9)
-    assert ToyTrainer().milestones == [3, 6]  # each instance has its own copy
+    key = a.get_key()
+    changes = (lambda: a.milestones.append(9), lambda: a.weights.update({2: 3.0}), lambda: a.freeze.extend(["x"]),
+               lambda: a.optimizer_options.__setitem__("lr", float("nan")), lambda: a.milestones.__iadd__([1]))
+    for change in changes:
+        with pytest.raises(ConfigError, match="cannot be changed in place"):
+            change()
+    assert a.get_key() == key and a.milestones == [3, 6] and a.optimizer_options == {"lr": 0.001}
+    plain = a.to_dict()  # plain, mutable copies
+    plain["milestones"].append(9)
+    assert a.milestones == [3, 6] and type(plain["weights"]) is dict
+
+
+def test_assigning_a_field_validates_the_whole_config_again():
+    cfg = TrainerConfig()
+    with pytest.raises(ConfigError, match="max_iter must be at least 1"):
+        cfg.max_iter = 0
+    with pytest.raises(ConfigError, match="NaN"):
+        cfg.optimizer_options = {"lr": float("nan")}
+    with pytest.raises(ConfigError, match="stop_metric"):
+        cfg.metrics = []  # the cross-field check: stop_metric 'accuracy' is no longer measured
+    assert cfg.max_iter == 10 and cfg.optimizer_options == {"lr": 0.001} and cfg.metrics == ["accuracy"]
+    cfg.max_iter = 3
+    assert cfg.get_key() == TrainerConfig(max_iter=3).get_key()
+
+
+def test_a_since_field_with_a_tuple_default_on_a_list_field_keeps_old_keys():
+    class Old(TrainerConfig):
+        fn = "nntransfer.core.registry.resolve_import_path"
+
+    class New(TrainerConfig):
+        fn = "nntransfer.core.registry.resolve_import_path"
+        layers: list[int] = field(default=(1, 2), since="0.3")
+
+    assert New().layers == [1, 2]
+    assert New().get_key() == Old().get_key()
+    assert New(layers=[1, 3]).get_key() != Old().get_key()
 
 
 def test_mixin_fields_are_inherited():
@@ -92,11 +128,11 @@ def test_run_fields_are_stored_and_shown_but_not_hashed():
 
 def test_field_added_later_keeps_old_keys():
     class Old(TrainerConfig):
-        fn = "nntransfer.core.config.resolve_import_path"
+        fn = "nntransfer.core.registry.resolve_import_path"
         lr: float = 0.1
 
     class New(TrainerConfig):
-        fn = "nntransfer.core.config.resolve_import_path"
+        fn = "nntransfer.core.registry.resolve_import_path"
         lr: float = 0.1
         warmup: int = field(default=0, since="0.2")
 
@@ -253,13 +289,13 @@ def test_untyped_dict_keys_are_names_or_numbers():
 ])
 def test_unknown_registered_names_fail_validation(cfg, message):
     with pytest.raises(ConfigError, match=message):
-        cfg.validate_names()
+        check_config(cfg)
 
 
 def test_loss_options_must_belong_to_a_used_loss():
     with pytest.raises(ConfigError, match=r"loss_options has options for \['Distillation'\]"):
         TrainerConfig(loss_options={"Distillation": {"alpha": 0.5}})
     cfg = TrainerConfig(loss_functions={"img_classification": "Distillation"}, loss_options={"Distillation": {"alpha": 0.5}})
-    cfg.validate_names()
+    check_config(cfg)
     assert cfg.get_key() != TrainerConfig(loss_functions={"img_classification": "Distillation"}).get_key()
     assert "loss_options" not in TrainerConfig().hashed_dict()  # added in 0.2: old keys stay

@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from nntransfer.runner import check_config
+
 from nntransfer import Description, Experiment, TransferExperiment, run
 from nntransfer.configs import ConfigError, ImageDatasetConfig, ModelConfig, TrainerConfig
-from nntransfer.orchestration import fill_tables, load_recipe, normalize, plan
+from nntransfer.orchestration.fill import fill_tables
+from nntransfer.orchestration.recipes import load_recipe, normalize
+from nntransfer.orchestration.plan import plan
 from nntransfer.orchestration.recipes import parse_value, parse_values
 from toy_pipeline import ToyData, ToyModel, ToyTrainer
 
@@ -24,7 +28,7 @@ def toy(seed=1, **trainer):
 
 def cli_experiments(*argv):
     from nntransfer.cli import build_parser
-    from nntransfer.cli.recipes import _experiments
+    from nntransfer.cli.common import experiments as _experiments
 
     return _experiments(build_parser().parse_args(["status", *map(str, argv)]))
 
@@ -77,7 +81,7 @@ def test_set_optimizer_lr_1e_3_is_a_number(toy_recipe):
     (quoted,) = cli_experiments(toy_recipe, "--set", "trainer.optimizer_options.lr='1e-3'").values()
     assert quoted[0].trainer.optimizer_options["lr"] == "1e-3" and quoted.get_restrictions(0) != exp.get_restrictions(0)
     with pytest.raises(ConfigError, match=r"optimizer_options\['lr'\] is the string '1e-3'; Adam takes a number"):
-        quoted[0].trainer.validate_names()  # when filled
+        check_config(quoted[0].trainer)  # when filled
 
 
 # -- item 13: the seed lives in one place -----------------------------------------------------------------
@@ -102,7 +106,7 @@ def test_seed_grids_make_replicates_of_one_named_experiment(toy_recipe, tmp_path
     sweep.write_text("name: s\ndataset: {class: toy_pipeline.ToyData}\nmodel: {class: toy_pipeline.ToyModel}\n"
                      "trainer: {class: toy_pipeline.ToyTrainer}\nseed_: [4, 5]\n")
     assert sorted(load_recipe(sweep)) == [Description("s", 4), Description("s", 5)]
-    from nntransfer.orchestration import expand
+    from nntransfer.orchestration.recipes import expand
 
     assert sorted(expand({Description("py", 1): toy()}, {"seed": [7, 8]})) == [Description("py", 7),
                                                                              Description("py", 8)]
@@ -111,7 +115,7 @@ def test_seed_grids_make_replicates_of_one_named_experiment(toy_recipe, tmp_path
 
 # -- item 15: step-addressed --set on mixed recipes; one-line errors with a traceback file -------------
 def test_set_on_a_step_changes_only_experiments_with_that_step(capsys):
-    from nntransfer.orchestration import load_recipe
+    from nntransfer.orchestration.recipes import load_recipe
 
     recipe = ROOT / "examples" / "digits_transfer.py"
     original = load_recipe(recipe)

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from nntransfer import Description, Experiment, TransferExperiment, run
-from nntransfer.orchestration import apply_overrides, fill_tables, load_recipe, states
+from nntransfer.orchestration.recipes import apply_overrides, load_recipe
+from nntransfer.orchestration.fill import fill_tables
+from nntransfer.orchestration.plan import states
 from toy_pipeline import ToyData, ToyModel, ToyTrainer
 
 
@@ -124,7 +126,7 @@ def test_set_and_grid_overrides_produce_the_expected_keys(tmp_path):
         experiments = {Description("base", 1): Experiment(ToyData(), ToyModel(), ToyTrainer(), 1)}
     """))
     from nntransfer.cli import build_parser
-    from nntransfer.cli.recipes import _experiments
+    from nntransfer.cli.common import experiments as _experiments
 
     args = build_parser().parse_args(["status", str(recipe), "--set", "trainer.max_iter=1",
                                       "--grid", "trainer.optimizer_options.lr=0.1,0.01"])
@@ -175,9 +177,10 @@ def test_overrides_file_with_grid_keys(tmp_path):
 
 def test_submitit_local_executor_runs_a_worker_to_completion(clean_db, tmp_path):
     from nntransfer.orchestration.slurm import submit_workers
+    from nntransfer.orchestration.workers import WorkerSettings
 
     targets = fill_tables({Description("remote", 5): toy(seed=5)})
-    jobs = submit_workers(targets, jobs=1, folder=str(tmp_path / "jobs"), cluster="local", cpus=1)
+    jobs = submit_workers(targets, WorkerSettings(), jobs=1, folder=str(tmp_path / "jobs"), cluster="local", cpus=1)
     result = jobs[0].result()
     assert result["trained"] == 1 and result["errors"] == []
     assert states(targets)[targets[0]]["state"] == "done"
@@ -209,7 +212,7 @@ def test_job_of_a_killed_worker_is_requeued_and_trained(clean_db, tmp_path, trai
         worker.wait()
     targets = fill_tables(load_recipe(recipe))
     assert states(targets)[targets[0]]["state"] == "reserved"  # still looks taken ...
-    from nntransfer.orchestration import reclaim_dead_reservations
+    from nntransfer.orchestration.workers import reclaim_dead_reservations
 
     deadline = time.time() + 30  # ... but its connection is gone (the server notices within moments) ...
     while not (reclaimed := reclaim_dead_reservations(targets)) and time.time() < deadline:
@@ -256,12 +259,13 @@ def test_workers_see_main_loop_modules_defined_in_the_recipe(clean_db, tmp_path)
 
 def test_a_yaml_recipe_is_not_imported_by_workers_and_run_imports_come_before_the_name_checks(clean_db, tmp_path):
     from nntransfer.configs import ConfigError, ImageDatasetConfig, ModelConfig, TrainerConfig
-    from nntransfer.orchestration.workers import import_user_code, recipe_imports
+    from nntransfer.orchestration.workers import WorkerSettings, import_user_code
 
     yaml_recipe = tmp_path / "grid.yaml"
     yaml_recipe.write_text("experiments: {}\n")
-    assert recipe_imports(str(yaml_recipe), ["mylab.models"]) == ["mylab.models"]  # nothing to register in YAML
-    assert recipe_imports(str(tmp_path / "r.py")) == [str(tmp_path / "r.py")]
+    # nothing to register in YAML
+    assert WorkerSettings(recipe=str(yaml_recipe), imports=["mylab.models"]).user_code == ["mylab.models"]
+    assert WorkerSettings(recipe=str(tmp_path / "r.py")).user_code == [str(tmp_path / "r.py")]
     with pytest.raises(ConfigError, match="only Python files"):
         import_user_code([str(yaml_recipe)])
 

@@ -4,10 +4,13 @@ import subprocess
 import sys
 
 import pytest
+
+from nntransfer.runner import check_config
 from torch import nn
 
 from nntransfer.configs import ConfigError
-from nntransfer.core.registry import Registry, registries, resolve_import_path
+from nntransfer.configs.registries import REGISTRIES
+from nntransfer.core.registry import Registry, resolve_import_path
 
 
 def test_names_import_paths_and_families_resolve():
@@ -43,9 +46,9 @@ def test_unknown_names_are_config_errors_that_list_and_suggest():
 
 
 def test_a_check_refuses_what_does_not_fit_when_registered_and_when_imported():
-    modules = Registry("layer", "Config.layer",
-                       check=lambda obj: None if isinstance(obj, type) and issubclass(obj, nn.Module)
-                       else f"{obj!r} is not an nn.Module class")
+    modules = Registry("layer", "Config.layer")
+    modules.set_check(lambda obj: None if isinstance(obj, type) and issubclass(obj, nn.Module)
+                      else f"{obj!r} is not an nn.Module class")
     with pytest.raises(TypeError, match="cannot register 'f' as a layer"):
         modules.register("f")(len)
     assert modules.get("torch.nn:Linear") is nn.Linear
@@ -54,10 +57,10 @@ def test_a_check_refuses_what_does_not_fit_when_registered_and_when_imported():
 
 
 def test_every_kind_is_listed_by_the_command_line():
-    assert set(registries()) == {"models", "sources", "losses", "metrics", "modules", "cores"}
+    assert set(REGISTRIES) == {"models", "sources", "losses", "metrics", "modules", "cores"}
     # what a fresh process has registered (other tests in this process register their own test entries)
-    fresh = subprocess.run([sys.executable, "-c", "import json; from nntransfer.core.registry import registries; "
-                            "print(json.dumps({k: r.names() for k, r in registries().items()}))"],
+    fresh = subprocess.run([sys.executable, "-c", "import json; from nntransfer.configs.registries import REGISTRIES; "
+                            "print(json.dumps({k: r.names() for k, r in REGISTRIES.items()}))"],
                            capture_output=True, text=True, timeout=120)
     found = json.loads(fresh.stdout)
     out = subprocess.run([sys.executable, "-m", "nntransfer.cli", "list"], capture_output=True, text=True, timeout=120)
@@ -77,10 +80,10 @@ def test_every_kind_is_listed_by_the_command_line():
 def test_family_members_and_neural_core_types_are_checked_when_a_config_is_filled():
     from nntransfer.configs import ModelConfig, NeuralModelConfig
 
-    ModelConfig(type="torchvision.resnet18").validate_names()
+    check_config(ModelConfig(type="torchvision.resnet18"))
     with pytest.raises(ConfigError, match="no 'resnet1800' among .* Did you mean 'torchvision.resnet18'"):
-        ModelConfig(type="torchvision.resnet1800").validate_names()
-    NeuralModelConfig(type="se2d").validate_names()
-    NeuralModelConfig(type="lenet", core_layer="core.4").validate_names()
+        check_config(ModelConfig(type="torchvision.resnet1800"))
+    check_config(NeuralModelConfig(type="se2d"))
+    check_config(NeuralModelConfig(type="lenet", core_layer="core.4"))
     with pytest.raises(ConfigError, match=r"'stacked2dd' is neither a neural core \(se2d, stacked2d\)"):
-        NeuralModelConfig(type="stacked2dd").validate_names()
+        check_config(NeuralModelConfig(type="stacked2dd"))

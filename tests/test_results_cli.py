@@ -5,11 +5,13 @@ import textwrap
 
 import pytest
 
-from nntransfer.runner import provenance
 from nntransfer.analysis import results_frame
 from nntransfer.cli import main
 from nntransfer.core.compat import make_hash
-from nntransfer.orchestration import fill_tables, load_recipe, run, states
+from nntransfer.orchestration.fill import fill_tables
+from nntransfer.orchestration.recipes import load_recipe
+from nntransfer.api import run
+from nntransfer.orchestration.plan import states
 
 CHAINS = textwrap.dedent("""
     from nntransfer import Description, Experiment, TransferExperiment
@@ -81,10 +83,9 @@ def _git(repo, *args):
     subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
 
 
-def test_provenance_records_the_recipe_repository_commit_and_dirty_flag(clean_db, tmp_path, monkeypatch):
+def test_provenance_records_the_recipe_repository_commit_and_dirty_flag(clean_db, tmp_path, capsys):
     import git
 
-    monkeypatch.setattr(provenance, "_recipe", None)  # restored after the test
     repo = tmp_path / "project"
     repo.mkdir()
     _git(repo, "init", "-q")
@@ -97,7 +98,7 @@ def test_provenance_records_the_recipe_repository_commit_and_dirty_flag(clean_db
     _git(repo, "commit", "-q", "-m", "recipes")
     head = git.Repo(repo).head.commit.hexsha
 
-    run(load_recipe(repo / "recipe_1.py"), quiet=True)
+    assert main(["run", str(repo / "recipe_1.py"), "--no-report"]) == 0  # a recipe run records its file
     clean = results_frame(repo / "recipe_1.py").iloc[0]
     assert clean["git_commit"] == head and clean["git_dirty"] is not None and not clean["git_dirty"]
     assert clean["git_repository"] == str(repo) and clean["recipe"] == str(repo / "recipe_1.py")
@@ -105,19 +106,19 @@ def test_provenance_records_the_recipe_repository_commit_and_dirty_flag(clean_db
     assert clean["host"] and clean["device"] == "cpu" and clean["wall_time"] > 0
 
     (repo / "notes.txt").write_text("changed\n")  # a tracked file changed: the commit alone does not reproduce
-    run(load_recipe(repo / "recipe_2.py"), quiet=True)
+    assert main(["run", str(repo / "recipe_2.py"), "--no-report"]) == 0  # a recipe run records its file
     dirty = results_frame(repo / "recipe_2.py").iloc[0]
     assert dirty["git_commit"] == head and bool(dirty["git_dirty"]) is True
 
     _git(repo, "checkout", "--", "notes.txt")
     (repo / "recipe_3.py").write_text(RECIPE.format(seed=3))  # the recipe itself is not committed
-    run(load_recipe(repo / "recipe_3.py"), quiet=True)
+    assert main(["run", str(repo / "recipe_3.py"), "--no-report"]) == 0  # a recipe run records its file
     assert bool(results_frame(repo / "recipe_3.py").iloc[0]["git_dirty"]) is True
 
     outside = tmp_path / "loose"
     outside.mkdir()
     (outside / "recipe_4.py").write_text(RECIPE.format(seed=4))
-    run(load_recipe(outside / "recipe_4.py"), quiet=True)
+    assert main(["run", str(outside / "recipe_4.py"), "--no-report"]) == 0  # a recipe run records its file
     loose = results_frame(outside / "recipe_4.py").iloc[0]
     assert loose["git_commit"] == "" and loose["git_dirty"] is None and loose["git_repository"] == ""
 

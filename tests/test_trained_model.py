@@ -96,7 +96,8 @@ def test_killed_populate_resumes_from_the_checkpoint_table_bit_identically(clean
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert len(clean_db.TrainedModel()) == 0
     assert sorted(clean_db.Checkpoint().to_arrays("epoch")) == [2]  # epochs 1, 2 saved; only the last kept
-    from nntransfer.orchestration import Target, reclaim_dead_reservations
+    from nntransfer.orchestration.plan import Target
+    from nntransfer.orchestration.workers import reclaim_dead_reservations
 
     # the dead worker's reservation is re-queued, then a new populate resumes at epoch 3
     exp_key = same_definition(max_iter=5, main_loop_modules=["KillAfterEpoch3"], module_options={}, **options).get_key()

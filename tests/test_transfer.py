@@ -95,7 +95,7 @@ def test_data_transfer_hands_step_0_logits_to_step_1_loader(clean_db):
 
 
 def test_recipe_views_tell_what_changed_between_steps(clean_db):
-    from nntransfer.orchestration import fill_tables
+    from nntransfer.orchestration.fill import fill_tables
 
     base = Experiment(ToyData(), ToyModel(), ToyTrainer(max_iter=1), 1)
     new_data = Experiment(ToyData(n=32), ToyModel(), ToyTrainer(max_iter=1), 1)
@@ -251,7 +251,8 @@ def test_distillation_loss_mixes_teacher_and_labels_and_falls_back_to_labels():
 def test_the_distillation_example_runs_and_shares_its_teacher(clean_db):
     from pathlib import Path
 
-    from nntransfer.orchestration import apply_overrides, load_recipe, plan
+    from nntransfer.orchestration.recipes import apply_overrides, load_recipe
+    from nntransfer.orchestration.plan import plan
 
     example = Path(__file__).resolve().parents[1] / "examples" / "digits_distillation.py"
     experiments = apply_overrides(load_recipe(example), {"trainer.max_iter": 2})

@@ -17,11 +17,17 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from ..runner import provenance
-from ..errors import ConfigError
+import datajoint as dj
+
+from .. import store
 from ..core.compat import make_hash
+from ..core.keys import key_ident
+from ..core.config import BaseConfig, is_key_field
 from ..core.experiment import Experiment
-from ..orchestration.plan import TRAINED, TRANSFERRED, Target, plan, states
+from ..errors import ConfigError
+from ..orchestration.plan import TRAINED, TRANSFERRED, Target, by_table, plan, states
+from ..orchestration.recipes import load_recipe, normalize
+from ..store.trained_model import PROVENANCE_COLUMNS
 from .stats import spread
 
 # modes of the trainer's tracker (nntransfer.trainer.trainer)
@@ -60,12 +66,10 @@ def entries(source: Any) -> list[Entry]:
         return _query_entries(source)
     if isinstance(source, list) and source and all(isinstance(t, Target) for t in source):
         return target_entries(source)
-    from ..orchestration.recipes import load_recipe, normalize
-
     experiments = load_recipe(source) if isinstance(source, (str, os.PathLike)) else normalize(source)
     steps = {}
     for desc, exp in experiments.items():
-        for level, step in enumerate([exp] if isinstance(exp, Experiment) else list(exp)):
+        for level, step in enumerate(exp.steps):
             steps[(desc, level)] = step
     targets = plan(experiments)
     found = target_entries(targets)
@@ -77,53 +81,40 @@ def entries(source: Any) -> list[Entry]:
 
 def target_entries(targets: list[Target]) -> list[Entry]:
     """Entries of a plan's targets with their state, score, output and provenance (configs not filled)."""
-    from .. import store as tables
-
     current = states(targets, outputs=True)
-    found = []
-    for table_name in (TRAINED, TRANSFERRED):
-        keys = [t.key for t in targets if t.table == table_name and current[t]["state"] == "done"]
-        found.append(_by_ident(tables.table(table_name), keys) if keys else {})
-    prov = dict(zip((TRAINED, TRANSFERRED), found))
+    prov = {}
+    for table, chosen in by_table(targets):
+        keys = [t.key for t in chosen if current[t]["state"] == "done"]
+        prov[table.__name__] = _by_ident(table, keys) if keys else {}
     out = []
     for t in targets:
         s = current[t]
-        table = tables.table(t.table)
         out.append(Entry(t.description.name, t.description.seed, t.step, t.table, dict(t.key), s["state"],
                          s.get("score"), s.get("output"), s.get("error") or "",
-                         provenance=prov[t.table].get(_ident(t.key, table.primary_key), {})))
+                         provenance=prov[t.table].get(key_ident(t.key), {})))
     return out
 
 
 def _by_ident(table, keys) -> dict:
-    rows = (table.Provenance & keys).to_dicts()
-    return {_ident(r, table.primary_key): _provenance(r) for r in rows}
+    return {key_ident(r): _provenance(r) for r in (table.Provenance & keys).to_dicts()}
 
 
 def _provenance(row: dict) -> dict:
-    found = {c: row[c] for c in provenance.COLUMNS}
+    found = {c: row[c] for c in PROVENANCE_COLUMNS}
     found["git_dirty"] = None if found["git_dirty"] is None else bool(found["git_dirty"])  # stored as 0/1
     return found
 
 
-def _ident(key: dict, primary_key: Iterable[str]) -> tuple:
-    return tuple(key[a] for a in primary_key)
-
-
 def _is_query(source: Any) -> bool:
-    import datajoint as dj
-
     return isinstance(source, dj.expression.QueryExpression) or (
         isinstance(source, type) and issubclass(source, dj.Table))
 
 
 def _query_entries(query) -> list[Entry]:
-    from .. import store as tables
-
     if isinstance(query, type):
         query = query()
     for table_name in (TRANSFERRED, TRAINED):
-        table = tables.table(table_name)
+        table = store.table(table_name)
         if isinstance(query, table):
             break
     else:
@@ -132,9 +123,9 @@ def _query_entries(query) -> list[Entry]:
     pk = table.primary_key
     configs = {}
     for part in ("dataset", "model", "trainer"):
-        for row in (tables.table(part.capitalize()) & query).to_dicts():
+        for row in (store.table(part.capitalize()) & query).to_dicts():
             configs[(part, row[f"{part}_fn"], row[f"{part}_hash"])] = _stored_key_values(part, row[f"{part}_config"])
-    prov = {_ident(r, pk): _provenance(r) for r in (table.Provenance & query).to_dicts()}
+    prov = {key_ident(r): _provenance(r) for r in (table.Provenance & query).to_dicts()}
     out = []
     for row in query.proj("score", "output", "comment").to_dicts(order_by=list(pk)):
         key = {a: row[a] for a in pk}
@@ -142,7 +133,7 @@ def _query_entries(query) -> list[Entry]:
                       int(row.get("transfer_step", 0)), table_name, key, "done", row["score"], row["output"])
         entry.configs = _flat_configs({part: configs.get((part, row[f"{part}_fn"], row[f"{part}_hash"]), {})
                                        for part in ("dataset", "model", "trainer")})
-        entry.provenance = prov.get(_ident(row, pk), {})
+        entry.provenance = prov.get(key_ident(row), {})
         out.append(entry)
     return out
 
@@ -155,8 +146,6 @@ def _key_values(cfg) -> dict:
 
 def _run_field_names(part: str) -> set[str]:
     """Names of run fields (never hashed) declared by any config class of this part (``dataset`` ...)."""
-    from ..core.config import BaseConfig, is_key_field
-
     names, stack = {"comment"}, [BaseConfig]
     while stack:
         cls = stack.pop()
@@ -245,11 +234,11 @@ def results_frame(source: Any):
                "epochs": output.get("epochs"), "best_epoch": output.get("best_epoch"),
                "wall_time": e.provenance.get("wall_time")}
         row.update({name: e.configs.get(name) for name in differing})
-        row.update({c: e.provenance.get(c) for c in provenance.COLUMNS if c != "wall_time"})
+        row.update({c: e.provenance.get(c) for c in PROVENANCE_COLUMNS if c != "wall_time"})
         row.update(error=e.error, table=e.table, key_hash=e.key_hash)
         rows.append(row)
     columns = (["name", "seed", "step", "state", "score", *metric_columns, "epochs", "best_epoch", "wall_time",
-                *differing, *(c for c in provenance.COLUMNS if c != "wall_time")]
+                *differing, *(c for c in PROVENANCE_COLUMNS if c != "wall_time")]
                + (["error"] if any(e.error for e in found) else []) + ["table", "key_hash"])
     frame = pd.DataFrame(rows, columns=columns)
     for name in ("epochs", "best_epoch"):

@@ -2,108 +2,18 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 
-
-def default_report_dir(recipe) -> Path:
-    """Where ``run`` writes a recipe's report unless told otherwise: ``$NNTRANSFER_HOME/reports/<recipe name>``."""
-    from ..store.db import home
-
-    return home() / "reports" / Path(recipe).stem
-
-
-def show_results(experiments: dict, args) -> int:
-    """Print the results table and the comparison; write what the options ask for. Exit code 1 if a job failed."""
-    from ..analysis import comparison, entries, format_table, plot, results_frame, summary, write_report
-    from ..analysis.text import cell
-
-    found = entries(experiments)  # states, outputs, provenance and configs, read once
-    rows = summary(found)
-    print(format_table(rows))
-    compared = comparison(rows, args.metric)  # a --metric no finished step reports is a ConfigError here
-    if len({r["name"] for r in rows}) > 1 and compared:
-        print(f"\nComparison: {compared[0]['metric']} of each experiment's last step "
-              "(mean, sample std with ddof=1, n seeds):")
-        print(format_table([{"name": r["name"], "mean": r["mean"], "std": r["std"], "n": r["n"]} for r in compared]))
-    report = args.report
-    if report is None and args.default_report and not args.no_report:
-        report = default_report_dir(args.recipe)
-    if args.plot:
-        print(f"plot written to {plot(results_frame(found), args.plot, metric=args.metric)}")
-    if args.csv:
-        results_frame(found).to_csv(args.csv, index=False)
-        print(f"results written to {args.csv}")
-    if report:
-        try:
-            index = write_report(found, report, title=Path(args.recipe).stem, metric=args.metric)
-        except (OSError, ValueError) as err:
-            print(f"nntransfer: the report could not be written to {report}: {err}", file=sys.stderr)
-        else:
-            print(f"report written to {index}")
-    if args.tensorboard:
-        print(tensorboard_command(found, args.recipe))
-    failed = [r for r in rows if r["state"] in ("error", "blocked")]
-    if failed:
-        print(f"{len(failed)} job(s) failed or are blocked: `nntransfer status {args.recipe}` shows why; "
-              f"e.g. {failed[0]['name']} (seed {cell(failed[0]['seed'])}, step {failed[0]['step']})")
-    return 1 if failed else 0
-
-
-def tensorboard_command(found, recipe) -> str:
-    """Link each entry's event directory under ``runs/<recipe>/<name>/seed<seed>-step<step>``; the command."""
-    from ..trainer.tensorboard import run_dir, runs_root
-
-    view = runs_root() / Path(recipe).stem
-    linked = 0
-    for e in found:
-        target = run_dir(dict(e.key))
-        if not target.is_dir():
-            continue  # not trained with tensorboard=True (yet)
-        link = view / _safe(e.name) / f"seed{e.seed}-step{e.step}"
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(os.path.relpath(target, link.parent), target_is_directory=True)
-        linked += 1
-    if not linked:
-        return ("no TensorBoard logs for this recipe: train with trainer.tensorboard=True "
-                "(e.g. --set trainer.tensorboard=true; it is not part of the key)")
-    return f"{linked} run(s) linked; view them with:\n  tensorboard --logdir {view}"
-
-
-def _safe(name: str) -> str:
-    return name.replace(os.sep, "∕").replace("\0", "") or "_"
-
-
-def add_result_options(p: argparse.ArgumentParser, report_by_default: bool) -> None:
-    p.add_argument("--metric", default=None,
-                   help="metric to compare and plot, e.g. score or test/img_classification/accuracy "
-                        "(default: the first test accuracy, else score)")
-    p.add_argument("--plot", metavar="FILE", help="save the comparison plot (.png, .svg or .pdf)")
-    p.add_argument("--csv", metavar="FILE", help="save the results frame (one row per entry and step) as CSV")
-    if report_by_default:
-        p.add_argument("--report", metavar="DIR",
-                       help="write the HTML report here (default: $NNTRANSFER_HOME/reports/<recipe name>)")
-        p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
-    else:
-        p.add_argument("--report", metavar="DIR", help="write figures and a self-contained index.html to DIR")
-    p.set_defaults(default_report=report_by_default, no_report=False)
-    p.add_argument("--tensorboard", action="store_true",
-                   help="link the recipe's TensorBoard logs by name and print the `tensorboard --logdir` command")
+from .common import add_result_options, experiments, show_results, targets
 
 
 def _results(args) -> int:
-    from .recipes import _experiments
-
-    return show_results(_experiments(args), args)
+    return show_results(experiments(args), args)
 
 
 def _clear(args) -> int:
     from ..analysis import format_table
     from ..orchestration.clear import clear_results, plan_clearing
-    from .recipes import targets
 
     clearing = plan_clearing(targets(args, fill=False), step=args.step, name=args.name)
     if not clearing.chosen:

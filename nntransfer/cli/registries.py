@@ -7,15 +7,14 @@ KINDS = ("models", "sources", "losses", "metrics", "modules", "cores")
 
 
 def _list(args: argparse.Namespace) -> int:
+    from ..configs.registries import REGISTRIES
     from ..errors import ConfigError
-    from ..core.registry import registries
 
     unknown = [k for k in args.kinds if k not in KINDS]
     if unknown:
         raise ConfigError(f"unknown kind {unknown[0]!r}; use {', '.join(KINDS)}")
-    found = registries()
     for kind in args.kinds or KINDS:
-        registry = found[kind]
+        registry = REGISTRIES[kind]
         print(f"{kind} ({registry.option}): {', '.join(registry.names())}")
     print("Anything else can be named by import path, e.g. 'mypackage.models:MyNet'.")
     return 0

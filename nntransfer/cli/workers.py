@@ -1,7 +1,7 @@
 """Worker commands of the CLI: worker, status, errors, clear-errors, clear-checkpoints."""
 from __future__ import annotations
 
-from .recipes import add_local_worker_options, recipe_options, targets, train_locally
+from .common import add_local_worker_options, recipe_options, targets, train_locally, worker_settings
 
 
 def _worker(args) -> int:
@@ -15,10 +15,9 @@ def _worker(args) -> int:
         raise ConfigError("--gpus chooses local GPUs; for Slurm jobs use --gpus-per-job N")
     from ..orchestration.slurm import submit_workers
 
-    jobs = submit_workers(planned, jobs=args.jobs, folder=args.folder, cluster=args.cluster,
+    jobs = submit_workers(planned, worker_settings(args), jobs=args.jobs, folder=args.folder, cluster=args.cluster,
                           partition=args.partition, gpus=args.gpus_per_job, cpus=args.cpus, time_min=args.time,
-                          mem_gb=args.mem_gb, recipe=str(args.recipe), imports=args.imports,
-                          max_retries=args.max_retries, allow_local_store=args.allow_local_store)
+                          mem_gb=args.mem_gb, allow_local_store=args.allow_local_store)
     print("submitted:", " ".join(str(j.job_id) for j in jobs))
     if args.wait:
         for job in jobs:
@@ -34,7 +33,7 @@ def _first_line(text: str | None) -> str:
 
 def _status(args) -> int:
     from ..analysis import format_table
-    from ..orchestration import states
+    from ..orchestration.plan import states
 
     planned = targets(args, fill=False)
     current = states(planned, workers=True)
@@ -76,7 +75,7 @@ def _errors(args) -> int:
 
 
 def _clear_errors(args) -> int:
-    from ..orchestration import clear_errors
+    from ..orchestration.plan import clear_errors
 
     n = clear_errors(targets(args, fill=False))
     print(f"cleared {n} error(s); run the recipe again to retrain them")

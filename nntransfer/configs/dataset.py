@@ -5,6 +5,7 @@ from typing import Literal, Optional
 
 from ..core.config import BaseConfig, field
 from ..errors import ConfigError
+from .registries import SOURCES
 
 
 class DatasetConfig(BaseConfig):
@@ -85,6 +86,4 @@ class ImageDatasetConfig(DatasetConfig):
 
     def _check_names(self) -> None:
         if self.fn == ImageDatasetConfig.fn:  # another builder may read dataset_cls differently
-            from ..dataset.sources import SOURCES
-
-            SOURCES.validate_name(self.dataset_cls)
+            SOURCES.check_name(self.dataset_cls)

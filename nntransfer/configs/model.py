@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ..core.config import BaseConfig, field
+from .registries import MODELS
 
 
 class ModelConfig(BaseConfig):
@@ -23,6 +24,4 @@ class ModelConfig(BaseConfig):
 
     def _check_names(self) -> None:
         if self.fn == ModelConfig.fn:  # another builder may read type differently
-            from ..models.registry import MODELS
-
-            MODELS.validate_name(self.type)
+            MODELS.check_name(self.type)

@@ -9,6 +9,7 @@ from typing import Literal, Optional
 from ..core.config import field
 from .dataset import DatasetConfig
 from ..errors import ConfigError
+from .registries import CORES, MODELS
 from .model import ModelConfig
 
 DATA_KEYS = ("images", "responses", "behavior", "pupil_center")
@@ -94,14 +95,9 @@ class NeuralModelConfig(ModelConfig):
     elu_offset: float = field(default=0.0, help="prediction = ELU(readout + elu_offset) + 1 (positive rates)")
 
     def _check_names(self) -> None:
-        if self.fn == NeuralModelConfig.fn:  # another builder may read type differently
-            from ..models.neural import CORES
-            from ..models.registry import MODELS
-
-            if self.type in CORES:
-                return
+        if self.fn == NeuralModelConfig.fn and not CORES.knows(self.type):  # else a classifier cut at core_layer
             try:
-                MODELS.validate_name(self.type)  # a classifier cut at core_layer
+                MODELS.check_name(self.type)
             except ConfigError as err:
                 raise ConfigError(f"NeuralModelConfig.type={self.type!r} is neither a neural core "
                                   f"({', '.join(CORES.names())}) nor a classification model: {err}") from None

@@ -1,11 +1,11 @@
 """Trainer configs. The trainer lives in ``nntransfer.trainer``."""
 from __future__ import annotations
 
-import difflib
 from typing import Literal, Optional
 
 from ..core.config import BaseConfig, field
 from ..errors import ConfigError
+from .registries import LOSSES, METRICS, MODULES
 
 # torch.compile's modes (kept here so that building a config never imports torch)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -135,48 +135,12 @@ class TrainerConfig(BaseConfig):
         self._check_module_options_keys()
 
     def _check_names(self) -> None:
-        from ..trainer.losses import LOSSES, check_loss_options
-        from ..trainer.metrics import METRICS
-        from ..trainer.modules import MODULES
-        from ..trainer.modules.base import check_module_options
-
-        self._check_optimizer()
         for name in self.loss_functions.values():
-            check_loss_options(name, self.loss_options.get(name, {}), LOSSES.get(name))
+            LOSSES.check_name(name)
         for name in self.metrics:
-            METRICS.validate_name(name)
+            METRICS.check_name(name)
         for name in self.main_loop_modules:
-            MODULES.validate_name(name)
-        check_module_options(self)
-
-    def _check_optimizer(self) -> None:
-        """The optimizer exists, takes these options, and numbers are not given as strings (``lr="1e-3"``)."""
-        import inspect
-
-        import torch
-
-        cls = getattr(torch.optim, self.optimizer, None)
-        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-            names = [n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)
-                     and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)]
-            lower = {n.lower(): n for n in names}
-            close = difflib.get_close_matches(self.optimizer.lower(), list(lower), n=1)
-            hint = f"did you mean {lower[close[0]]!r}? " if close else ""
-            raise ConfigError(f"unknown optimizer {self.optimizer!r} in TrainerConfig.optimizer: {hint}use a "
-                              "torch.optim class name such as SGD, Adam, AdamW")
-        parameters = inspect.signature(cls).parameters
-        if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-            return
-        for name, value in self.optimizer_options.items():
-            if name not in parameters or name == "params":
-                known = [n for n in parameters if n != "params"]
-                raise ConfigError(f"TrainerConfig.optimizer_options[{name!r}]: {self.optimizer} has no option "
-                                  f"{name!r}; its options: {', '.join(known)}")
-            default = parameters[name].default
-            numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
-            if numeric and isinstance(value, str):
-                raise ConfigError(f"TrainerConfig.optimizer_options[{name!r}] is the string {value!r}; "
-                                  f"{self.optimizer} takes a number there: write it without quotes")
+            MODULES.check_name(name)
 
     def _check_module_options_keys(self) -> None:
         """Options must belong to an entry of main_loop_modules (or, for an import path, its class name)."""

@@ -16,11 +16,15 @@ otherwise let ``1`` and ``"1"`` or ``(1, 2)`` and ``[1, 2]`` share a key. Untype
 such as ``optimizer_options``, ``Any``) are normalised by :func:`_untyped` (integral floats become ints;
 ``''`` and ``[]`` are rejected), and strings that read as numbers are hashed quoted (:func:`hash_form`).
 
-Key rule (documented in docs/configs.md): ``get_key()`` is
-``{"<name>_fn": fn, "<name>_hash": make_hash(hash_form(cfg.hashed_dict()))}`` where ``hashed_dict()`` is
+Key rule (documented in docs/configs.md): ``get_key()`` is :func:`nntransfer.core.keys.config_key`,
+``{"<name>_fn": fn, "<name>_hash": make_hash(hash_form(cfg.hashed_dict()))}``, where ``hashed_dict()`` is
 ``to_dict()`` without the run fields (``comment`` and every field declared with ``key=False``: settings
 that cannot change a result, such as progress bars, checkpoint cadence or file locations), without every
 field declared with ``since=...`` whose value equals its default, and with tuples written as lists.
+
+A config is a value: its lists and dicts cannot be changed in place (``cfg.freeze.append(...)`` raises), and
+assigning a field (``cfg.max_iter = 3``) validates the whole config again, so nothing changes a key or slips
+past validation unseen. ``cfg.replace(...)`` makes a changed copy.
 """
 from __future__ import annotations
 
@@ -33,8 +37,10 @@ import types
 import typing
 from typing import Any, ClassVar, Literal, Union
 
-from .registry import is_import_path, resolve_import_path
 from ..errors import ConfigError
+from . import persistence
+from .keys import config_key
+from .registry import check_trusted, resolve_import_path, split_import_path
 
 _MISSING = dataclasses.MISSING
 
@@ -104,9 +110,8 @@ class BaseConfig:
             )
         if "fn" in overrides:
             fn = overrides.pop("fn")
-            if not isinstance(fn, str) or not is_import_path(fn):
-                raise ConfigError(f"fn must be an import path like 'package.module:function', got {fn!r}")
-            self.fn = fn
+            split_import_path(fn, what="fn")
+            object.__setattr__(self, "fn", fn)
         for name, f in fields.items():
             if name in overrides:
                 value = overrides[name]
@@ -116,21 +121,21 @@ class BaseConfig:
                 value = f.default_factory()
             else:
                 raise ConfigError(f"{type(self).__name__} needs a value for {name!r}")
-            object.__setattr__(self, name, _coerce(value, self._hints.get(name, Any), name, type(self)))
+            object.__setattr__(self, name, _frozen(_coerce(value, self._hints.get(name, Any), name, type(self))))
         self.__post_init__()
 
     def __post_init__(self) -> None:
         """Hook for cross-field checks; raise ConfigError on inconsistent values."""
 
     def __setattr__(self, name: str, value: Any) -> None:
+        """``cfg.field = value`` validates the whole config again (types and cross-field checks)."""
         fields = self.fields()
-        if name in fields:
-            value = _coerce(value, self._hints.get(name, Any), name, type(self))
-        elif name != "fn":
+        if name not in fields and name != "fn":
             close = difflib.get_close_matches(name, list(fields), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"{type(self).__name__} has no field {name!r}{hint}")
-        object.__setattr__(self, name, value)
+        checked = self.replace(**{name: value})
+        object.__setattr__(self, name, getattr(checked, name))
 
     @classmethod
     def fields(cls) -> dict[str, dataclasses.Field]:
@@ -138,8 +143,8 @@ class BaseConfig:
 
     # -- dict / JSON ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """All field values (deep copies), including ``comment``."""
-        return {name: copy.deepcopy(getattr(self, name)) for name in self.fields()}
+        """All field values (plain, mutable copies), including ``comment``."""
+        return {name: _thawed(getattr(self, name)) for name in self.fields()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BaseConfig":
@@ -170,8 +175,6 @@ class BaseConfig:
         data.setdefault("fn", self.fn)
         return type(self)(**data)
 
-    update = replace
-
     # -- hashing --------------------------------------------------------------------------------
     def hashed_dict(self) -> dict[str, Any]:
         """The dict that ``get_key()`` hashes (see the module docstring for the rule)."""
@@ -180,42 +183,42 @@ class BaseConfig:
             if not is_key_field(f):
                 continue
             value = getattr(self, name)
-            if f.metadata.get("since") and value == _default_of(f):
+            # compared with the default as construction normalises it (a tuple default of a list field is a list)
+            if f.metadata.get("since") and value == self._normalised_default(name):
                 continue
-            out[name] = _lists_for_tuples(value)
+            out[name] = _plain(value)
         return out
 
-    def get_key(self) -> dict[str, str]:
-        from .compat import make_hash
+    @classmethod
+    def _normalised_default(cls, name: str) -> Any:
+        return _coerce(_default_of(cls.fields()[name]), cls._hints.get(name, Any), name, cls)
 
+    def get_key(self) -> dict[str, str]:
+        """The DataJoint key of this config (see the module docstring)."""
         if not self.config_name:
             raise ConfigError(f"{type(self).__name__} has no config_name; subclass DatasetConfig, ModelConfig or TrainerConfig")
         if not self.fn:
             raise ConfigError(f"{type(self).__name__} has no fn: set the class attribute fn to the builder's import path")
-        hashed = make_hash(hash_form(self.hashed_dict()))
-        return {f"{self.config_name}_fn": self.fn, f"{self.config_name}_hash": hashed}
+        return config_key(self.config_name, self.fn, self.hashed_dict())
 
     def resolve_fn(self):
         """Import and return the builder function, with a clear error when the path is wrong."""
         return resolve_import_path(self.fn, what=f"{type(self).__name__}.fn")
 
-    def validate_names(self) -> None:
-        """Check that ``fn`` and every registered name this config refers to resolve (ConfigError otherwise).
-
-        Imports the builder and the registries (torch: seconds), so it runs when experiments are filled
-        into the tables, before any row is written, rather than at construction.
-        """
-        self.resolve_fn()
+    def check_names(self) -> None:
+        """The checks that need no import: ``fn`` is a (trusted) import path and every name a field gives is known
+        to its registry (ConfigError otherwise). The full check, which imports the builder and the implementations
+        (torch), is :func:`nntransfer.runner.check_config`; filling the tables runs it."""
+        module_path, _ = split_import_path(self.fn, what=f"{type(self).__name__}.fn")
+        check_trusted(module_path, f"{type(self).__name__}.fn", self.fn)
         self._check_names()
 
     def _check_names(self) -> None:
-        """Subclasses: look up the names their fields refer to (dataset, model type, losses, ...)."""
+        """Subclasses: check the names their fields give against the registries, without importing anything."""
 
     def add_to_table(self) -> dict[str, str]:
-        """Insert fn, config and comment into this config's table if missing; returns the key."""
-        from .. import store as tables
-
-        return tables.insert_config(self)
+        """Insert fn, config and comment into this config's table if missing (checked first); returns the key."""
+        return persistence.add_to_table(self)
 
     # -- display --------------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -228,6 +231,12 @@ class BaseConfig:
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and self.fn == other.fn and self.to_dict() == other.to_dict()
+
+    def run_fields(self) -> dict[str, Any]:
+        """The values of the run fields (settings that cannot change a result), ``comment`` aside: whoever trains the
+        config now gives them (progress bars, TensorBoard, loader workers, checkpoint cadence, file locations)."""
+        return {name: _thawed(getattr(self, name)) for name, f in self.fields().items()
+                if not is_key_field(f) and name != "comment"}
 
     @classmethod
     def key_fields(cls) -> list[str]:
@@ -376,32 +385,6 @@ def _finite(value, path: str, owner: type) -> float:
     return number
 
 
-def _looks_like(text: str) -> bool:
-    """Whether ``str(x)`` of a number, bool or None could be this string (``make_hash`` hashes ``str(x)``)."""
-    if text in ("True", "False", "None"):
-        return True
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def hash_form(value: Any) -> Any:
-    """What ``get_key`` hands to ``make_hash``: the value with every string that reads as a number, a bool or
-    None (``"1"``, ``"0.01"``, ``"None"``) — or starts with a double quote — written as a JSON string
-    (``'"1"'``), keys included. ``make_hash`` hashes ``str(x)``, so ``"1"`` and ``1`` would otherwise share a
-    key; the mapping is one-to-one and leaves every other value (so every other key) unchanged.
-    """
-    if isinstance(value, str):
-        return json.dumps(value) if value.startswith('"') or _looks_like(value.strip()) else value
-    if isinstance(value, dict):
-        return {hash_form(k) if isinstance(k, str) else k: hash_form(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [hash_form(v) for v in value]
-    return value
-
-
 def _untyped(value: Any, path: str, owner: type) -> Any:
     """Normalise a value of an untyped field or dict (``optimizer_options``, ``module_options``, ``Any``).
 
@@ -449,11 +432,69 @@ def _untyped_key(key: Any, path: str, owner: type) -> Any:
                       f"{type(key).__name__} {key!r}")
 
 
-def _lists_for_tuples(value: Any) -> Any:
+def _plain(value: Any) -> Any:
+    """Plain lists and dicts (tuples written as lists), as hashed."""
     if isinstance(value, (list, tuple)):
-        return [_lists_for_tuples(v) for v in value]
+        return [_plain(v) for v in value]
     if isinstance(value, dict):
-        return {k: _lists_for_tuples(v) for k, v in value.items()}
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+# -- frozen values --------------------------------------------------------------------------------
+def _refuse(self, *args, **kwargs):
+    raise ConfigError("config values cannot be changed in place (the key is computed from them): make a changed copy "
+                      "with cfg.replace(field=new_value), or assign the whole field (cfg.field = new_value)")
+
+
+class FrozenList(list):
+    """A list field's value: reads like a list, refuses changes in place."""
+
+    append = extend = insert = pop = remove = clear = sort = reverse = __setitem__ = __delitem__ = _refuse
+    __iadd__ = __imul__ = _refuse
+
+    def __reduce__(self):
+        return FrozenList, (list(self),)
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self  # immutable all the way down
+
+
+class FrozenDict(dict):
+    """A dict field's value: reads like a dict, refuses changes in place."""
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse
+
+    def __reduce__(self):
+        return FrozenDict, (dict(self),)
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, list):
+        return FrozenList(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return FrozenDict({k: _frozen(v) for k, v in value.items()})
+    if isinstance(value, tuple):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def _thawed(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_thawed(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _thawed(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_thawed(v) for v in value)
     return value
 
 

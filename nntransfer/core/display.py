@@ -47,7 +47,7 @@ def experiment_html(exp) -> str:
     """One row per step: seed, dataset, model and trainer with their changed fields."""
     from .experiment import Experiment
 
-    steps = [exp] if isinstance(exp, Experiment) else list(exp)
+    steps = exp.steps
     title = "Experiment" if isinstance(exp, Experiment) else f"TransferExperiment ({len(steps)} steps)"
     rows = "".join(
         f"<tr><td style='{_CELL}'>{i}</td><td style='{_CELL}'>{step.seed}</td>"

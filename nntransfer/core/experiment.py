@@ -1,13 +1,20 @@
-"""Experiments: dataset + model + trainer + seed, and chains of them (transfer experiments)."""
+"""Experiments: dataset + model + trainer + seed, chains of them (transfer experiments), and grids."""
 from __future__ import annotations
 
-from typing import Any, Iterable, NamedTuple
+import itertools
+import json
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
-from .config import BaseConfig, config_class, from_jsonable, parse_json, to_jsonable
 from ..configs.dataset import DatasetConfig
-from ..errors import ConfigError
 from ..configs.model import ModelConfig
 from ..configs.trainer import TrainerConfig
+from ..errors import ConfigError
+from . import display, persistence
+from .compat import make_hash
+from .config import BaseConfig, config_class, from_jsonable, parse_json, to_jsonable
+
+#: seeds are stored as int32 and seed numpy's generator (0 .. 2**32 - 1): the range both accept
+SEED_RANGE = (0, 2**31 - 1)
 
 
 class Description(NamedTuple):
@@ -59,8 +66,6 @@ class _Serializable:
     """JSON and equality on top of ``to_dict``/``from_dict``."""
 
     def to_json(self) -> str:
-        import json
-
         return json.dumps(to_jsonable(self.to_dict()), sort_keys=True)
 
     @classmethod
@@ -71,9 +76,7 @@ class _Serializable:
         return type(other) is type(self) and self.to_dict() == other.to_dict()
 
     def _repr_html_(self) -> str:  # a table of the steps in notebooks
-        from .display import experiment_html
-
-        return experiment_html(self)
+        return display.experiment_html(self)
 
 
 class Experiment(_Serializable):
@@ -86,9 +89,13 @@ class Experiment(_Serializable):
             if not (isinstance(cfg, BaseConfig) and cfg.config_name == part):
                 raise ConfigError(f"Experiment {part} must be a {_PARTS[part].__name__} (or a config with "
                                   f"config_name={part!r}), got {type(cfg).__name__}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"Experiment seed must be an int, got {seed!r}")
+        check_seed(seed)
         self.dataset, self.model, self.trainer, self.seed = dataset, model, trainer, seed
+
+    @property
+    def steps(self) -> list["Experiment"]:
+        """The steps it trains: itself (as a transfer experiment's are its experiments)."""
+        return [self]
 
     @property
     def configs(self) -> dict[str, BaseConfig]:
@@ -98,22 +105,15 @@ class Experiment(_Serializable):
         """The TrainedModel key: dataset/model/trainer fn + hash, and the seed."""
         return {**self.dataset.get_key(), **self.model.get_key(), **self.trainer.get_key(), "seed": self.seed}
 
-    def get_restrictions(self) -> dict:
+    def get_restrictions(self, level: int = 0) -> dict:
+        """The key of its result row, as ``TransferExperiment.get_restrictions`` gives a step's (this is step 0)."""
+        if level != 0:
+            raise IndexError(f"level {level} out of range for a one-step Experiment")
         return self.get_key()
 
     def add_to_table(self) -> dict:
-        """Insert seed and configs in one transaction (all or nothing); returns the key."""
-        from ..store import db
-        from .. import store as tables
-
-        for cfg in self.configs.values():
-            cfg.validate_names()  # fail before anything is written
-        tables.bind()
-        with db.transaction():
-            tables.Seed().insert1({"seed": self.seed}, skip_duplicates=True)
-            for cfg in self.configs.values():
-                tables.insert_config(cfg)
-        return self.get_key()
+        """Check the configs, then insert seed and configs in one transaction (all or nothing); returns the key."""
+        return persistence.add_to_table(self)
 
     def replace(self, **changes: Any) -> "Experiment":
         """Copy with changes by dotted path: ``replace(**{"trainer.max_iter": 3, "seed": 1})``."""
@@ -140,8 +140,6 @@ class Experiment(_Serializable):
     @classmethod
     def grid(cls, base: "Experiment", axes: dict[str, Iterable[Any]]) -> list["Experiment"]:
         """All combinations: ``Experiment.grid(base, {"trainer.optimizer_options.lr": [.1, .01], "seed": [1, 2]})``."""
-        from ..orchestration.recipes import grid_points
-
         return [base.replace(**point) for point in grid_points(axes)]
 
     def to_dict(self) -> dict:
@@ -178,6 +176,11 @@ class TransferExperiment(_Serializable):
         return len(self.experiments)
 
     @property
+    def steps(self) -> list[Experiment]:
+        """Its experiments, in order."""
+        return list(self.experiments)
+
+    @property
     def seed(self) -> int:
         """The seed of the result it describes: its last step's (earlier steps may differ, e.g. a shared
         pretraining)."""
@@ -191,8 +194,6 @@ class TransferExperiment(_Serializable):
 
     def collapsed_history(self, level: int) -> str:
         """Hash of the keys of all steps before ``level`` (equal for equal histories)."""
-        from .compat import make_hash
-
         self._check_level(level)
         return make_hash([exp.get_key() for exp in self.experiments[:level]])
 
@@ -210,7 +211,8 @@ class TransferExperiment(_Serializable):
             raise IndexError(f"level {level} out of range for a {len(self)}-step TransferExperiment")
 
     def add_to_table(self) -> list[dict]:
-        return [exp.add_to_table() for exp in self.experiments]
+        """Check every step, then insert them and the chain's recipe rows in one transaction; returns the step keys."""
+        return persistence.add_to_table(self)
 
     def replace(self, **changes: Any) -> "TransferExperiment":
         """Apply dotted-path changes to every step, or to one step with a leading index (``"1.trainer.max_iter"``)."""
@@ -239,3 +241,34 @@ class TransferExperiment(_Serializable):
 
     def __repr__(self) -> str:
         return f"TransferExperiment({self.experiments!r})"
+
+
+def check_seed(seed: Any) -> None:
+    """A seed is an int in :data:`SEED_RANGE` (a ConfigError naming the range otherwise)."""
+    low, high = SEED_RANGE
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"Experiment seed must be an int, got {seed!r}")
+    if not low <= seed <= high:
+        raise ConfigError(f"Experiment seed={seed} is out of range: seeds are {low} .. {high} (stored as int32, and "
+                          "numpy accepts no negative seed)")
+
+
+# -- grids ------------------------------------------------------------------------------------------
+def grid_points(axes: Mapping[str, Sequence]) -> list[dict[str, Any]]:
+    """Every combination of the axes' values as ``{path: value}`` (the first axis varies slowest)."""
+    names = list(axes)
+    for name in names:
+        if not isinstance(name, str):
+            raise ConfigError(f"grid axes are paths like 'trainer.max_iter', got {name!r}")
+        if isinstance(axes[name], (str, bytes, Mapping)) or not isinstance(axes[name], Iterable):
+            raise ConfigError(f"grid axis {name!r} needs a list of values, got {axes[name]!r}")
+    values = [list(axes[name]) for name in names]
+    for name, options in zip(names, values):
+        if not options:
+            raise ConfigError(f"grid axis {name!r} has no values")
+    return [dict(zip(names, combo)) for combo in itertools.product(*values)]
+
+
+def grid_label(point: Mapping[str, Any]) -> str:
+    """``path=value,...`` of a grid point without its seed (seeds are replicates, not variants)."""
+    return ",".join(f"{path}={value}" for path, value in point.items() if path != "seed")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..core.registry import Registry
+from ..configs.registries import SOURCES
 
 # mean / std per channel on [0, 1] images
 NORMALIZATION = {
@@ -36,9 +36,7 @@ class Source:
     std: tuple
 
 
-# name -> fn(data_dir, download) -> Source
-SOURCES = Registry("dataset", "ImageDatasetConfig.dataset_cls",
-                   how="Add one with @register_source('Name') (see docs/datasets_and_models.md).")
+# SOURCES: name -> fn(data_dir, download) -> Source (built-in names declared in nntransfer.configs.registries)
 
 
 def register_source(name: str):

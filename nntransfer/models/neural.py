@@ -19,12 +19,11 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..configs.neural import NeuralModelConfig
-from ..core.registry import Registry
+from ..configs.registries import CORES
 from .registry import MODELS, DataInfo
 
 # name -> fn(channels: int, cfg: NeuralModelConfig) -> nn.Module with forward(x) and regularizer(); other
 # types name classification models (the MODELS registry), cut at core_layer
-CORES = Registry("core", "NeuralModelConfig.type", how="Add one with @CORES.register('name') (see docs/neural.md).")
 READOUTS = {"gaussian": "FullGaussian2d", "factorized": "FullFactorized2d"}
 
 

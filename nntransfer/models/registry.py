@@ -6,11 +6,10 @@ from typing import Callable
 
 import torch
 
-from ..core.registry import Registry
+from ..configs.registries import MODELS
 
-# name -> builder(info: DataInfo, cfg: ModelConfig) -> nn.Module; families ("torchvision.<name>") get the name first
-MODELS = Registry("model type", "ModelConfig.type",
-                  how="Add one with @register_model('name') (see docs/datasets_and_models.md).")
+# MODELS: name -> builder(info: DataInfo, cfg: ModelConfig) -> nn.Module; families ("torchvision.<name>") get the
+# name first. The built-in names are declared in nntransfer.configs.registries.
 
 
 def register_model(*names: str):

@@ -24,18 +24,16 @@ Grids from the CLI (``--grid``), from YAML/JSON files and from ``Experiment.grid
 """
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import runpy
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..runner import provenance
 from ..configs import DatasetConfig, ImageDatasetConfig, ModelConfig, TrainerConfig
 from ..core.config import BaseConfig, parse_json
 from ..errors import ConfigError
-from ..core.experiment import Description, Experiment, TransferExperiment
+from ..core.experiment import Description, Experiment, TransferExperiment, grid_label, grid_points
 from ..core.registry import resolve_import_path
 
 Experiments = dict  # Description -> Experiment | TransferExperiment
@@ -110,7 +108,6 @@ def load_recipe(path: str | os.PathLike) -> Experiments:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"recipe {path} does not exist")
-    provenance.note_recipe(path)  # results trained in this process record the recipe's git commit
     if path.suffix in (".yaml", ".yml", ".json"):
         return experiments_from_file(path)
     namespace = runpy.run_path(str(path), run_name="nntransfer_recipe")
@@ -124,27 +121,6 @@ def load_recipe(path: str | os.PathLike) -> Experiments:
     if not found:
         raise ConfigError(f"{path} defines neither `transfer_experiments` nor `experiments`")
     return found
-
-
-# -- the one grid implementation --------------------------------------------------------------
-def grid_points(axes: Mapping[str, Sequence]) -> list[dict[str, Any]]:
-    """Every combination of the axes' values as ``{path: value}`` (the first axis varies slowest)."""
-    names = list(axes)
-    for name in names:
-        if not isinstance(name, str):
-            raise ConfigError(f"grid axes are paths like 'trainer.max_iter', got {name!r}")
-        if isinstance(axes[name], (str, bytes, Mapping)) or not isinstance(axes[name], Iterable):
-            raise ConfigError(f"grid axis {name!r} needs a list of values, got {axes[name]!r}")
-    values = [list(axes[name]) for name in names]
-    for name, options in zip(names, values):
-        if not options:
-            raise ConfigError(f"grid axis {name!r} has no values")
-    return [dict(zip(names, combo)) for combo in itertools.product(*values)]
-
-
-def grid_label(point: Mapping[str, Any]) -> str:
-    """``path=value,...`` of a grid point without its seed (seeds are replicates, not variants)."""
-    return ",".join(f"{path}={value}" for path, value in point.items() if path != "seed")
 
 
 def expand(experiments: Experiments, grid: Mapping[str, Sequence] | None, report=None) -> Experiments:

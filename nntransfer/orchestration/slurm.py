@@ -15,51 +15,50 @@ from __future__ import annotations
 import os
 import signal
 
-from .plan import Target
+from ..core.stop import StopToken
 from ..errors import ConfigError
-from .workers import import_user_code, recipe_imports, work
+from ..store import db
+from .plan import Target
+from .workers import WorkerSettings, import_user_code, work
 
 
 class RemoteWorker:
     """The callable submitit runs on a node; checkpointable, so submitit requeues it after a time limit."""
 
-    def __init__(self, targets: list[Target], imports: list[str], max_retries: int = 0):
-        self.targets, self.imports, self.max_retries = targets, list(imports), max_retries
+    def __init__(self, targets: list[Target], settings: WorkerSettings):
+        self.targets, self.settings = targets, settings
 
     def __call__(self) -> dict:
         import torch
 
-        from ..trainer.interrupt import request_stop
-
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         torch.set_num_threads(max(1, cpus))
+        stop = StopToken()
         requeue = {}
 
         def time_limit(signum, frame):  # submitit's USR2: stop gracefully first, then let submitit requeue
-            request_stop(f"{signal.Signals(signum).name}: time limit or preemption")
+            stop.request(f"{signal.Signals(signum).name}: time limit or preemption")
             requeue["handler"], requeue["signum"] = submitit_handler, signum
 
         usr2 = getattr(signal, "SIGUSR2", None)
         submitit_handler = signal.getsignal(usr2) if usr2 is not None else None
         if usr2 is not None and callable(submitit_handler):
             signal.signal(usr2, time_limit)
-        import_user_code(self.imports)
-        result = work(self.targets, max_retries=self.max_retries)
+        import_user_code(self.settings.user_code)
+        result = work(self.targets, self.settings, stop)
         if requeue:
             requeue["handler"](requeue["signum"], None)  # checkpoint() below, requeue, exit
-        return result
+        return {"trained": result.trained, "errors": [(name, str(err)) for name, err in result.errors],
+                "stopped": result.stopped}
 
     def checkpoint(self, *args, **kwargs):
         import submitit
 
-        return submitit.helpers.DelayedSubmission(RemoteWorker(self.targets, self.imports, self.max_retries))
+        return submitit.helpers.DelayedSubmission(RemoteWorker(self.targets, self.settings))
 
 
 def check_shared_store(allow_local_store: bool = False) -> None:
     """Refuse Slurm workers that would write to this machine's private default store."""
-    from ..store import db
-    from ..errors import ConfigError
-
     if allow_local_store or not db.store_is_default():
         return
     raise ConfigError(
@@ -71,19 +70,17 @@ def check_shared_store(allow_local_store: bool = False) -> None:
     )
 
 
-def submit_workers(targets: list[Target], jobs: int = 1, folder: str = "nntransfer_jobs", cluster: str | None = None,
-                   partition: str | None = None, gpus: int = 0, cpus: int = 4, time_min: int = 24 * 60,
-                   mem_gb: int = 16, recipe: str | None = None, imports: list[str] | tuple[str, ...] = (),
-                   max_retries: int = 0, allow_local_store: bool = False):
+def submit_workers(targets: list[Target], settings: WorkerSettings, jobs: int = 1, folder: str = "nntransfer_jobs",
+                   cluster: str | None = None, partition: str | None = None, gpus: int = 0, cpus: int = 4,
+                   time_min: int = 24 * 60, mem_gb: int = 16, allow_local_store: bool = False):
     """Submit ``jobs`` workers; returns the submitit jobs (``job.result()`` waits for one).
 
-    ``gpus``: GPUs per job. ``recipe`` and ``imports`` are imported by every worker before it takes a job.
+    ``gpus``: GPUs per job. Every worker imports ``settings.recipe`` and ``settings.imports`` before it takes a job.
     """
     try:
         import submitit
     except ImportError as err:
         raise ConfigError("submitting workers needs submitit: pip install 'nntransfer[slurm]'") from err
-    from ..store import db
 
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     if executor.cluster == "slurm":
@@ -97,5 +94,4 @@ def submit_workers(targets: list[Target], jobs: int = 1, folder: str = "nntransf
     if partition:
         params["slurm_partition"] = partition
     executor.update_parameters(**params)
-    imports = recipe_imports(recipe, imports)
-    return [executor.submit(RemoteWorker(targets, imports, max_retries)) for _ in range(jobs)]
+    return [executor.submit(RemoteWorker(targets, settings)) for _ in range(jobs)]

@@ -3,22 +3,81 @@
 Every worker imports the user's code first (the recipe, ``imports=[...]`` / ``--import`` modules, the
 script that called ``run()``), so that names registered there resolve in every process. SIGTERM and
 SIGINT stop a worker gracefully: the trainer writes a checkpoint, the job is released, the worker
-returns (exit code 0) and the next worker resumes.
+returns (exit code 0) and the next worker resumes. :func:`train_locally` is the one local dispatch that
+``run()`` and the command line share.
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib
 import importlib.util
 import logging
 import os
+import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .plan import TRAINED, TRANSFERRED, Target, states
+from .. import store
+from ..core.keys import key_ident
+from ..core.stop import StopToken
+from ..errors import ConfigError, TrainingInterrupted
+from ..store import db
+from ..store.jobs import JobSession, reclaim
+from .plan import Target, by_table, states
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How to train a plan locally: ``workers`` processes (``gpus``: the GPU ids to give them, one each,
+    round-robin; default every visible GPU), what every worker imports first (``recipe`` and ``imports``: modules
+    or ``.py`` files), ``poll`` seconds between looks for new work when idle, ``max_retries`` of failing jobs
+    (ConfigErrors are never retried), and an optional ``timeout`` in seconds after which a worker stops looking."""
+
+    workers: int = 1
+    gpus: tuple[str, ...] | None = None
+    poll: float = 1.0
+    max_retries: int = 0
+    recipe: str | None = None
+    imports: tuple[str, ...] = ()
+    timeout: float | None = None
+
+    def __post_init__(self):
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ConfigError(f"workers must be 1 or more, got {self.workers!r}")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ConfigError(f"max_retries must be 0 or more, got {self.max_retries!r}")
+        if self.gpus is not None:
+            object.__setattr__(self, "gpus", parse_gpus(self.gpus))
+        object.__setattr__(self, "imports", tuple(self.imports))
+
+    @property
+    def user_code(self) -> list[str]:
+        """What a worker imports before it takes a job: a Python recipe (its registrations), then ``imports``."""
+        own = [os.path.abspath(self.recipe)] if self.recipe and str(self.recipe).endswith(".py") else []
+        return own + list(self.imports)
+
+
+@dataclass
+class WorkResult:
+    """What training a plan did: jobs trained here, errors ``[(target label, exception or message)]``, whether it
+    stopped on request (SIGTERM/Ctrl-C: the job in hand was checkpointed and released), worker processes that
+    died (one line each)."""
+
+    trained: int = 0
+    errors: list = field(default_factory=list)
+    stopped: bool = False
+    dead: list = field(default_factory=list)
+
+    def add(self, other: "WorkResult") -> None:
+        self.trained += other.trained
+        self.errors += other.errors
+        self.stopped |= other.stopped
+        self.dead += other.dead
 
 
 # -- the user's code ---------------------------------------------------------------------------
@@ -26,12 +85,12 @@ class _ScriptStopped(BaseException):
     """Raised by run() while a worker imports the script that called it: the script's work is the parent's."""
 
 
-_importing_script = [False]
+_importing_script: contextvars.ContextVar[bool] = contextvars.ContextVar("nntransfer_importing_script", default=False)
 
 
 def importing_script() -> bool:
     """True while a worker imports the user's script (``run()`` then stops the import instead of running)."""
-    return _importing_script[0]
+    return _importing_script.get()
 
 
 def stop_script_import() -> None:
@@ -41,11 +100,10 @@ def stop_script_import() -> None:
 def import_user_code(imports: list[str] | tuple[str, ...] = ()) -> None:
     """Import modules (``package.module``) and files (``path/to/file.py``) so their registrations exist here.
 
-    A file is imported as a module (not as ``__main__``): an ``if __name__ == "__main__":`` block does not
-    run, and a top-level ``run(...)`` call ends the import there (what the file registered before it counts).
+    A file is imported as a module (not as ``__main__``), with its folder on ``sys.path`` as Python does for a
+    script (a package next to it imports): an ``if __name__ == "__main__":`` block does not run, and a top-level
+    ``run(...)`` call ends the import there (what the file registered before it counts).
     """
-    from ..errors import ConfigError
-
     for item in imports:
         path = Path(item)
         if item.endswith(".py") or path.is_file():
@@ -71,19 +129,13 @@ def _import_file(path: Path) -> None:
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    _importing_script[0] = True
+    token = _importing_script.set(True)
     try:
         spec.loader.exec_module(module)
     except _ScriptStopped:
         pass
     finally:
-        _importing_script[0] = False
-
-
-def recipe_imports(recipe: str | None, imports=()) -> list[str]:
-    """What a worker imports first: a Python recipe (its registrations; a YAML/JSON one has none), then ``imports``."""
-    own = [os.path.abspath(recipe)] if recipe and str(recipe).endswith(".py") else []
-    return own + list(imports)
+        _importing_script.reset(token)
 
 
 def caller_code(depth: int = 2) -> list[str]:
@@ -112,77 +164,114 @@ def _own_sys_path() -> list[str]:
 # -- one worker --------------------------------------------------------------------------------
 def reclaim_dead_reservations(targets: list[Target]) -> int:
     """Put jobs back in the queue whose worker is gone (see :func:`nntransfer.store.jobs.reclaim`)."""
-    from .. import store as tables
-    from ..store.jobs import reclaim
-
-    count = 0
-    for table_name in (TRAINED, TRANSFERRED):
-        keys = [t.key for t in targets if t.table == table_name]
-        if keys:
-            count += reclaim(tables.table(table_name), keys)
-    return count
+    return sum(reclaim(table, [t.key for t in chosen]) for table, chosen in by_table(targets))
 
 
-def work(targets: list[Target], poll: float = 1.0, timeout: float | None = None, max_retries: int = 0) -> dict:
-    """Train pending targets until none is left that this or another live worker can train.
+def session_for(targets: list[Target], settings: WorkerSettings, stop: StopToken) -> JobSession:
+    """The job session of a worker: its stop token, retries, recipe, and each target's run settings and name."""
+    return JobSession(stop=stop, max_retries=settings.max_retries, recipe=settings.recipe,
+                      run_settings={key_ident(t.key): t.run_settings for t in targets},
+                      names={key_ident(t.key): t.label for t in targets})
 
-    Safe to run in many processes at once: DataJoint's job reservation hands each key to one worker.
-    A step whose predecessor is still training is picked up as soon as the predecessor is done.
-    Returns ``{"trained": n, "errors": [(key, exception), ...], "stopped": bool}``; ``stopped`` is True
-    after SIGTERM/SIGINT (the job in hand was checkpointed and released).
+
+def work(targets: list[Target], settings: WorkerSettings = WorkerSettings(), stop: StopToken | None = None
+         ) -> WorkResult:
+    """Train pending targets in this process until none is left that this or another live worker can train.
+
+    Safe to run in many processes at once: DataJoint's job reservation hands each key to one worker. A step whose
+    predecessor is still training is picked up as soon as the predecessor is done. SIGTERM/SIGINT (or ``stop``)
+    stop it gracefully: the job in hand is checkpointed and released, and the result says ``stopped``.
     """
-    from .. import store as tables
-    from ..runner.signals import stop_on_signals
-    from ..store.jobs import set_max_retries
-    from ..trainer.interrupt import TrainingInterrupted, stop_requested
+    from ..runner.signals import stop_on_signals  # the runner (torch) is needed only where a worker trains
 
-    tables.bind()
-    set_max_retries(max_retries)
+    stop = stop or StopToken()
+    store.bind()
+    session = session_for(targets, settings, stop)
     started = time.time()
-    trained, errors = 0, []
-    with stop_on_signals():
-        reclaim_dead_reservations(targets)
-        while not stop_requested():
-            progressed = False
-            for table_name in (TRAINED, TRANSFERRED):
-                keys = [t.key for t in targets if t.table == table_name]
-                if not keys or stop_requested():
-                    continue
-                try:
-                    result = tables.table(table_name).populate(keys, reserve_jobs=True, suppress_errors=True,
-                                                               return_exception_objects=True)
-                except (SystemExit, KeyboardInterrupt) as stop:  # DataJoint's SIGTERM handler, or a second
-                    from ..trainer.interrupt import request_stop   # Ctrl-C between jobs; a held job was released
-
-                    request_stop(f"{type(stop).__name__}")
+    result = WorkResult()
+    tables = [(table(), chosen) for table, chosen in by_table(targets)]
+    for table, _ in tables:
+        table.session = session
+    try:
+        with stop, stop_on_signals(stop):
+            reclaim_dead_reservations(targets)
+            while not stop.requested:
+                progressed = False
+                for table, chosen in tables:
+                    if stop.requested:
+                        break
+                    progressed |= _populate(table, [t.key for t in chosen], session, result)
+                if stop.requested:
                     break
-                stopped = [(k, e) for k, e in result["error_list"] if isinstance(e, (TrainingInterrupted,
-                                                                                       KeyboardInterrupt))]
-                failed = [(k, e) for k, e in result["error_list"] if (k, e) not in stopped]
-                for _, interrupted in stopped:  # where it stopped, so users know what the next worker resumes
-                    logger.warning("%s", interrupted)
-                trained += result["success_count"]
-                errors += failed
-                progressed |= bool(result["success_count"] or failed)
-            if stop_requested():
-                break
-            current = states(targets)
-            open_work = [t for t, s in current.items() if s["state"] in ("pending", "reserved")]
-            if not open_work:
-                break
-            if timeout is not None and time.time() - started > timeout:
-                logger.warning("worker stops after %.0f s with %d targets open", timeout, len(open_work))
-                break
-            if not progressed:
-                # others are training what is left (or its predecessors), or a retry is scheduled: wait
-                if reclaim_dead_reservations(targets) == 0:
+                open_work = [t for t, s in states(targets).items() if s["state"] in ("pending", "reserved")]
+                if not open_work:
+                    break
+                if settings.timeout is not None and time.time() - started > settings.timeout:
+                    logger.warning("worker stops after %.0f s with %d targets open", settings.timeout, len(open_work))
+                    break
+                if not progressed and reclaim_dead_reservations(targets) == 0:
+                    # others are training what is left (or its predecessors), or a retry is scheduled: wait
                     try:
-                        time.sleep(poll)
+                        time.sleep(settings.poll)
                     except KeyboardInterrupt:
                         break
-    if stop_requested():
-        logger.warning("worker stopped on request; %d trained", trained)
-    return {"trained": trained, "errors": errors, "stopped": stop_requested()}
+    finally:
+        _release_held(session)
+        session.close()
+    result.stopped = stop.requested
+    if result.stopped:
+        logger.info("worker stopped on request (%s); %d trained", stop.reason, result.trained)
+    return result
+
+
+def _populate(table, keys: list[dict], session: JobSession, result: WorkResult) -> bool:
+    """One round of ``populate`` over ``keys``; returns whether anything was trained or failed."""
+    try:
+        outcome = table.populate(keys, reserve_jobs=True, suppress_errors=True, return_exception_objects=True)
+    except (SystemExit, KeyboardInterrupt) as stop:  # DataJoint's SIGTERM handler, or a second Ctrl-C between jobs
+        session.stop.request(type(stop).__name__)
+        return False
+    except Exception as err:
+        if not db.is_connection_error(err):
+            raise
+        _recover_lost_connection(table, session, err)  # e.g. at the final COMMIT, which DataJoint does not catch
+        return True
+    stopped = [(k, e) for k, e in outcome["error_list"] if isinstance(e, (TrainingInterrupted, KeyboardInterrupt))]
+    failed = [(session.describe(k), e) for k, e in outcome["error_list"] if (k, e) not in stopped]
+    for _, interrupted in stopped:  # where it stopped, so users know what the next worker resumes
+        logger.info("%s", interrupted)
+    result.trained += outcome["success_count"]
+    result.errors += failed
+    return bool(outcome["success_count"] or failed)
+
+
+def _recover_lost_connection(table, session: JobSession, err: Exception) -> None:
+    """After a lost connection escaped ``populate``: reconnect (with backoff), then settle the job in hand: complete
+    if its result committed after all, else release it (its checkpoints are intact: the next worker resumes)."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    logger.warning("lost the connection to the database during a job (%s); reconnecting", first)
+    db.reconnect(table.connection)
+    session.aborted()
+    held = session.holding
+    if held is None:
+        return
+    key = held
+    if table & key:
+        table.jobs.complete(key)
+        logger.info("%s: its result had committed", session.describe(key))
+    elif table.jobs.release(key):
+        logger.info("%s released after the lost connection; it resumes from its last checkpoint",
+                    session.describe(key))
+
+
+def _release_held(session: JobSession) -> None:
+    """A worker that stops (or fails) while holding a job puts it back (best effort: else its heartbeat ends and
+    the next worker re-queues it)."""
+    held_table = session.holding_table
+    if held_table is None:
+        return
+    with contextlib.suppress(Exception):
+        held_table.jobs.release(session.holding)
 
 
 # -- many local workers ------------------------------------------------------------------------
@@ -196,20 +285,19 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def parse_gpus(text: str | None) -> list[str] | None:
-    """``"0,2"`` -> ``["0", "2"]``; None -> None (all visible GPUs)."""
-    from ..errors import ConfigError
-
-    if text is None:
+def parse_gpus(gpus) -> tuple[str, ...] | None:
+    """``"0,2"`` or ``["0", "2"]`` -> ``("0", "2")``; None -> None (all visible GPUs)."""
+    if gpus is None:
         return None
-    gpus = [g.strip() for g in str(text).split(",") if g.strip()]
-    if not gpus:
+    text = ",".join(map(str, gpus)) if isinstance(gpus, (list, tuple)) else str(gpus)
+    parsed = tuple(g.strip() for g in text.split(",") if g.strip())
+    if not parsed:
         raise ConfigError(f"--gpus {text!r}: give GPU ids like 0,2")
-    return gpus
+    return parsed
 
 
-def _worker_process(targets: list[Target], threads: int, poll: float, imports: list[str], sys_path: list[str],
-                    environ: dict, gpu: str | None, max_retries: int) -> None:
+def _worker_process(targets: list[Target], settings: WorkerSettings, threads: int, sys_path: list[str],
+                    environ: dict, gpu: str | None) -> None:
     # the caller's environment now, not the fork server's from its start (a notebook may have changed it since)
     os.environ.clear()
     os.environ.update(environ)
@@ -219,28 +307,22 @@ def _worker_process(targets: list[Target], threads: int, poll: float, imports: l
     import torch
 
     torch.set_num_threads(threads)
-    from ..errors import ConfigError
-    from ..store.db import DatabaseUnavailable
-
     try:
-        import_user_code(imports)
-        work(targets, poll=poll, max_retries=max_retries)
-    except (ConfigError, DatabaseUnavailable) as err:
+        import_user_code(settings.user_code)
+        work(targets, settings)
+    except (ConfigError, db.DatabaseUnavailable) as err:
         print(f"nntransfer worker {os.getpid()}: error: {err}", file=sys.stderr)
         sys.exit(2)
 
 
-def _wait(procs) -> None:
+def _wait(procs, stop: StopToken) -> None:
     """Wait for the worker processes; a stop request (SIGTERM/SIGINT here) is passed on to them once."""
-    import signal
-
     from ..runner.signals import stop_on_signals
-    from ..trainer.interrupt import stop_requested
 
     passed_on = False
-    with stop_on_signals():
+    with stop_on_signals(stop):
         while any(p.is_alive() for p in procs):
-            if stop_requested() and not passed_on:
+            if stop.requested and not passed_on:
                 for p in procs:
                     if p.is_alive():
                         os.kill(p.pid, signal.SIGTERM)
@@ -269,62 +351,105 @@ def _children_skip_main():
             main.__dict__.update(saved)
 
 
-def run_workers(targets: list[Target], workers: int, poll: float = 0.2, recipe: str | None = None,
-                imports: list[str] | tuple[str, ...] = (), gpus: list[str] | None = None,
-                max_retries: int = 0) -> list[str]:
-    """Train with ``workers`` local processes sharing the database, each with its share of the cores.
+@contextlib.contextmanager
+def _safe_path():
+    # The fork server is started with `python -c`, whose import path begins with the current folder: a
+    # folder named `nntransfer` there (e.g. the parent of a clone) must not shadow the package.
+    saved = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONSAFEPATH", None)
+        else:
+            os.environ["PYTHONSAFEPATH"] = saved
 
-    Without GPUs this process is one of the workers. With GPUs (``gpus``, default: all visible) worker i
-    gets GPU ``gpus[i % len(gpus)]`` through ``CUDA_VISIBLE_DEVICES``, set before CUDA starts in it; this
-    process then only waits. The others come from a fork server that has torch and the table modules
-    imported (fast to start, and safe: forking a process that already ran torch's thread pool, as this
-    one may have, can deadlock). Returns a one-line report per worker process that died.
+
+def _start(procs_args: list[tuple], context) -> list:
+    procs = [context.Process(target=_worker_process, name=name, args=args) for name, args in procs_args]
+    with _safe_path(), _children_skip_main():
+        for p in procs:
+            p.start()
+    return procs
+
+
+def run_workers(targets: list[Target], settings: WorkerSettings, stop: StopToken | None = None) -> WorkResult:
+    """Train with ``settings.workers`` local processes sharing the database, each with its share of the cores.
+
+    Without GPUs this process is one of the workers. With GPUs (``settings.gpus``, default: all visible) worker i
+    gets GPU ``gpus[i % len(gpus)]`` through ``CUDA_VISIBLE_DEVICES``, set before CUDA starts in it; this process
+    then only waits. The others come from a fork server that has torch and the table modules imported (fast to
+    start, and safe: forking a process that already ran torch's thread pool, as this one may have, can deadlock);
+    if the fork server cannot start them, they are spawned.
     """
     import multiprocessing as mp
 
     import torch
 
-    imports = recipe_imports(recipe, imports)
+    stop = stop or StopToken()
+    imports = settings.user_code
     import_user_code([m for m in imports if not (m.endswith(".py") or Path(m).is_file())])  # fail here, once
     missing = [m for m in imports if m.endswith(".py") and not Path(m).is_file()]
     if missing:
-        from ..errors import ConfigError
-
         raise ConfigError(f"cannot import {missing[0]!r}: no such file")
-    devices = visible_gpus() if gpus is None else gpus
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "nntransfer.store.trained_model", "nntransfer.store.transfer"])
-    children = range(workers) if devices else range(1, workers)
-    procs = [ctx.Process(target=_worker_process, name=f"nntransfer-worker-{i}",
-                         args=(targets, threads, poll, imports, _own_sys_path(), dict(os.environ),
-                               devices[i % len(devices)] if devices else None, max_retries))
-             for i in children]
-    # The fork server is started with `python -c`, whose import path begins with the current folder: a
-    # folder named `nntransfer` there (e.g. the parent of a clone) must not shadow the package.
-    safe_path = os.environ.get("PYTHONSAFEPATH")
-    os.environ["PYTHONSAFEPATH"] = "1"
+    devices = visible_gpus() if settings.gpus is None else list(settings.gpus)
+    threads = max(1, (os.cpu_count() or 1) // settings.workers)
+    children = range(settings.workers) if devices else range(1, settings.workers)
+    procs_args = [(f"nntransfer-worker-{i}", (targets, settings, threads, _own_sys_path(), dict(os.environ),
+                                              devices[i % len(devices)] if devices else None)) for i in children]
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "nntransfer.store.trained_model", "nntransfer.store.transfer",
+                                    "nntransfer.runner"])
     try:
-        with _children_skip_main():
-            for p in procs:
-                p.start()
-    finally:
-        if safe_path is None:
-            os.environ.pop("PYTHONSAFEPATH", None)
-        else:
-            os.environ["PYTHONSAFEPATH"] = safe_path
+        procs = _start(procs_args, context)
+    except (EOFError, ConnectionError, OSError) as err:  # the fork server died while starting
+        logger.warning("the fork server could not start the workers (%s: %s); starting them with spawn instead",
+                       type(err).__name__, err)
+        procs = _start(procs_args, mp.get_context("spawn"))
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
+    result = WorkResult()
     try:
         if not devices:
-            work(targets, poll=poll, max_retries=max_retries)
-        _wait(procs)
+            result.add(work(targets, settings, stop))
+        _wait(procs, stop)
     finally:
         torch.set_num_threads(previous_threads)
-        for p in procs:
-            p.join()
-    dead = [f"worker process {p.name} (pid {p.pid}) exited with code {p.exitcode}; its job is re-queued, see its "
-            "output above" for p in procs if p.exitcode != 0]
-    for line in dead:
+        _stop_children(procs)
+    result.dead = [f"worker process {p.name} (pid {p.pid}) exited with code {p.exitcode}; its job is re-queued, see "
+                   "its output above" for p in procs if p.exitcode != 0]
+    for line in result.dead:
         logger.error(line)
-    return dead
+    result.stopped |= stop.requested
+    return result
+
+
+def _stop_children(procs, grace: float = 300.0) -> None:
+    """Never wait for ever on a child: ask the living ones to stop (checkpoint and release), give them ``grace``
+    seconds, then kill what is left (its job is re-queued through its heartbeat)."""
+    alive = [p for p in procs if p.is_alive()]
+    for p in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for p in alive:
+        p.join(timeout=max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            logger.error("worker process %s (pid %d) did not stop within %.0f s; killing it", p.name, p.pid, grace)
+            p.kill()
+            p.join()
+
+
+def train_locally(targets: list[Target], settings: WorkerSettings, stop: StopToken | None = None) -> WorkResult:
+    """The one local dispatch of ``run()`` and the command line: this process alone (one worker, no GPU list), or
+    :func:`run_workers`."""
+    if settings.workers == 1 and not settings.gpus:
+        return work(targets, settings, stop)
+    return run_workers(targets, settings, stop)
+
+
+__all__ = ["WorkResult", "WorkerSettings", "caller_code", "import_user_code", "importing_script", "parse_gpus",
+           "reclaim_dead_reservations", "run_workers", "session_for", "stop_script_import", "train_locally",
+           "visible_gpus", "work"]

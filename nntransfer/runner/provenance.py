@@ -1,61 +1,34 @@
-"""Provenance of a trained entry: the versions, code, machine and time that made it.
+"""Provenance of a trained step: the versions, code, machine and time that made it.
 
-Every trained entry (``TrainedModel`` and ``TransferredTrainedModel``) gets one row in its
-``Provenance`` part table, written in the same transaction as the result:
+Every trained entry gets one provenance row (written by the store in the same transaction as the result):
 
 * versions of nntransfer, Python, torch, torchvision, DataJoint and numpy;
 * the recipe file and the git commit of the repository it lives in, with a *dirty* flag that is
   set when tracked files have uncommitted changes or the recipe itself is not committed;
 * the host, the device the model was trained on (GPU name included) and the training wall time.
 
-The recipe is the file that :func:`nntransfer.orchestration.recipes.load_recipe` read last in this process
-(every worker loads it before training); without one, the script that runs (``__main__``), and in
-a notebook the working directory.
+The recipe is the file the experiments came from, as whoever trains the step says (a worker passes its recipe);
+without one, the script that runs (``__main__``), and in a notebook the working directory.
 """
 from __future__ import annotations
 
-import os
 import platform
 import socket
 import sys
+from importlib import metadata
 from pathlib import Path
 
-DEFINITION = """
-# versions, code, machine and time that made this result
--> master
----
-nntransfer_version:         varchar(32)
-python_version:             varchar(32)
-torch_version:              varchar(32)
-torchvision_version="":     varchar(32)
-datajoint_version:          varchar(32)
-numpy_version:              varchar(32)
-recipe="":                  varchar(255)   # recipe file (or script) the experiment came from
-git_repository="":          varchar(255)   # top folder of the git repository holding the recipe
-git_commit="":              varchar(40)    # HEAD commit of that repository ("" outside one)
-git_dirty=null:             bool           # uncommitted changes to tracked files, or the recipe not committed
-host:                       varchar(255)
-device:                     varchar(255)   # e.g. "cpu" or "cuda:1 (NVIDIA H100 80GB HBM3)"
-wall_time:                  float64        # seconds of training (make_compute)
-"""
+from ..core.version import VERSION
 
 #: the columns of a provenance row besides the key, in table order (shown by ``results_frame``)
 COLUMNS = ("nntransfer_version", "python_version", "torch_version", "torchvision_version", "datajoint_version",
            "numpy_version", "recipe", "git_repository", "git_commit", "git_dirty", "host", "device", "wall_time")
 
-_recipe: Path | None = None
 
-
-def note_recipe(path: str | os.PathLike) -> None:
-    """Remember the recipe file this process works on (called by ``load_recipe``)."""
-    global _recipe
-    _recipe = Path(path).resolve()
-
-
-def recipe_path() -> Path | None:
-    """The recipe file, else the running script; None in an interactive session."""
-    if _recipe is not None:
-        return _recipe
+def recipe_path(recipe: str | Path | None = None) -> Path | None:
+    """The recipe file if given, else the running script; None in an interactive session."""
+    if recipe is not None:
+        return Path(recipe).resolve()
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
     return Path(main_file).resolve() if main_file else None
 
@@ -92,33 +65,30 @@ def device_name(model) -> str:
     return str(device)
 
 
-def collect(model, wall_time: float) -> dict:
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def collect(model, wall_time: float, recipe: str | Path | None = None) -> dict:
     """A provenance row (without the key) for a model trained in this process in ``wall_time`` seconds."""
-    import datajoint
     import numpy
     import torch
 
-    from .. import __version__
-
-    try:
-        import torchvision
-
-        torchvision_version = torchvision.__version__
-    except ImportError:
-        torchvision_version = ""
-    recipe = recipe_path()
-    start = recipe if recipe is not None else Path.cwd()
+    recipe = recipe_path(recipe)
     row = {
-        "nntransfer_version": __version__,
+        "nntransfer_version": VERSION,
         "python_version": platform.python_version(),
-        "torch_version": torch.__version__,
-        "torchvision_version": torchvision_version,
-        "datajoint_version": datajoint.__version__,
+        "torch_version": str(torch.__version__),
+        "torchvision_version": _version("torchvision"),
+        "datajoint_version": _version("datajoint"),
         "numpy_version": numpy.__version__,
         "recipe": str(recipe)[-255:] if recipe is not None else "",
         "host": socket.gethostname()[:255],
         "device": device_name(model)[:255],
         "wall_time": float(wall_time),
     }
-    row.update(git_state(start))
+    row.update(git_state(recipe if recipe is not None else Path.cwd()))
     return row

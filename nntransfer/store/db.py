@@ -29,8 +29,11 @@ import subprocess
 import threading
 import time
 import warnings
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..core.settings import home
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +48,6 @@ class DatabaseUnavailable(RuntimeError):
     """The configured database server cannot be reached (or the embedded one cannot start)."""
 
 
-def home() -> Path:
-    """The data directory: ``$NNTRANSFER_HOME`` or ``~/.nntransfer``."""
-    return Path(os.environ.get("NNTRANSFER_HOME", "~/.nntransfer")).expanduser().resolve()
 
 
 def schema_name() -> str:
@@ -365,6 +365,7 @@ def _configure_store(dj) -> None:
 # -- connection --------------------------------------------------------------------------------
 _connection = None
 _connect_lock = threading.Lock()
+_opened: list = []  # weak references (DataJoint connections are not hashable)
 
 
 class _DropJobTableTypeWarnings(logging.Filter):
@@ -396,6 +397,17 @@ def connection():
 
 def new_connection():
     """A new DataJoint connection with the process's settings (the heartbeat thread has its own)."""
+    conn = _open_connection()
+    _opened[:] = [ref for ref in _opened if ref() is not None] + [weakref.ref(conn)]
+    return conn
+
+
+def open_connections() -> list:
+    """The connections this process opened that are still referenced (the main one, heartbeats)."""
+    return [conn for conn in (ref() for ref in _opened) if conn is not None]
+
+
+def _open_connection():
     dj = _dj()
     if server_configured():
         return _connect_server(dj)
@@ -533,6 +545,6 @@ def transaction():
 
 
 __all__ = ["DatabaseUnavailable", "Postmaster", "RECONNECT_DELAYS", "STORE", "advisory_lock", "connection", "data_dir",
-           "home", "is_connection_error", "lock", "new_connection", "private_dir", "reconnect", "retrying",
+           "home", "is_connection_error", "lock", "new_connection", "open_connections", "private_dir", "reconnect", "retrying",
            "schema_name", "server_configured", "start", "status", "stop", "store_is_default", "store_location",
            "transaction", "user_name"]

@@ -15,8 +15,11 @@ connection id. On top of that:
 * **Stopping is not failing.** :class:`TrainingInterrupted`, ``SystemExit`` (SIGTERM) and
   ``KeyboardInterrupt`` release the job instead of recording an error; a lost reservation or a lost
   connection records nothing.
-* **Retries.** A ``ConfigError`` is recorded at once; other errors are retried up to
-  :func:`set_max_retries` times (default 0) before they are recorded.
+* **Retries.** A ``ConfigError`` is recorded at once; other errors are retried up to the session's
+  ``max_retries`` times (default 0) before they are recorded.
+
+Whoever populates passes its settings as a :class:`JobSession` on the table instance (``table.session = ...``):
+the stop token of its run, retries, run settings, the recipe, and the heartbeat of this worker.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import platform
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datajoint as dj
@@ -34,22 +38,17 @@ from datajoint.condition import make_condition
 from datajoint.jobs import Job
 
 from ..core.compat import make_hash
+from ..core.keys import key_ident
 from ..errors import ConfigError
-from ..trainer.interrupt import TrainingInterrupted, request_stop, stop_requested
+from ..core.stop import StopToken
+from ..errors import TrainingInterrupted
+from .codec import delete_files
 from .schema import schema
 
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = float(os.environ.get("NNTRANSFER_HEARTBEAT_INTERVAL", "10"))
 HEARTBEAT_TIMEOUT = float(os.environ.get("NNTRANSFER_HEARTBEAT_TIMEOUT", "120"))
-_max_retries = [0]
-
-
-def set_max_retries(n: int) -> None:
-    """Retry failing jobs (other than ``ConfigError``) up to ``n`` times before recording the error."""
-    if n < 0:
-        raise ConfigError(f"max_retries must be 0 or more, got {n}")
-    _max_retries[0] = int(n)
 
 
 class LostReservation(RuntimeError):
@@ -126,6 +125,7 @@ class Heartbeat:
         self._conn = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        atexit.register(self.close)
 
     def _connection(self):
         from . import db
@@ -191,14 +191,57 @@ class Heartbeat:
             self._conn = None
             self._lock.release()
 
-    def _after_fork(self) -> None:
-        self.__init__()
 
 
-HEARTBEAT = Heartbeat()
-atexit.register(HEARTBEAT.close)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=HEARTBEAT._after_fork)
+@dataclass
+class JobSession:
+    """What populating a table needs from whoever populates it, passed as an object (``table.session = ...``).
+
+    ``stop``: the stop token of this run (SIGTERM/Ctrl-C request it; no new job is taken once it is set);
+    ``max_retries``: retry failing jobs (other than ``ConfigError``) this many times before recording the error;
+    ``recipe``: the file the experiments came from (provenance); ``run_settings``: per result key
+    (:func:`~nntransfer.core.keys.key_ident`), the run fields of each config part this run uses instead of the
+    stored ones (progress bars, TensorBoard, loader workers, checkpoint cadence, ...); ``names``: per result key, how
+    messages name it; ``heartbeat``: this worker's row in :class:`Worker`.
+    """
+
+    stop: StopToken = field(default_factory=StopToken)
+    max_retries: int = 0
+    recipe: str | None = None
+    run_settings: dict = field(default_factory=dict)
+    names: dict = field(default_factory=dict)
+    heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    #: the job this worker holds now (its primary key) and the table instance it is populating, or None
+    holding: dict | None = None
+    holding_table: object = None
+    _after_commit: list = field(default_factory=list)
+
+    def __post_init__(self):
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ConfigError(f"max_retries must be 0 or more, got {self.max_retries!r}")
+
+    def describe(self, key: dict) -> str:
+        """How messages name a job: its experiment's name, seed and step when the session knows them."""
+        return self.names.get(key_ident(key)) or f"job {key_ident(key)}"
+
+    def hold(self, table, key: dict | None) -> None:
+        """Record the job in hand (None: none) and let the heartbeat name it."""
+        self.holding, self.holding_table = (dict(key), table) if key is not None else (None, None)
+        self.heartbeat.hold(table.table_name, key)
+
+    def delete_after_commit(self, paths: list) -> None:
+        """Store files to delete once the job's result has committed (checkpoints of a finished job)."""
+        self._after_commit.extend(paths)
+
+    def committed(self) -> None:
+        paths, self._after_commit = self._after_commit, []
+        delete_files(paths)
+
+    def aborted(self) -> None:
+        self._after_commit = []  # the transaction rolled back: its rows, so their files, are still there
+
+    def close(self) -> None:
+        self.heartbeat.close()
 
 
 # -- the job table -----------------------------------------------------------------------------
@@ -227,16 +270,21 @@ class ReservedJobs(Job):
         return self._update_held(key, self._pending_assignments(delay), (), holder or self._holder())
 
     # -- DataJoint's hooks, called by populate(reserve_jobs=True) -----------------------------
+    @property
+    def session(self) -> JobSession:
+        return self.target.session
+
     def reserve(self, key: dict) -> bool:
-        if stop_requested():
+        if self.session.stop.requested:
             return False  # stopping: take no new job
         if not super().reserve(key):
             return False
-        HEARTBEAT.hold(self.target.table_name, self._get_pk(key))
+        self.session.hold(self.target, self._get_pk(key))
         return True
 
     def complete(self, key: dict, duration: float | None = None) -> None:
-        HEARTBEAT.hold(self.target.table_name, None)
+        self.session.hold(self.target, None)
+        self.session.committed()
         super().complete(key, duration)
         (JobAttempt & {"job_table": self.target.table_name, "job_hash": job_hash(self._get_pk(key))}).delete_quick()
 
@@ -244,16 +292,24 @@ class ReservedJobs(Job):
         from . import db
 
         error = sys.exc_info()[1]
-        HEARTBEAT.hold(self.target.table_name, None)
+        self.session.aborted()
+        self.session.hold(self.target, None)
         if isinstance(error, KeyboardInterrupt):
-            request_stop("KeyboardInterrupt")
+            self.session.stop.request("KeyboardInterrupt")
+        what = self.session.describe(key)
         if isinstance(error, (TrainingInterrupted, SystemExit, KeyboardInterrupt)):
             released = self.release(key)
-            logger.warning("%s: job %s %s (%s)", type(error).__name__, self._get_pk(key),
-                           "released; the next worker resumes it" if released else "was not held any more", error)
+            logger.info("%s %s (%s)", what, "released; the next worker resumes it" if released
+                        else "was not held by this worker any more", error)
             return
-        if isinstance(error, LostReservation) or (error is not None and db.is_connection_error(error)):
-            logger.error("job %s not recorded as failed: %s", self._get_pk(key), error)
+        if isinstance(error, LostReservation):
+            logger.error("%s not recorded as failed: %s", what, error)
+            return
+        if error is not None and db.is_connection_error(error):
+            # the job cannot go on here; once the connection is back it goes back to the queue (not an error)
+            released = db.retrying(lambda: self.release(key), self.connection, "the database")
+            logger.warning("%s %s after a lost connection (%s)", what, "released" if released else "not held any more",
+                           str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
             return
         if not isinstance(error, ConfigError) and self._retry(key, error_message):
             return
@@ -262,7 +318,7 @@ class ReservedJobs(Job):
     def _retry(self, key: dict, error_message: str) -> bool:
         ident = {"job_table": self.target.table_name, "job_hash": job_hash(self._get_pk(key))}
         failures = 1 + (int((JobAttempt & ident).fetch1("failures")) if JobAttempt & ident else 0)
-        if failures > _max_retries[0]:
+        if failures > self.session.max_retries:
             (JobAttempt & ident).delete_quick()
             return False
         if failures == 1:
@@ -272,7 +328,7 @@ class ReservedJobs(Job):
         delay = min(300, 5 * 2 ** (failures - 1))
         if self.release(key, delay=delay):
             logger.warning("job %s failed (attempt %d of %d): %s; retrying in %d s", self._get_pk(key), failures,
-                           _max_retries[0] + 1, error_message.splitlines()[0] if error_message else "", delay)
+                           self.session.max_retries + 1, error_message.splitlines()[0] if error_message else "", delay)
         return True
 
     def _record_error(self, key: dict, error_message: str, error_stack: str | None) -> None:
@@ -388,10 +444,15 @@ def reclaim(table, keys: list[dict] | None = None) -> int:
             continue
         holder = {"host": row["host"], "pid": row["pid"], "reserved_time": row["reserved_time"]}
         if jobs.release(key, holder=holder):
-            logger.warning("re-queued job %s of %s, whose worker %s:%s is gone", key, table.__class__.__name__,
+            logger.warning("re-queued job %s of %s, whose worker %s:%s is gone", key, _table_name(table),
                            row["host"], row["pid"])
             count += 1
     return count
+
+
+def _table_name(table) -> str:
+    """The class name of a table given as its class or an instance (``TrainedModel``)."""
+    return table.__name__ if isinstance(table, type) else type(table).__name__
 
 
 def worker_rows() -> dict:
@@ -406,5 +467,5 @@ def worker_rows() -> dict:
     return {(r["host"], r["pid"]): {"gpu": r["gpu"], "fresh": bool(r["fresh"])} for r in rows}
 
 
-__all__ = ["HEARTBEAT", "JobAttempt", "LostReservation", "ReservedJobs", "Worker", "keep_alive", "reclaim",
-           "set_max_retries", "worker_rows"]
+__all__ = ["Heartbeat", "JobAttempt", "JobSession", "LostReservation", "ReservedJobs", "Worker", "keep_alive", "reclaim",
+           "worker_rows"]

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import datajoint as dj
 
-from ..core.compat import make_hash
-from ..core.config import resolve_import_path
 from ..errors import ConfigError
 from .schema import schema
 
@@ -50,7 +48,7 @@ class Seed(dj.Manual):
 
 
 class _ConfigTable:
-    """Shared behaviour of Dataset / Model / Trainer (nnfabrik's ``add_entry``, ``fn_config``, builders)."""
+    """Shared behaviour of Dataset / Model / Trainer: inserting a config under its key, reading ``fn`` + config."""
 
     config_name: str = ""
 
@@ -60,16 +58,7 @@ class _ConfigTable:
         fn, config = self.fetch1(f"{name}_fn", f"{name}_config")
         return fn, dict(config)
 
-    def add_entry(self, fn: str, config: dict, comment: str = "", fabrikant: str | None = None, skip_duplicates: bool = True) -> dict:
-        """Insert ``fn`` + ``config`` (as nnfabrik does); returns the key. Checks that ``fn`` resolves."""
-        name = self.config_name
-        resolve_import_path(fn, what=f"{name}_fn")
-        if len(comment) > 256:
-            raise ConfigError(f"{name} comment is {len(comment)} characters; the table holds at most 256")
-        key = {f"{name}_fn": fn, f"{name}_hash": make_hash(config)}
-        return self._insert_config(key, config, comment, fabrikant, config, skip_duplicates)
-
-    def _insert_config(self, key: dict, config: dict, comment: str, fabrikant: str | None, hashed: dict, skip_duplicates: bool = True) -> dict:
+    def _insert_config(self, key: dict, config: dict, comment: str, hashed: dict) -> dict:
         """Insert unless present. ``hashed`` is what the key hashes: a stored row must agree on it."""
         name = self.config_name
         existing = self & key
@@ -80,22 +69,14 @@ class _ConfigTable:
                     f"{name} key {key} already holds a different config (hash collision: make_hash hashes "
                     f"values as strings). Stored: {stored}; new: {config}. Change a field's type or value."
                 )
-            if not skip_duplicates:
-                raise ConfigError(f"{name} entry {key} already exists")
             return key
         row = dict(key, **{
             f"{name}_config": config,
-            f"{name}_fabrikant": fabrikant or Fabrikant.get_current_user(),
+            f"{name}_fabrikant": Fabrikant.get_current_user(),
             f"{name}_comment": comment,
         })
         self.insert1(row, skip_duplicates=True)  # another process may have inserted it meanwhile
         return key
-
-    def build(self, key: dict | None = None, **extra):
-        """Resolve the stored fn and call it with the stored config (nnfabrik's ``build_*``)."""
-        restricted = self & key if key is not None else self
-        fn, config = restricted.fn_config
-        return resolve_import_path(fn, what=f"{self.config_name}_fn"), config
 
 
 def _plain(value):
@@ -131,20 +112,11 @@ class Dataset(_ConfigTable, dj.Manual):
     config_name = "dataset"
     definition = _config_definition("dataset", "dataset loader function")
 
-    def get_dataloader(self, seed: int, key: dict | None = None, **extra):
-        """nnfabrik's ``Dataset.get_dataloader``: build the loaders of one entry."""
-        fn, config = self.build(key)
-        return fn(seed=seed, **config, **extra)
-
 
 @schema
 class Model(_ConfigTable, dj.Manual):
     config_name = "model"
     definition = _config_definition("model", "model builder")
-
-    def build_model(self, dataloaders, seed: int, key: dict | None = None):
-        fn, config = self.build(key)
-        return fn(dataloaders, seed=seed, **config)
 
 
 @schema
@@ -152,22 +124,18 @@ class Trainer(_ConfigTable, dj.Manual):
     config_name = "trainer"
     definition = _config_definition("trainer", "trainer function")
 
-    def get_trainer(self, key: dict | None = None):
-        fn, config = self.build(key)
-        return fn, config
-
 
 CONFIG_TABLES = {"dataset": Dataset, "model": Model, "trainer": Trainer}
 
 
 def insert_config(cfg) -> dict:
-    """Insert a config object into its table (idempotent, safe under concurrency); returns its key."""
+    """Insert a (checked) config object into its table (idempotent, safe under concurrency); returns its key, which
+    is ``cfg.get_key()``: the one key function for every path that writes a config row."""
     table = CONFIG_TABLES.get(cfg.config_name)
     if table is None:
         raise ConfigError(f"{type(cfg).__name__}.config_name={cfg.config_name!r} is not dataset, model or trainer")
-    cfg.validate_names()
     if len(cfg.comment) > 256:
         raise ConfigError(f"{type(cfg).__name__}.comment has {len(cfg.comment)} characters; at most 256 fit")
     config = cfg.to_dict()
     comment = config.pop("comment")
-    return table()._insert_config(cfg.get_key(), config, comment, None, cfg.hashed_dict())
+    return table()._insert_config(cfg.get_key(), config, comment, cfg.hashed_dict())

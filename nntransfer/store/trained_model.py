@@ -4,31 +4,28 @@ Training runs in DataJoint's three-part make: ``make_fetch`` reads the configs, 
 trains outside any transaction (checkpoints are committed as they are written; the trainer's ``cb``
 keeps the connection alive and stops a copy whose reservation was taken over; SIGTERM/SIGINT ask the
 trainer to checkpoint and stop, and the job is then released, see :mod:`nntransfer.store.jobs`),
-``make_insert`` writes the result in one short transaction and drops the entry's checkpoints (rows and
-files).
+``make_insert`` writes the result in one short transaction and drops the entry's checkpoint rows (their files
+go once it has committed). The step itself is built and trained by :func:`nntransfer.runner.train_step`, as in
+memory; the runner (torch) is imported when a step is trained or loaded, so that reading the tables (``status``,
+results) stays fast.
 """
 from __future__ import annotations
 
-import inspect
 import logging
-import time
 
 import datajoint as dj
 
-from ..runner import provenance
 from ..core.compat import make_hash
-from ..core.config import resolve_import_path
-from ..errors import ConfigError
-from .db import STORE
-from ..trainer.checkpointing import _choose
-from .nnfabrik import Dataset, Fabrikant, Model, Seed, Trainer
-from .jobs import _JobsDescriptor, keep_alive
-from .schema import schema
+from ..core.keys import key_ident
 from .codec import StoredState, TorchStateCodec, UnreadableState, delete_files, referenced_paths, state_path, \
     write_state
+from .db import STORE
+from .jobs import JobSession, _JobsDescriptor, keep_alive
+from .nnfabrik import Dataset, Fabrikant, Model, Seed, Trainer  # noqa: F401  (Seed: referenced by the definition)
+from .schema import schema
 
-__all__ = ["Checkpoint", "TableCheckpointStore", "TorchStateCodec", "TrainedModel", "TrainedModelBase",
-           "clear_checkpoints"]
+__all__ = ["Checkpoint", "PROVENANCE_COLUMNS", "TableCheckpointStore", "TorchStateCodec", "TrainedModel",
+           "TrainedModelBase", "clear_checkpoints"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +108,8 @@ class TableCheckpointStore:
         delete_files([p for p in replaced if p[0] != path])
 
     def prune(self, keep_last_n: int, keep_best_n: int) -> None:
+        from ..trainer.checkpointing import _choose
+
         rows = self._locked(lambda: self._rows().proj("score").to_dicts(order_by="epoch"))
         keep = _choose([(r["epoch"], r["score"]) for r in rows], keep_last_n, keep_best_n)
         drop = [r["epoch"] for r in rows if r["epoch"] not in keep]
@@ -118,15 +117,23 @@ class TableCheckpointStore:
             self._delete(self._rows() & [{"epoch": e} for e in drop])
 
     def clear(self) -> None:
-        self._delete(self._rows())
+        delete_files(self.drop_rows())
+
+    def drop_rows(self) -> list[tuple[str, str | None]]:
+        """Delete this entry's checkpoint rows; returns their files, for the caller to delete when it may (inside
+        ``make_insert``'s transaction: only after the commit)."""
+        return self._drop(self._rows())
 
     def _delete(self, rows) -> None:
-        def delete():
+        delete_files(self._drop(rows))
+
+    def _drop(self, rows) -> list[tuple[str, str | None]]:
+        def drop():
             paths = referenced_paths(rows, "state")
             rows.delete_quick()
             return paths
 
-        delete_files(self._locked(delete))
+        return self._locked(drop)
 
 
 def clear_checkpoints(target_table: str, keys: list[dict]) -> int:
@@ -139,61 +146,98 @@ def clear_checkpoints(target_table: str, keys: list[dict]) -> int:
     return count
 
 
+# the provenance part table of both result tables: one column per value that runner.provenance.collect records
+PROVENANCE_DEFINITION = """
+# versions, code, machine and time that made this result
+-> master
+---
+nntransfer_version:         varchar(32)
+python_version:             varchar(32)
+torch_version:              varchar(32)
+torchvision_version="":     varchar(32)
+datajoint_version:          varchar(32)
+numpy_version:              varchar(32)
+recipe="":                  varchar(255)   # recipe file (or script) the experiment came from
+git_repository="":          varchar(255)   # top folder of the git repository holding the recipe
+git_commit="":              varchar(40)    # HEAD commit of that repository ("" outside one)
+git_dirty=null:             bool           # uncommitted changes to tracked files, or the recipe not committed
+host:                       varchar(255)
+device:                     varchar(255)   # e.g. "cpu" or "cuda:1 (NVIDIA H100 80GB HBM3)"
+wall_time:                  float64        # seconds of training (make_compute)
+"""
+
+
+#: the provenance columns besides the key, in table order (``runner.provenance.collect`` records exactly these)
+PROVENANCE_COLUMNS = tuple(line.split(":")[0].split("=")[0].strip()
+                           for line in PROVENANCE_DEFINITION.split("---")[1].strip().splitlines())
+
+
 class TrainedModelBase:
-    """Shared make / load logic of TrainedModel and TransferredTrainedModel."""
+    """Shared make / load logic of TrainedModel and TransferredTrainedModel.
+
+    Whoever populates a table instance may set ``table.session`` (a :class:`~nntransfer.store.jobs.JobSession`:
+    stop token, retries, run settings, recipe, heartbeat); a plain ``populate`` gets a default session.
+    """
 
     jobs = _JobsDescriptor()  # DataJoint's job table with heartbeats, conditional releases and retries
 
+    @property
+    def session(self) -> JobSession:
+        if "_session" not in self.__dict__:
+            self._session = JobSession()
+        return self._session
+
+    @session.setter
+    def session(self, session: JobSession) -> None:
+        self._session = session
+
     # -- the three-part make ----------------------------------------------------------------------
     def make_fetch(self, key):
-        dataset_fn, dataset_config = (Dataset & key).fn_config
-        model_fn, model_config = (Model & key).fn_config
-        trainer_fn, trainer_config = (Trainer & key).fn_config
-        return (dataset_fn, dataset_config, model_fn, model_config, trainer_fn, trainer_config) + self.extra_fetch(key)
+        """The step's builders and configs, and the keys of the earlier steps it starts from (transfer steps)."""
+        configs = {}
+        for part, table in (("dataset", Dataset), ("model", Model), ("trainer", Trainer)):
+            configs[f"{part}_fn"], configs[f"{part}_config"] = (table & key).fn_config
+        return configs, *self.earlier_steps(key)
 
-    def extra_fetch(self, key) -> tuple:
-        """Further inputs of a training job (transfer steps add the previous step's results)."""
-        return ()
+    def earlier_steps(self, key) -> tuple:
+        """(key of the step whose parameters this one starts from, key of the step whose data it gets); transfer
+        steps override it."""
+        return None, None
 
-    def make_compute(self, key, dataset_fn, dataset_config, model_fn, model_config, trainer_fn, trainer_config, *extra):
-        from ..runner.signals import stop_on_signals
+    def make_compute(self, key, configs, previous, data_source):
+        from ..runner import StepSpec, train_step
 
-        seed = int(key["seed"])
-        dataloaders, model = self.build(key, dataset_fn, dataset_config, model_fn, model_config, extra)
-        trainer = resolve_import_path(trainer_fn, what="trainer_fn")
-        store = TableCheckpointStore(self.table_name, key)
-        # called as nnfabrik calls a trainer; only trainers that name `checkpoints` get the store. cb keeps the
-        # connection alive during long epochs and stops a copy whose reservation was taken over; SIGTERM/SIGINT
-        # ask the trainer to checkpoint and stop (the job is then released, not failed)
-        extra = {"checkpoints": store} if _takes_keyword(trainer, "checkpoints") else {}
-        started = time.perf_counter()
-        with stop_on_signals():
-            score, output, model_state = trainer(model=model, dataloaders=dataloaders, seed=seed, uid=dict(key),
-                                                 cb=keep_alive(self, key), **extra, **trainer_config)
-        if trainer_config.get("data_transfer") and self.stores_transfer_data:
-            if not isinstance(output, dict):
-                raise ConfigError(f"data_transfer=True needs a trainer that returns a dict output; {trainer_fn} "
-                                  f"returned a {type(output).__name__}")
-            if "transfer_data" not in output:
-                from ..runner.transfer import generate_transfer_data
+        session = self.session
+        spec = StepSpec(dict(key), **configs).with_run_settings(session.run_settings.get(key_ident(key)))
+        result = train_step(spec, self.handover(spec, previous, data_source),
+                            checkpoints=TableCheckpointStore(self.table_name, key), cb=keep_alive(self, key),
+                            stop=session.stop, keep_transfer_data=self.stores_transfer_data, recipe=session.recipe)
+        output = result.output
+        if isinstance(output, dict) and session.run_settings.get(key_ident(key)):
+            output = dict(output, run_settings=session.run_settings[key_ident(key)])  # what this run used
+        return result.score, output, result.model_state, result.transfer_data, result.provenance
 
-                model.load_state_dict(model_state)
-                output = dict(output, transfer_data=generate_transfer_data(model, dataloaders))
-        return float(score), output, model_state, provenance.collect(model, time.perf_counter() - started)
-
-    def make_insert(self, key, score, output, model_state, run_provenance):
-        transfer_data = None
-        if isinstance(output, dict) and "transfer_data" in output:  # any other output is stored as it is
-            output = dict(output)
-            transfer_data = output.pop("transfer_data")
+    def make_insert(self, key, score, output, model_state, transfer_data, run_provenance):
+        if isinstance(output, dict) and "transfer_data" in output:  # a trainer's own, on a table that keeps none
+            output = {k: v for k, v in output.items() if k != "transfer_data"}
+            transfer_data = transfer_data if transfer_data is not None else output.get("transfer_data")
         self.insert1(dict(key, score=score, output=output, comment=self.comment_for(key),
                           fabrikant_name=Fabrikant.get_current_user()))
         self.ModelStorage.insert1(dict(key, model_state=model_state))
         self.insert_extra(key, transfer_data)
         self.Provenance.insert1(dict(key, **run_provenance))
-        TableCheckpointStore(self.table_name, key).clear()
+        # The checkpoint rows go with this transaction; their files only once it has committed (the session deletes
+        # them when the job completes; files of a crash in between are unreferenced, for `nntransfer db gc`). A
+        # failed commit keeps rows and files: the job resumes from its last checkpoint.
+        self.session.delete_after_commit(TableCheckpointStore(self.table_name, key).drop_rows())
 
     stores_transfer_data = False
+
+    def handover(self, spec, previous, data_source):
+        """What earlier steps hand to this one (a :class:`~nntransfer.runner.Handover`; transfer steps override it)."""
+        from ..runner import Handover
+
+        return Handover()
 
     def insert_extra(self, key, transfer_data) -> None:
         if transfer_data is not None:
@@ -205,23 +249,7 @@ class TrainedModelBase:
                  (Trainer & key).fetch1("trainer_comment")]
         return ".".join(p for p in parts if p)[:768]
 
-    # -- building and loading -------------------------------------------------------------------
-    def build(self, key, dataset_fn, dataset_config, model_fn, model_config, extra):
-        """Dataloaders and model of an entry, as its training starts."""
-        seed = int(key["seed"])
-        loader = resolve_import_path(dataset_fn, what="dataset_fn")
-        dataloaders = loader(seed=seed, **dataset_config, **self.loader_inputs(extra))
-        model = resolve_import_path(model_fn, what="model_fn")(dataloaders, seed=seed, **model_config)
-        self.initialise(model, key, extra)
-        return dataloaders, model
-
-    def loader_inputs(self, extra: tuple) -> dict:
-        """Keyword arguments for the dataset loader beyond its config (transfer steps: transfer data)."""
-        return {}
-
-    def initialise(self, model, key, extra: tuple) -> None:
-        """Set the model's starting parameters beyond its builder (transfer steps: the previous step's)."""
-
+    # -- loading --------------------------------------------------------------------------------
     def load_model(self, key: dict | None = None, include_dataloader: bool = True):
         """Rebuild dataloaders and model of a trained entry with its trained weights.
 
@@ -230,20 +258,16 @@ class TrainedModelBase:
         entry = self & key if key is not None else self
         if len(entry) != 1:
             raise ValueError(f"load_model needs a key matching exactly one trained model; {len(entry)} match {key}")
+        from ..runner import StepSpec, build
+
         full_key = entry.keys()[0]
-        fetched = self.make_fetch(full_key)
-        dataloaders, model = self.build(full_key, *fetched[:4], fetched[6:])
+        configs, previous, data_source = self.make_fetch(full_key)
+        spec = StepSpec(dict(full_key), **configs)
+        handover = self.handover(spec, previous, data_source)
+        handover.model_state = None  # the trained weights replace any starting point
+        dataloaders, model = build(spec, handover)
         model.load_state_dict((self.ModelStorage & full_key).fetch1("model_state"))
         return (dataloaders, model) if include_dataloader else model
-
-
-def _takes_keyword(fn, name: str) -> bool:
-    """Whether ``fn`` declares a parameter ``name`` (a ``**kwargs`` catch-all does not count)."""
-    try:
-        parameter = inspect.signature(fn).parameters.get(name)
-    except (TypeError, ValueError):  # builtins and some C callables have no signature
-        return False
-    return parameter is not None and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
 
 
 @schema
@@ -269,4 +293,5 @@ class TrainedModel(TrainedModelBase, dj.Computed):
         """
 
     class Provenance(dj.Part):
-        definition = provenance.DEFINITION
+        definition = PROVENANCE_DEFINITION
+

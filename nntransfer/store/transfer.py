@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import datajoint as dj
 
-from ..runner import provenance
 from .nnfabrik import Dataset, Fabrikant, Model, Seed, Trainer  # noqa: F401  (referenced by the definitions)
 from .schema import schema
-from .trained_model import TrainedModelBase
+from .trained_model import PROVENANCE_DEFINITION, TrainedModelBase
 
 # key attribute -> name of the same attribute of the previous step
 PREV = {
@@ -86,7 +85,7 @@ class TransferredTrainedModel(TrainedModelBase, dj.Computed):
         """
 
     class Provenance(dj.Part):
-        definition = provenance.DEFINITION
+        definition = PROVENANCE_DEFINITION
 
     class TransferData(dj.Part):
         definition = """
@@ -104,28 +103,23 @@ class TransferredTrainedModel(TrainedModelBase, dj.Computed):
         return recipe.restrict(["transfer_step = 0", previous_done], semantic_check=False).proj()
 
     # -- what a step gets from earlier steps ------------------------------------------------------
-    def extra_fetch(self, key) -> tuple:
+    def earlier_steps(self, key) -> tuple:
         """(previous step's key or None, key of the nearest earlier step with transfer data or None)."""
-        prev = TrainedModelTransferRecipe().previous(key)
-        data_key = prev
-        while data_key is not None and not (self.TransferData & data_key):
-            data_key = TrainedModelTransferRecipe().previous(data_key)
-        return prev, data_key
+        previous = TrainedModelTransferRecipe().previous(key)
+        data_source = previous
+        while data_source is not None and not (self.TransferData & data_source):
+            data_source = TrainedModelTransferRecipe().previous(data_source)
+        return previous, data_source
 
-    def loader_inputs(self, extra: tuple) -> dict:
-        _, data_key = extra
-        if data_key is None:
-            return {}
-        return {"transfer_data": (self.TransferData & data_key).fetch1("transfer_data")}
+    def handover(self, spec, previous, data_source):
+        """The previous step's parameters (unless ``transfer_parameters=False``) and the nearest earlier step's data."""
+        from ..runner import Handover
+        from ..runner.steps import starts_from_previous
 
-    def initialise(self, model, key, extra: tuple) -> None:
-        from ..runner.transfer import load_transferred_state
-
-        prev_key, _ = extra
-        config = (Trainer & key).fn_config[1]
-        if prev_key is not None and config.get("transfer_parameters", True):
-            state = (self.ModelStorage & prev_key).fetch1("model_state")
-            load_transferred_state(model, state, strict=config.get("transfer_strict", True))
+        state = (self.ModelStorage & previous).fetch1("model_state") \
+            if previous is not None and starts_from_previous(spec.trainer_config) else None
+        data = (self.TransferData & data_source).fetch1("transfer_data") if data_source is not None else None
+        return Handover(model_state=state, transfer_data=data)
 
     stores_transfer_data = True
 

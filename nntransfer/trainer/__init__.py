@@ -1,7 +1,7 @@
 """The trainer (nnfabrik signature) and its main-loop modules."""
 from .checkpointing import (BackgroundWriter, CheckpointStore, CheckpointWriteFailed, DirectoryCheckpointStore,
                             MemoryCheckpointStore)
-from .interrupt import TrainingInterrupted, request_stop, stop_requested
+from .interrupt import StopToken, TrainingInterrupted, request_stop, stop_requested
 from .losses import LOSSES, register_loss
 from .metrics import METRICS, Metric, register_metric
 from .modules import CancelBatch, CancelEpoch, MODULES, MainLoopModule, Option, module_class, register_module
@@ -23,6 +23,7 @@ __all__ = [
     "MemoryCheckpointStore",
     "Metric",
     "Option",
+    "StopToken",
     "Tracker",
     "Trainer",
     "TrainingDiverged",

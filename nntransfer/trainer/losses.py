@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..core.registry import Registry
+from ..configs.registries import LOSSES
 
 
 def _torch_loss(name: str):
@@ -31,9 +31,8 @@ def _check(obj) -> str | None:
     return None if callable(obj) else "a loss must be a class or factory that returns a callable"
 
 
-LOSSES = Registry("loss", "TrainerConfig.loss_functions", check=_check, fallback=_torch_loss, fallback_names=_torch_loss_names,
-                  fallback_text="any torch.nn loss class name (CrossEntropyLoss, MSELoss, ...)",
-                  how="Register one with @register_loss('Name') (see docs/trainer.md).")
+LOSSES.set_check(_check)
+LOSSES.set_fallback(_torch_loss, _torch_loss_names)
 register_loss = LOSSES.register
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core.registry import Registry
+from ..configs.registries import METRICS
 
 
 class Metric:
@@ -46,8 +46,7 @@ def _check(obj) -> str | None:
     return f"{obj!r} is not a Metric subclass"
 
 
-METRICS = Registry("metric", "TrainerConfig.metrics", check=_check,
-                   how="Register one with @register_metric('name') (see docs/trainer.md).")
+METRICS.set_check(_check)
 register_metric = METRICS.register
 
 

@@ -18,6 +18,8 @@ import datetime
 import os
 from pathlib import Path
 
+from ..core.compat import make_hash
+from ..core.settings import home
 from ..errors import ConfigError
 
 RUNS = "runs"
@@ -25,15 +27,11 @@ KEYS = "keys"
 
 
 def runs_root() -> Path:
-    from ..store.db import home
-
     return home() / RUNS
 
 
 def run_dir(uid) -> Path:
     """The event directory of an entry: ``uid`` is its key (dict) or the key's hash (nnfabrik passes either)."""
-    from ..core.compat import make_hash
-
     if isinstance(uid, dict):
         name = make_hash(dict(uid))
     elif uid:

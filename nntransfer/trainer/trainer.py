@@ -21,7 +21,7 @@ from ..core import bars as progress_bars
 from ..errors import ConfigError
 from ..configs.trainer import TrainerConfig
 from .checkpointing import BackgroundWriter, CheckpointStore, map_tensors, rng_state, set_rng_state
-from .interrupt import TrainingInterrupted, stop_reason, stop_requested
+from .interrupt import StopToken, TrainingInterrupted
 from .losses import make_loss
 from .metrics import METRICS
 from .modules import CancelBatch, CancelEpoch, MainLoopModule, module_class
@@ -45,7 +45,7 @@ class TrainingOutOfMemory(RuntimeError):
 
 
 def trainer(model: nn.Module, dataloaders: dict, seed: int, uid=None, cb: Callable | None = None, *,
-            checkpoints: CheckpointStore | None = None, **config) -> tuple[float, dict, dict]:
+            checkpoints: CheckpointStore | None = None, stop: StopToken | None = None, **config) -> tuple[float, dict, dict]:
     """nnfabrik trainer function: train ``model`` and return ``(score, output, model_state)``.
 
     ``score`` is the validation ``stop_metric`` of the final (by default best, restored) parameters;
@@ -61,15 +61,17 @@ def trainer(model: nn.Module, dataloaders: dict, seed: int, uid=None, cb: Callab
             "options of main-loop modules belong in module_options"
         )
     cfg = TrainerConfig(**config)
-    return Trainer(model, dataloaders, seed, cfg, checkpoints=checkpoints, cb=cb, uid=uid).train()
+    return Trainer(model, dataloaders, seed, cfg, checkpoints=checkpoints, cb=cb, uid=uid, stop=stop).train()
 
 
 class Trainer:
     """Trains ``model`` on ``dataloaders`` as ``config`` says; :meth:`train` returns ``(score, output, state)``."""
 
     def __init__(self, model: nn.Module, dataloaders: dict, seed: int, config: TrainerConfig,
-                 checkpoints: CheckpointStore | None = None, cb: Callable | None = None, uid=None):
+                 checkpoints: CheckpointStore | None = None, cb: Callable | None = None, uid=None,
+                 stop: StopToken | None = None):
         self.config, self.seed, self.checkpoints, self.cb, self.uid = config, seed, checkpoints, cb, uid
+        self.stop = stop if stop is not None else StopToken()
         self.device = _training_device(model, config.force_cpu)
         self.precision = _precision(config, self.device)
         if config.deterministic:  # read when cuBLAS starts, i.e. before the first CUDA matmul of the process
@@ -128,11 +130,11 @@ class Trainer:
     def train(self) -> tuple[float, dict, dict]:
         """Train until ``max_iter`` epochs (``max_steps`` steps, if set) or early stopping, then evaluate the final
         (by default restored-best) parameters and test them. Resumes from ``checkpoints`` when they hold a state."""
-        with self._run_settings(), self._checkpoint_writes(), contextlib.closing(open_log(self.config, self.uid)) as board:
+        with self.stop, self._run_settings(), self._checkpoint_writes(), contextlib.closing(open_log(self.config, self.uid)) as board:
             self._resume()
             bar = self._progress_bar()
             while not self._finished():
-                if stop_requested():
+                if self.stop.requested:
                     self._interrupt()
                 self.train_epoch()
                 board.write(self.tracker)
@@ -292,7 +294,7 @@ class Trainer:
         """Step-based evaluation and checkpoint, stop requests; True ends the pass (early stop, step budget)."""
         if self.steps != self._step_events_done:
             self._step_events()
-        if stop_requested():
+        if self.stop.requested:
             self._interrupt()
         return self.stopped or self._budget_spent()
 
@@ -472,7 +474,7 @@ class Trainer:
                 self._checkpoint()
             self._writer.wait()
             done = "checkpoint written"
-        raise TrainingInterrupted(f"{stop_reason()}: training stopped {where} ({steps} steps); {done}")
+        raise TrainingInterrupted(f"{self.stop.reason}: training stopped {where} ({steps} steps); {done}")
 
     @contextlib.contextmanager
     def _checkpoint_writes(self):

@@ -6,7 +6,7 @@ import inspect
 from typing import TYPE_CHECKING, Any, Callable
 
 from ...errors import ConfigError
-from ...core.registry import Registry
+from ...configs.registries import MODULES
 from ..tracking import Tracker
 
 if TYPE_CHECKING:
@@ -245,8 +245,7 @@ def _check(obj) -> str | None:
     return f"{obj!r} is not a MainLoopModule subclass"
 
 
-MODULES = Registry("main-loop module", "TrainerConfig.main_loop_modules", check=_check,
-                   how="Register one with @register_module('Name') (see docs/trainer.md).")
+MODULES.set_check(_check)
 
 
 def register_module(name: str):

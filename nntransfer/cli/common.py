@@ -1,0 +1,216 @@
+"""What the recipe commands share: the recipe options, reading a recipe with its overrides, the local workers, and
+printing a recipe's results (``run`` prints them after training, ``results`` on its own)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ..core.settings import home
+from ..errors import ConfigError
+
+
+def _assignment(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected PATH=VALUE, got {text!r}")
+    path, _, value = text.partition("=")
+    return path.strip(), value
+
+
+def _command_line(pairs: list[tuple[str, str]], option: str, parse) -> dict:
+    """``--set``/``--grid`` pairs as ``{path: parsed}``; a path given twice is an error (not a silent last wins)."""
+    out = {}
+    for path, text in pairs:
+        if path in out:
+            raise ConfigError(f"{option} {path} is given twice; give it once (a grid lists all its values: "
+                              f"{option} {path}=V1,V2,...)")
+        out[path] = parse(text, f"{option} {path}={text}")
+    return out
+
+
+def experiments(args: argparse.Namespace) -> dict:
+    """The recipe's experiments with --config, then --set and --grid applied (the command line wins over the file)."""
+    from ..orchestration.recipes import apply_overrides, load_recipe, overrides_from_file, parse_value, parse_values
+    from ..orchestration.workers import import_user_code
+
+    import_user_code(getattr(args, "imports", []))  # before the recipe: it may name what they register
+    experiments = load_recipe(args.recipe)
+    sets, grid = overrides_from_file(args.config) if args.config else ({}, {})
+    cli_sets = _command_line(args.set, "--set", parse_value)
+    cli_grid = _command_line(args.grid, "--grid", parse_values)
+    both = sorted(set(cli_sets) & set(cli_grid))
+    if both:
+        raise ConfigError(f"{both[0]} is given with both --set and --grid; use one")
+    for path in cli_sets:
+        grid.pop(path, None)
+    for path in cli_grid:
+        sets.pop(path, None)
+    sets.update(cli_sets)
+    grid.update(cli_grid)
+    return apply_overrides(experiments, sets, grid, report=print)
+
+
+def targets(args, fill: bool):
+    """The recipe's plan; ``fill``: check the configs and fill the tables first (imports the implementations)."""
+    found = experiments(args)
+    if fill:
+        from ..orchestration.fill import fill_tables
+
+        return fill_tables(found)
+    from ..orchestration.plan import plan
+
+    for exp in found.values():  # the checks that need no import: a misspelt name is not "pending"
+        for step in exp.steps:
+            for cfg in step.configs.values():
+                cfg.check_names()
+    return plan(found)
+
+
+def worker_settings(args):
+    """The local workers' settings from the command line (:class:`~nntransfer.orchestration.workers.WorkerSettings`)."""
+    from ..orchestration.workers import WorkerSettings
+
+    return WorkerSettings(workers=args.workers, gpus=args.gpus, poll=args.poll, max_retries=args.max_retries,
+                          recipe=str(args.recipe), imports=tuple(args.imports))
+
+
+def train_locally(planned, args) -> bool:
+    """Train ``planned`` in this process, or in ``--workers`` local processes (``--gpus``: one GPU each), and say
+    what happened. Returns whether training stopped on request (SIGTERM/Ctrl-C: the job in hand was checkpointed
+    and released)."""
+    from ..orchestration.workers import train_locally as train
+
+    result = train(planned, worker_settings(args))
+    for line in result.dead:
+        print(f"nntransfer: {line}", file=sys.stderr)
+    who = f"{args.workers} workers" if args.workers > 1 else "worker"
+    state = "stopped on request" if result.stopped else "done"
+    died = f"; {len(result.dead)} worker process(es) died" if result.dead else ""
+    print(f"{who} {state}: {result.trained} step(s) trained, {len(result.errors)} error(s){died}")
+    return result.stopped
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def add_local_worker_options(p) -> None:
+    p.add_argument("--workers", type=_at_least_one, default=1, help="local worker processes sharing the database")
+    p.add_argument("--gpus", metavar="IDS", help="GPUs for the local workers, e.g. 0,2: worker i gets GPU "
+                   "IDS[i %% len(IDS)] as its only visible device (default: every visible GPU, one per worker)")
+    p.add_argument("--max-retries", type=int, default=0, help="retry a failing job this many times before "
+                   "recording the error (ConfigErrors are never retried; default 0)")
+    p.add_argument("--poll", type=float, default=1.0, help="seconds an idle worker waits before it looks for new "
+                   "work again (default 1)")
+
+
+def recipe_options() -> argparse.ArgumentParser:
+    """The options every recipe command takes (a parent parser): the recipe, --set, --grid, --config, --import."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("recipe", help="recipe file: Python defining transfer_experiments/experiments, or YAML/JSON")
+    common.add_argument("--set", action="append", default=[], type=_assignment, metavar="PATH=VALUE",
+                        help="override a setting of every experiment, e.g. trainer.max_iter=3 or 1.trainer.max_iter=3 "
+                             "for step 1 only (repeatable)")
+    common.add_argument("--grid", action="append", default=[], type=_assignment, metavar="PATH=V1,V2",
+                        help="one experiment per value, all combinations, e.g. trainer.optimizer_options.lr=0.1,0.01 "
+                             "or seed=1,2 (seed replicates); values are a YAML flow list without brackets: "
+                             "'trainer.milestones=[10,20],[5]', \"dataset.comment='a, b',c\" (one --grid per path)")
+    common.add_argument("--config", metavar="FILE", help="YAML/JSON overrides; keys ending in _ hold grid values")
+    common.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import this module (or .py file) first, in every worker: code that registers models, "
+                             "losses, dataset sources or modules outside the recipe (repeatable)")
+    return common
+
+
+def default_report_dir(recipe) -> Path:
+    """Where ``run`` writes a recipe's report unless told otherwise: ``$NNTRANSFER_HOME/reports/<recipe name>``."""
+    return home() / "reports" / Path(recipe).stem
+
+
+def show_results(experiments: dict, args) -> int:
+    """Print the results table and the comparison; write what the options ask for. Exit code 1 if a job failed."""
+    from ..analysis import comparison, entries, format_table, plot, results_frame, summary, write_report
+    from ..analysis.text import cell
+
+    found = entries(experiments)  # states, outputs, provenance and configs, read once
+    rows = summary(found)
+    print(format_table(rows))
+    compared = comparison(rows, args.metric)  # a --metric no finished step reports is a ConfigError here
+    if len({r["name"] for r in rows}) > 1 and compared:
+        print(f"\nComparison: {compared[0]['metric']} of each experiment's last step "
+              "(mean, sample std with ddof=1, n seeds):")
+        print(format_table([{"name": r["name"], "mean": r["mean"], "std": r["std"], "n": r["n"]} for r in compared]))
+    report = args.report
+    if report is None and args.default_report and not args.no_report:
+        report = default_report_dir(args.recipe)
+    if args.plot:
+        print(f"plot written to {plot(results_frame(found), args.plot, metric=args.metric)}")
+    if args.csv:
+        results_frame(found).to_csv(args.csv, index=False)
+        print(f"results written to {args.csv}")
+    if report:
+        try:
+            index = write_report(found, report, title=Path(args.recipe).stem, metric=args.metric)
+        except (OSError, ValueError) as err:
+            print(f"nntransfer: the report could not be written to {report}: {err}", file=sys.stderr)
+        else:
+            print(f"report written to {index}")
+    if args.tensorboard:
+        print(tensorboard_command(found, args.recipe))
+    failed = [r for r in rows if r["state"] in ("error", "blocked")]
+    if failed:
+        print(f"{len(failed)} job(s) failed or are blocked: `nntransfer status {args.recipe}` shows why; "
+              f"e.g. {failed[0]['name']} (seed {cell(failed[0]['seed'])}, step {failed[0]['step']})")
+    return 1 if failed else 0
+
+
+def tensorboard_command(found, recipe) -> str:
+    """Link each entry's event directory under ``runs/<recipe>/<name>/seed<seed>-step<step>``; the command."""
+    from ..trainer.tensorboard import run_dir, runs_root
+
+    view = runs_root() / Path(recipe).stem
+    linked = 0
+    for e in found:
+        target = run_dir(dict(e.key))
+        if not target.is_dir():
+            continue  # not trained with tensorboard=True (yet)
+        link = view / _safe(e.name) / f"seed{e.seed}-step{e.step}"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(os.path.relpath(target, link.parent), target_is_directory=True)
+        linked += 1
+    if not linked:
+        return ("no TensorBoard logs for this recipe: train with trainer.tensorboard=True "
+                "(e.g. --set trainer.tensorboard=true; it is not part of the key)")
+    return f"{linked} run(s) linked; view them with:\n  tensorboard --logdir {view}"
+
+
+def _safe(name: str) -> str:
+    return name.replace(os.sep, "∕").replace("\0", "") or "_"
+
+
+def add_result_options(p: argparse.ArgumentParser, report_by_default: bool) -> None:
+    p.add_argument("--metric", default=None,
+                   help="metric to compare and plot, e.g. score or test/img_classification/accuracy "
+                        "(default: the first test accuracy, else score)")
+    p.add_argument("--plot", metavar="FILE", help="save the comparison plot (.png, .svg or .pdf)")
+    p.add_argument("--csv", metavar="FILE", help="save the results frame (one row per entry and step) as CSV")
+    if report_by_default:
+        p.add_argument("--report", metavar="DIR",
+                       help="write the HTML report here (default: $NNTRANSFER_HOME/reports/<recipe name>)")
+        p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
+    else:
+        p.add_argument("--report", metavar="DIR", help="write figures and a self-contained index.html to DIR")
+    p.set_defaults(default_report=report_by_default, no_report=False)
+    p.add_argument("--tensorboard", action="store_true",
+                   help="link the recipe's TensorBoard logs by name and print the `tensorboard --logdir` command")
+
+
+
+__all__ = ["add_local_worker_options", "add_result_options", "experiments", "recipe_options", "show_results",
+           "targets", "train_locally", "worker_settings"]
