@@ -418,7 +418,7 @@ class DropConnections(MainLoopModule):
         if self.mode == "Validation" and self.epoch == 2:
             other = db.new_connection()
             mysql = db._dj().config["database.backend"] == "mysql"
-            for conn in db.open_connections():  # the main one and the heartbeat's
+            for conn in [c for c in db.open_connections() if c is not other]:  # the main one, the heartbeat's
                 if mysql:  # what a server's wait_timeout or a restart does to a connection
                     other.query(f"KILL CONNECTION {{int(conn.connection_id)}}")
                 else:

@@ -3,6 +3,7 @@ registries)."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 
@@ -23,9 +24,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a message comes (in-process callers, e.g. tests, swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def configure_logging() -> None:
+    """nntransfer's messages (stops, released jobs, reconnects) on stderr: INFO and up, except the trainer's
+    per-epoch lines, which the progress bars show when ``verbose`` (its warnings still show)."""
+    root = logging.getLogger("nntransfer")
+    if not any(isinstance(h, _CurrentStderr) for h in root.handlers):
+        handler = _CurrentStderr()
+        handler.setFormatter(logging.Formatter("nntransfer: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.getLogger("nntransfer.trainer").setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging()
     from ..errors import ConfigError
     from ..store.db import DatabaseUnavailable
 

@@ -236,10 +236,9 @@ def _populate(table, keys: list[dict], session: JobSession, result: WorkResult) 
             raise
         _recover_lost_connection(table, session, err)  # e.g. at the final COMMIT, which DataJoint does not catch
         return True
-    stopped = [(k, e) for k, e in outcome["error_list"] if isinstance(e, (TrainingInterrupted, KeyboardInterrupt))]
-    failed = [(session.describe(k), e) for k, e in outcome["error_list"] if (k, e) not in stopped]
-    for _, interrupted in stopped:  # where it stopped, so users know what the next worker resumes
-        logger.info("%s", interrupted)
+    # a stopped job was released and said where it stopped (the job table logs it): not an error
+    failed = [(session.describe(k), e) for k, e in outcome["error_list"]
+              if not isinstance(e, (TrainingInterrupted, KeyboardInterrupt))]
     result.trained += outcome["success_count"]
     result.errors += failed
     return bool(outcome["success_count"] or failed)
