@@ -135,7 +135,7 @@ def test_a_failed_write_keeps_the_last_good_checkpoint_and_fails_the_run(tmp_pat
     with pytest.raises(CheckpointWriteFailed, match="No space left on device"):
         train(max_iter=4, checkpoints=store, early_stopping=False)
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []  # the half-written file is gone
-    assert store.latest()["epoch"] == 1  # the last good checkpoint is untouched
+    assert store.latest()["progress"]["epoch"] == 1  # the last good checkpoint is untouched
     store.fail_at = None
     _, output, _ = train(max_iter=4, checkpoints=store, early_stopping=False)  # and resuming from it works
     assert output["epochs"] == 4

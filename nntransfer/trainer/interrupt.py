@@ -1,37 +1,105 @@
 """Stopping a run on request (SIGTERM/SIGINT at a time limit, preemption, ``scancel``, Ctrl-C).
 
-Whoever receives the request (a worker's signal handler) calls :func:`request_stop`; the trainer checks
-:func:`stop_requested` at batch boundaries, writes a checkpoint and raises :class:`TrainingInterrupted`.
-A worker treats that exception as "release the job", never as an error: stopping is not failing.
+Every run has a :class:`StopToken` (``Trainer(..., stop=token)``; a fresh one when none is given). The trainer
+checks it at batch boundaries and before each epoch; once it is requested, the trainer writes a checkpoint and
+raises :class:`TrainingInterrupted`. A worker treats that exception as "release the job", never as an error:
+stopping is not failing.
+
+Whoever cannot reach the token calls :func:`request_stop`: it requests every token that is *active* in this
+process — a Trainer's while it trains, and any other that its owner keeps active with ``with token:`` (a
+worker's, for as long as it takes jobs). Nothing outlives them: once those runs have ended, a new run starts with
+a fresh token and trains to its end.
 """
 from __future__ import annotations
 
 import threading
-
-_stop = threading.Event()
-_reason = [""]
+import weakref
 
 
 class TrainingInterrupted(Exception):
     """Training stopped on request after its state was checkpointed; the job should be released, not failed."""
 
 
-def request_stop(reason: str = "stop requested") -> None:
-    _reason[0] = reason
-    _stop.set()
+class StopToken:
+    """A stop request for one run (or one worker): ``request(reason)``, then ``requested`` is True for good.
+
+    ``with token:`` makes it active (reached by :func:`request_stop`) within the block; blocks may nest (a worker's
+    token handed to the trainer stays active after the trainer's block ends)."""
+
+    def __init__(self):
+        self._event = threading.Event()
+        self._reason = ""
+
+    def request(self, reason: str = "stop requested") -> None:
+        if not self._event.is_set():  # the first request's reason is the one reported
+            self._reason = reason
+        self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    @property
+    def reason(self) -> str:
+        return self._reason
+
+    def __enter__(self) -> "StopToken":
+        with _ACTIVE_LOCK:
+            _set_active(self, +1)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with _ACTIVE_LOCK:
+            _set_active(self, -1)
+
+    def __repr__(self) -> str:
+        return f"StopToken(requested={self.requested}, reason={self._reason!r})"
+
+
+# The active tokens, held weakly: a tuple replaced as a whole, so that a signal handler can read it at any moment
+# without a lock (the main thread may hold the lock when the handler runs).
+_ACTIVE: tuple[weakref.ref, ...] = ()
+_ACTIVE_COUNTS: "weakref.WeakKeyDictionary[StopToken, int]" = weakref.WeakKeyDictionary()
+_ACTIVE_LOCK = threading.Lock()
+
+
+def _set_active(token: StopToken, change: int) -> None:
+    global _ACTIVE
+    count = _ACTIVE_COUNTS.get(token, 0) + change
+    if count > 0:
+        _ACTIVE_COUNTS[token] = count
+    else:
+        _ACTIVE_COUNTS.pop(token, None)
+    _ACTIVE = tuple(weakref.ref(t) for t in _ACTIVE_COUNTS.keys())
+
+
+def active_tokens() -> list[StopToken]:
+    return [token for token in (ref() for ref in _ACTIVE) if token is not None]
+
+
+def request_stop(reason: str = "stop requested") -> int:
+    """Request a stop of every run (and worker) in progress in this process; returns how many tokens it reached.
+    Safe in a signal handler. A run that starts afterwards is not affected."""
+    tokens = active_tokens()
+    for token in tokens:
+        token.request(reason)
+    return len(tokens)
 
 
 def stop_requested() -> bool:
-    return _stop.is_set()
+    """Whether a stop was requested for a run or worker in progress in this process (one of the active tokens)."""
+    return any(token.requested for token in active_tokens())
 
 
 def stop_reason() -> str:
-    return _reason[0]
+    """The reason of the first active token that was requested ("" if none)."""
+    return next((token.reason for token in active_tokens() if token.requested), "")
 
 
 def clear_stop() -> None:
-    _stop.clear()
-    _reason[0] = ""
+    """Does nothing. Kept for callers written for the former process-wide flag: a request no longer outlives the
+    runs (and workers) it reached, so there is nothing to clear."""
 
 
-__all__ = ["TrainingInterrupted", "clear_stop", "request_stop", "stop_reason", "stop_requested"]
+__all__ = ["StopToken", "TrainingInterrupted", "active_tokens", "clear_stop", "request_stop", "stop_reason",
+           "stop_requested"]
