@@ -127,12 +127,15 @@ class Progress:
         self.last_score = float(state.get("last_score", -math.inf))
         self.saved_at = self.position
 
+    def load_checkpoint(self, checkpoint: dict) -> None:
+        """Take the position of a trainer checkpoint: its ``progress`` entry, or, in checkpoints written before
+        Progress existed, the same counters as flat keys (``epoch``, ``batch``, ``steps``, ``pending``, ...)."""
+        self.load_state_dict(checkpoint["progress"] if "progress" in checkpoint else checkpoint)
+
     @classmethod
     def from_checkpoint(cls, checkpoint: dict) -> "Progress":
-        """The position of a trainer checkpoint: its ``progress`` entry, or, in checkpoints written before
-        Progress existed, the same counters as flat keys (``epoch``, ``batch``, ``steps``, ``pending``, ...)."""
         progress = cls()
-        progress.load_state_dict(checkpoint["progress"] if "progress" in checkpoint else checkpoint)
+        progress.load_checkpoint(checkpoint)
         return progress
 
 

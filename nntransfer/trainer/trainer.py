@@ -423,7 +423,7 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`, also one written before ``progress`` existed (its counters as flat keys).
         The pass of a mid-epoch state is restored by the resumed pass."""
-        self.progress = Progress.from_checkpoint(state)
+        self.progress.load_checkpoint(state)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state["scaler"] is not None:
@@ -445,7 +445,7 @@ class Trainer:
         state = self.checkpoints.latest() if self.checkpoints is not None else None
         if state is None:
             return
-        self.progress = Progress.from_checkpoint(state)
+        self.progress.load_checkpoint(state)
         if self.progress.mid_epoch:  # the rest is loaded when the resumed pass has skipped the batches done before
             self._checkpoint_to_resume = state
             logger.info("resuming epoch %d after batch %d", self.progress.epoch, self.progress.batch)
