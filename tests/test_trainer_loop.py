@@ -214,13 +214,14 @@ class DropsTheLeftoverStep(MainLoopModule):
             raise CancelBatch
 
 
-def test_a_step_dropped_at_the_end_of_an_epoch_is_heard_of_too():
+def test_a_step_dropped_at_the_end_of_an_epoch_is_heard_of_and_not_evaluated_again():
     CANCELS.clear()
     t = Trainer(model(), loaders(n_train=96), 1, TrainerConfig(
         loss_functions={"t": "CrossEntropyLoss"}, max_iter=1, accumulate_gradients=2, save_every_n=0, verbose=False,
-        main_loop_modules=["HearsCancels", "DropsTheLeftoverStep"]))
-    t.train()
+        eval_every_steps=1, main_loop_modules=["HearsCancels", "DropsTheLeftoverStep"]))
+    _, output, _ = t.train()
     assert t.steps == 1 and ("batch", "Training", 1, 2, ["extra"]) in CANCELS
+    assert output["tracker"]["steps"]["Validation"] == [1]  # step 1 was evaluated once, the dropped step not at all
 
 
 # -- 10.3: modules with state resume exactly -----------------------------------------------------------

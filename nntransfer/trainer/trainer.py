@@ -313,14 +313,15 @@ class Trainer:
 
     def _step_leftover_gradients(self, state: dict) -> None:
         """At the end of a training pass, gradients accumulated over its last batches make one more step (with the
-        last batch's state), and that step's evaluation and checkpoint run."""
+        last batch's state), and that step's evaluation and checkpoint run (not again for a step that was dropped)."""
         if not self.progress.pending:
             return
         try:
             self._optimizer_step(state)
         except CancelBatch:
             self.hooks.after_cancel_batch(state, self.model)
-        self._step_events()
+        if self.progress.step_events_due():
+            self._step_events()
 
     def _after_training_batch(self) -> bool:
         """Step-based evaluation and checkpoint, stop requests; True ends the pass (early stop, step budget)."""
