@@ -91,7 +91,7 @@ def main():
     trainers = {"no-op": make_trainer(["NoOpA", "NoOpB"]), "pass-through": make_trainer(["PassThrough", "PassThrough"])}
 
     def trainer_epoch(trainer):
-        trainer.epoch += 1
+        trainer.progress.epoch += 1
         trainer.run_epoch("Training", loaders["train"])
 
     hand_written_epoch(hand_model, loader, hand_opt, loss_fn)  # warm-up all

@@ -1,5 +1,7 @@
 """Checkpoints written in the background (issue 8 item 5): snapshots, one write in flight, failures, crash safety."""
+import signal
 import threading
+import time
 
 import pytest
 import torch
@@ -81,6 +83,32 @@ def test_the_snapshot_is_a_copy_taken_when_the_checkpoint_is_submitted():
     assert store.states[1][1]["nested"][1] == 7 and torch.equal(store.states[1][1]["nested"][0], torch.ones(2))
 
 
+class InterruptedWhileSaving(MemoryCheckpointStore):
+    """While it saves, the main thread gets SIGINT (a second Ctrl-C while a stop waits for its checkpoint)."""
+
+    def save(self, epoch, score, state):
+        time.sleep(0.2)  # the main thread is waiting for this write by now
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        time.sleep(0.5)  # a write that takes a while
+        super().save(epoch, score, state)
+        self.finished_at = time.monotonic()
+
+
+def test_ctrl_c_while_waiting_for_a_checkpoint_write_lets_it_finish_before_stopping():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        store = InterruptedWhileSaving()
+        writer = BackgroundWriter(store, keep_last_n=5, keep_best_n=0)
+        with pytest.raises(KeyboardInterrupt):
+            writer.submit(1, 0.5, {"w": torch.ones(3)})
+            writer.wait()
+        interrupted_at = time.monotonic()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert 1 in store.states and store.finished_at <= interrupted_at  # written, and before the interrupt went on
+    writer.close()  # nothing left in flight
+
+
 class FailingDirectoryStore(DirectoryCheckpointStore):
     """Crashes half-way through writing the checkpoint of epoch ``fail_at`` (a full disk, a killed writer)."""
 
@@ -107,7 +135,7 @@ def test_a_failed_write_keeps_the_last_good_checkpoint_and_fails_the_run(tmp_pat
     with pytest.raises(CheckpointWriteFailed, match="No space left on device"):
         train(max_iter=4, checkpoints=store, early_stopping=False)
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []  # the half-written file is gone
-    assert store.latest()["epoch"] == 1  # the last good checkpoint is untouched
+    assert store.latest()["progress"]["epoch"] == 1  # the last good checkpoint is untouched
     store.fail_at = None
     _, output, _ = train(max_iter=4, checkpoints=store, early_stopping=False)  # and resuming from it works
     assert output["epochs"] == 4

@@ -131,7 +131,7 @@ from nntransfer.trainer import MainLoopModule, register_module
 @register_module("SlowBatch")
 class SlowBatch(MainLoopModule):
     def pre_forward(self, model, inputs, task_key, shared_memory):
-        if self.mode == "Training" and self.epoch == 2 and shared_memory["batch_index"] == 2:
+        if self.mode == "Training" and self.epoch == 2 and self.batch_index == 2:
             time.sleep(30)  # a long batch: the trainer reaches its next batch boundary only after it
         return model, inputs
 

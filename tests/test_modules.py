@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from nntransfer.trainer import MainLoopModule, register_module, trainer
+from nntransfer.trainer import CancelBatch, MainLoopModule, register_module, trainer
 
 
 def data(n=64, batch_size=32, zeros=False):
@@ -111,3 +111,36 @@ def test_model_wrapper_passes_the_task_key_and_selects_the_logits():
     score, output, _ = fit(KeyedTupleNet(), main_loop_modules=["ModelWrapper"],
                            module_options={"ModelWrapper": {"task_key_argument": "data_key", "output": 1}})
     assert 0 <= score <= 1 and "accuracy" in output["test"]["t"]
+
+
+@register_module("CancelsEveryTestBatch")
+class CancelsEveryTestBatch(MainLoopModule):
+    def pre_forward(self, model, inputs, task_key, shared_memory):
+        if self.mode == "Test":
+            raise CancelBatch
+        return model, inputs
+
+
+@register_module("CancelsEveryTrainingBatch")
+class CancelsEveryTrainingBatch(MainLoopModule):
+    def pre_forward(self, model, inputs, task_key, shared_memory):
+        if self.mode == "Training" and self.batch_index == 1:  # the pass's last batch
+            raise CancelBatch
+        return model, inputs
+
+
+@pytest.mark.parametrize("representation_module,options", [
+    ("RepresentationMonitor", {"layers": ["1"], "modes": ["Training", "Validation", "Test"]}),
+    ("RepresentationMatching", {"layer": "1"}),
+])
+def test_representation_modules_stop_watching_a_layer_when_a_later_module_cancels_the_batch(representation_module,
+                                                                                             options):
+    model = net()
+    # watching starts, then a later module cancels the batch (RepresentationMatching watches training batches)
+    canceller = "CancelsEveryTrainingBatch" if representation_module == "RepresentationMatching" \
+        else "CancelsEveryTestBatch"
+    modules = [representation_module, canceller]
+    _, output, _ = fit(model, main_loop_modules=modules, module_options={representation_module: options})
+    assert not model[1]._forward_hooks  # no capture left on the model after training
+    if representation_module == "RepresentationMonitor":
+        assert "1/mean" in output["validation"]["t"] and output["test"] == {}  # every test batch was cancelled

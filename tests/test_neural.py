@@ -326,9 +326,9 @@ STARTS: list = []
 class RecordStart(MainLoopModule):
     """Keeps the model's parameters as training starts (built by the trainer after the transfer)."""
 
-    def __init__(self, model, config, device, seed):
-        super().__init__(model, config, device, seed)
-        STARTS.append({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+    def __init__(self, trainer):
+        super().__init__(trainer)
+        STARTS.append({k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()})
 
 
 def test_a_transferred_classifier_core_keeps_its_weights_at_the_start_of_the_neural_step(clean_db, data_dir):

@@ -10,13 +10,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from nntransfer.configs import ConfigError
+from nntransfer.configs import ConfigError, TrainerConfig
 from nntransfer.trainer import (
     CancelBatch,
     CancelEpoch,
     DirectoryCheckpointStore,
     MainLoopModule,
     MemoryCheckpointStore,
+    Trainer,
     TrainingDiverged,
     register_module,
     trainer,
@@ -52,37 +53,68 @@ CALLS = []
 
 @register_module("Recorder")
 class Recorder(MainLoopModule):
+    """Written the original nntransfer way: ``__init__(self, trainer)`` and the original hook signatures."""
+
+    def __init__(self, trainer):
+        super().__init__(trainer)
+        self.built_for = trainer
+
+    def state(self):
+        """The loop's state the hook runner set before this call."""
+        return self.mode, self.train_mode, self.epoch, self.task_key, self.batch_index
+
     def pre_epoch(self, model, mode, **options):
         super().pre_epoch(model, mode, **options)
-        CALLS.append(("pre_epoch", mode, isinstance(model, nn.Module)))
+        CALLS.append(("pre_epoch", self.state(), mode, options, isinstance(model, nn.Module), self.shared_memory))
 
     def pre_forward(self, model, inputs, task_key, shared_memory):
-        CALLS.append(("pre_forward", self.mode, tuple(inputs.shape), task_key, sorted(shared_memory)))
+        CALLS.append(("pre_forward", self.state(), tuple(inputs.shape), task_key, sorted(shared_memory),
+                      shared_memory is self.shared_memory))
         return model, inputs
 
     def post_forward(self, outputs, loss, targets, **shared_memory):
-        CALLS.append(("post_forward", self.mode, tuple(outputs.shape), float(loss), tuple(targets.shape)))
+        CALLS.append(("post_forward", self.state(), tuple(outputs.shape), float(loss), tuple(targets.shape),
+                      sorted(shared_memory)))
         return outputs, loss, targets
 
     def post_backward(self, model):
-        CALLS.append(("post_backward", self.mode, all(p.grad is not None for p in model.parameters())))
+        CALLS.append(("post_backward", self.state(), all(p.grad is not None for p in model.parameters())))
+
+    def pre_optimizer(self, model):
+        CALLS.append(("pre_optimizer", self.state()))
 
     def post_optimizer(self, model):
-        CALLS.append(("post_optimizer", self.mode))
+        CALLS.append(("post_optimizer", self.state()))
 
     def post_epoch(self, model):
-        CALLS.append(("post_epoch", self.mode))
+        CALLS.append(("post_epoch", self.state(), self.shared_memory))
 
 
-def test_hook_order_and_arguments_for_training_validation_and_test():
+def test_hook_order_arguments_and_state_for_training_validation_and_test():
     CALLS.clear()
-    train(max_iter=1, main_loop_modules=["Recorder"], save_every_n=0)
-    shared = ["batch_index", "epoch", "extra", "mode", "task_key"]
-    batch = [("pre_forward", "Training", (32, 6), "t", shared), ("post_forward", "Training", (32, 2), 0.0, (32,)),
-             ("post_backward", "Training", True), ("post_optimizer", "Training")]
-    evaluation = lambda mode: [("pre_epoch", mode, True), ("pre_forward", mode, (32, 6), "t", shared),  # noqa: E731
-                               ("post_forward", mode, (32, 2), 0.0, (32,)), ("post_epoch", mode)]
-    expected = ([("pre_epoch", "Training", True)] + batch * 2 + [("post_epoch", "Training")]
+    config = TrainerConfig(max_iter=1, main_loop_modules=["Recorder"], save_every_n=0, verbose=False,
+                           loss_functions={"t": "CrossEntropyLoss"})
+    t = Trainer(model(), loaders(), seed=1, config=config)
+    (module,) = t.modules
+    assert module.built_for is t and (module.model, module.config, module.seed) == (t.model, config, 1)
+    assert module.device == t.device and module.tracker is t.tracker and module.options == {}
+    t.train()
+
+    def batch(index):
+        state = ("Training", True, 1, "t", index)
+        return [("pre_forward", state, (32, 6), "t", ["extra"], True),
+                ("post_forward", state, (32, 2), 0.0, (32,), ["extra"]),
+                ("post_backward", state, True), ("pre_optimizer", state), ("post_optimizer", state)]
+
+    def evaluation(mode):
+        state = (mode, False, 1, "t", 0)
+        return [("pre_epoch", (mode, False, 1, None, None), mode, {"epoch": 1}, True, None),
+                ("pre_forward", state, (32, 6), "t", ["extra"], True),
+                ("post_forward", state, (32, 2), 0.0, (32,), ["extra"]),
+                ("post_epoch", (mode, False, 1, None, None), None)]
+
+    expected = ([("pre_epoch", ("Training", True, 1, None, None), "Training", {"epoch": 1}, True, None)]
+                + batch(0) + batch(1) + [("post_epoch", ("Training", True, 1, None, None), None)]
                 + evaluation("Validation")   # the epoch's evaluation
                 + evaluation("Validation")   # final score of the restored best parameters
                 + evaluation("Test"))
@@ -91,7 +123,7 @@ def test_hook_order_and_arguments_for_training_validation_and_test():
 
 class AddLossTerm(MainLoopModule):
     def post_forward(self, outputs, loss, targets, **shared_memory):
-        extra = sum((p ** 2).sum() for p in self.trainer.model.parameters())
+        extra = sum((p ** 2).sum() for p in self.model.parameters())
         return outputs, loss + 10 * extra, targets
 
 
@@ -136,7 +168,7 @@ def test_cancel_batch_and_cancel_epoch():
     @register_module("SkipFirst")
     class SkipFirst(MainLoopModule):
         def pre_forward(self, model, inputs, task_key, shared_memory):
-            if self.mode == "Training" and shared_memory["batch_index"] == 0:
+            if self.mode == "Training" and self.batch_index == 0:
                 raise CancelBatch
             return model, inputs
 
@@ -151,7 +183,7 @@ def test_cancel_batch_and_cancel_epoch():
     @register_module("StopEarly")
     class StopEarly(MainLoopModule):
         def pre_forward(self, model, inputs, task_key, shared_memory):
-            if shared_memory["batch_index"] == 1:
+            if self.batch_index == 1:
                 raise CancelEpoch
             evaluated.append(self.mode)
             return model, inputs
@@ -255,7 +287,7 @@ def test_nan_loss_stops_with_epoch_and_batch_named():
     @register_module("Poison")
     class Poison(MainLoopModule):
         def post_forward(self, outputs, loss, targets, **shared):
-            if self.mode == "Training" and self.epoch == 2 and shared["batch_index"] == 1:
+            if self.mode == "Training" and self.epoch == 2 and self.batch_index == 1:
                 loss = loss + float("nan")
             return outputs, loss, targets
 

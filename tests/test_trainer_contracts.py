@@ -1,5 +1,7 @@
 """Trainer contracts others code against: module construction, output types, resume after early stopping,
 loss selection, transfer data in batches, evaluation interval, parameter patterns, mode control."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -21,21 +23,24 @@ from test_trainer import loaders, model, scripted_validation, train
 
 
 class WithOwnInit(MainLoopModule):
-    """A user module with the original nntransfer constructor signature."""
+    """A user module with the original nntransfer constructor signature, ``__init__(self, trainer)``."""
 
     options_declared = {"alpha": Option(1, int, "an example option")}
 
-    def __init__(self, model, config, device, seed):
-        super().__init__(model, config, device, seed)
-        self.built_with = (model, config, device, seed)
+    def __init__(self, trainer):
+        super().__init__(trainer)
+        self.built_with = (self.model, self.config, self.device, self.seed)
         self.calls = 0
 
     def post_forward(self, outputs, loss, targets, **shared_memory):
         self.calls += 1
         return outputs, loss, targets
 
+    def post_epoch(self, model):
+        self.log("t", "calls", self.calls)
 
-def test_modules_are_built_with_model_config_device_seed_and_get_their_options():
+
+def test_modules_are_built_from_the_trainer_and_get_their_options():
     m = model()
     config = TrainerConfig(loss_functions={"t": "CrossEntropyLoss"}, verbose=False, save_every_n=0, max_iter=1,
                            main_loop_modules=["test_trainer_contracts.WithOwnInit"],
@@ -45,13 +50,17 @@ def test_modules_are_built_with_model_config_device_seed_and_get_their_options()
     assert isinstance(module, WithOwnInit)
     assert module.built_with == (m, config, t.device, 7)
     assert module.options == {"alpha": 3} and module.trainer is t and module.tracker is t.tracker
+    assert module.train_loader is t.loaders["train"]  # the original's attribute: {task: loader}
     t.train()
     assert module.calls == 2 + 1 + 1 + 1  # two training batches, validation, final validation, test
-    # built by hand (no trainer): still usable, with its own tracker
-    alone = WithOwnInit(m, config, "cpu", 0)
-    assert alone.trainer is None and alone.options == {"alpha": 3}
-    alone.log("t", "x", 1.0)
-    assert alone.tracker.log["Training"]["t"]["x"] == [1.0]
+    # built by hand, e.g. in a unit test: anything with model, config, device and seed; its own tracker
+    alone = WithOwnInit(SimpleNamespace(model=m, config=config, device=torch.device("cpu"), seed=0))
+    assert alone.options == {"alpha": 3} and alone.mode is None
+    with pytest.raises(RuntimeError, match="log\\(\\) is for hooks"):  # no pass, no mode to log in
+        alone.log("t", "x", 1.0)
+    alone.mode = "Training"  # as the hook runner does before it calls a hook
+    alone.post_epoch(m)
+    assert alone.tracker.log["Training"]["t"]["calls"] == [0]
     with pytest.raises(ConfigError, match="unknown main-loop module 'Nope'"):
         train(main_loop_modules=["Nope"])
 
@@ -163,6 +172,41 @@ def test_loss_by_task_key_extra_test_sets_and_transfer_data_in_the_loss():
     assert output["test"] == {}
 
 
+def test_validation_and_test_measure_the_plain_loss_a_training_objective_declares():
+    """A distilled student's evaluation loss is cross-entropy, like a label-only student's (issue 18)."""
+    import torch.nn.functional as F
+
+    from nntransfer.trainer.losses import Distillation, evaluation_loss
+
+    g = torch.Generator().manual_seed(0)
+    x, y, teacher = torch.randn(32, 6, generator=g), torch.arange(32) % 2, 3 * torch.randn(32, 2, generator=g)
+
+    def collate(items):
+        return (torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items]),
+                {"logits": torch.stack([i[2] for i in items])})
+
+    with_teacher = DataLoader(TensorDataset(x, y, teacher), batch_size=32, collate_fn=collate)
+    data = {"train": {"t": with_teacher}, "validation": {"t": with_teacher}, "test": {"t": with_teacher}}
+    options = dict(data=data, max_iter=1, save_every_n=0, optimizer="SGD", optimizer_options={"lr": 0.0})
+    m = model()
+    _, distilled, _ = train(m, loss_functions={"t": "Distillation"}, **options)
+    _, label_only, _ = train(model(), loss_functions={"t": "CrossEntropyLoss"}, **options)
+    device = next(m.parameters()).device
+    with torch.no_grad():  # lr 0: the parameters the passes saw
+        outputs = m(x.to(device))
+        cross_entropy = F.cross_entropy(outputs, y.to(device)).item()
+        objective = Distillation()(outputs, y.to(device), {"logits": teacher.to(device)}).item()
+    assert objective > 1.5 * cross_entropy  # so that a mix-up would show
+    for mode in ("validation", "test"):
+        assert distilled[mode]["t"]["loss"] == pytest.approx(cross_entropy, rel=1e-5)
+        assert distilled[mode]["t"]["loss"] == pytest.approx(label_only[mode]["t"]["loss"], rel=1e-5)
+    assert distilled["tracker"]["log"]["Training"]["t"]["loss"] == [pytest.approx(objective, rel=1e-5)]
+    # the rule: a loss names its plain loss as evaluation_loss; one that names none is measured as it is
+    assert isinstance(evaluation_loss(Distillation()), nn.CrossEntropyLoss)
+    mse = nn.MSELoss()
+    assert evaluation_loss(mse) is mse
+
+
 def test_regression_needs_stop_metric_loss():
     x = torch.randn(32, 6)
     y = torch.randn(32, 2)
@@ -223,12 +267,12 @@ def test_nan_batch_index_counts_cancelled_batches_and_is_a_runtime_error():
     @register_module("SkipThenPoison")
     class SkipThenPoison(MainLoopModule):
         def pre_forward(self, model, inputs, task_key, shared_memory):
-            if self.mode == "Training" and shared_memory["batch_index"] == 0:
+            if self.mode == "Training" and self.batch_index == 0:
                 raise CancelBatch
             return model, inputs
 
         def post_forward(self, outputs, loss, targets, **shared):
-            if self.mode == "Training" and shared["batch_index"] == 2:
+            if self.mode == "Training" and self.batch_index == 2:
                 loss = loss + float("inf")
             return outputs, loss, targets
 
@@ -265,7 +309,7 @@ def test_memory_store_keeps_each_epochs_state_and_resuming_from_an_earlier_one_m
     # a store holding only epoch 2 (e.g. the job died during epoch 3) resumes to the same end
     disk = DirectoryCheckpointStore(tmp_path)
     disk.save(2, store.states[2][0], epoch2)
-    assert disk.latest()["epoch"] == 2  # loads with weights_only=True
+    assert disk.latest()["progress"]["epoch"] == 2  # loads with weights_only=True
     _, out, resumed = train(model(dropout=0.3), max_iter=4, checkpoints=disk, **exact)
     assert out["tracker"] == out_ref["tracker"]
     assert all(torch.equal(ref[k], resumed[k]) for k in ref)

@@ -12,18 +12,20 @@ from torch import nn
 from nntransfer.configs import ConfigError, TrainerConfig
 from nntransfer.trainer import (
     CancelBatch,
+    CancelEpoch,
     DirectoryCheckpointStore,
     MainLoopModule,
     MemoryCheckpointStore,
     Option,
+    StopToken,
     Trainer,
     TrainingInterrupted,
     TrainingOutOfMemory,
     check_module_options,
     register_module,
     request_stop,
+    stop_requested,
 )
-from nntransfer.trainer.interrupt import clear_stop
 from test_trainer import loaders, model, train
 
 
@@ -46,20 +48,19 @@ class CancelAt(MainLoopModule):
 
     options_declared = {"hook": Option(types=str), "batch": Option(1, int)}
 
-    def _maybe_cancel(self, hook, shared_memory):
-        batch = shared_memory["batch_index"]
-        if self.option("hook") == hook and self.mode == "Training" and batch == self.option("batch"):
+    def _maybe_cancel(self, hook):
+        if self.option("hook") == hook and self.mode == "Training" and self.batch_index == self.option("batch"):
             raise CancelBatch
 
     def pre_forward(self, model, inputs, task_key, shared_memory):
-        self._maybe_cancel("pre_forward", shared_memory)
+        self._maybe_cancel("pre_forward")
         return model, inputs
 
-    def post_backward(self, model, shared_memory):
-        self._maybe_cancel("post_backward", shared_memory)
+    def post_backward(self, model):
+        self._maybe_cancel("post_backward")
 
-    def pre_optimizer(self, model, shared_memory):
-        self._maybe_cancel("pre_optimizer", shared_memory)
+    def pre_optimizer(self, model):
+        self._maybe_cancel("pre_optimizer")
 
 
 @pytest.mark.parametrize("accumulate", [1, 2])
@@ -87,16 +88,17 @@ SHARED = []
 
 @register_module("WritesShared")
 class WritesShared(MainLoopModule):
-    def post_forward(self, outputs, loss, targets, shared_memory):
-        shared_memory["written_in_post_forward"] = shared_memory["batch_index"]
-        SHARED.append(("writer", id(shared_memory)))
+    def post_forward(self, outputs, loss, targets, **shared_memory):
+        self.shared_memory["written_in_post_forward"] = self.batch_index
+        shared_memory["written_to_the_copy"] = True  # the keywords are a copy: not shared
+        SHARED.append(("writer", id(self.shared_memory)))
         return outputs, loss, targets
 
 
-@register_module("ReadsSharedTheOldWay")
-class ReadsSharedTheOldWay(MainLoopModule):
-    def post_forward(self, outputs, loss, targets, **shared_memory):  # the original nntransfer signature
-        SHARED.append(("old-style reader", shared_memory.get("written_in_post_forward")))
+@register_module("ReadsSharedAsKeywords")
+class ReadsSharedAsKeywords(MainLoopModule):
+    def post_forward(self, outputs, loss, targets, written_in_post_forward=None, **shared_memory):
+        SHARED.append(("keyword reader", written_in_post_forward, "written_to_the_copy" in shared_memory))
         return outputs, loss, targets
 
 
@@ -106,25 +108,120 @@ class ReadsSharedInGradientHooks(MainLoopModule):
         SHARED.append(("pre_forward", id(shared_memory)))
         return model, inputs
 
-    def post_backward(self, model, shared_memory):
-        SHARED.append(("post_backward", id(shared_memory), shared_memory["written_in_post_forward"]))
+    def post_backward(self, model):
+        SHARED.append(("post_backward", id(self.shared_memory), self.shared_memory["written_in_post_forward"]))
 
-    def pre_optimizer(self, model, shared_memory):
-        SHARED.append(("pre_optimizer", id(shared_memory)))
+    def pre_optimizer(self, model):
+        SHARED.append(("pre_optimizer", id(self.shared_memory)))
 
-    def post_optimizer(self, model, shared_memory):
-        SHARED.append(("post_optimizer", id(shared_memory)))
+    def post_optimizer(self, model):
+        SHARED.append(("post_optimizer", id(self.shared_memory)))
 
 
 def test_shared_memory_is_one_dict_per_batch_for_every_hook_and_module():
     SHARED.clear()
     train(max_iter=1, save_every_n=0, main_loop_modules=["ReadsSharedInGradientHooks", "WritesShared",
-                                                          "ReadsSharedTheOldWay"])
+                                                          "ReadsSharedAsKeywords"])
     first_batch = SHARED[:6]
     dict_id = first_batch[0][1]
-    assert first_batch == [("pre_forward", dict_id), ("writer", dict_id), ("old-style reader", 0),
+    assert first_batch == [("pre_forward", dict_id), ("writer", dict_id), ("keyword reader", 0, False),
                            ("post_backward", dict_id, 0), ("pre_optimizer", dict_id), ("post_optimizer", dict_id)]
-    assert ("old-style reader", 1) in SHARED  # the second batch's own dict
+    assert ("keyword reader", 1, False) in SHARED  # the second batch's own dict
+
+
+class PreviousConstructor(MainLoopModule):
+    def __init__(self, model, config, device, seed):  # this project's previous constructor
+        super().__init__(model)
+
+
+class PreviousGradientHook(MainLoopModule):
+    def post_backward(self, model, shared_memory=None):  # would get None without a word
+        pass
+
+
+class PreviousPostForward(MainLoopModule):
+    def post_forward(self, outputs, loss, targets, shared_memory):
+        return outputs, loss, targets
+
+
+class PreEpochWithoutOptions(MainLoopModule):
+    def pre_epoch(self, model, mode):
+        pass
+
+
+@pytest.mark.parametrize("cls,message", [
+    (PreviousConstructor, r"PreviousConstructor.__init__\(self, model, config, device, seed\) does not take the "
+                          r"trainer: .*Write `def __init__\(self, trainer\): super\(\).__init__\(trainer\)`"),
+    (PreviousGradientHook, r"PreviousGradientHook.post_backward\(self, model, shared_memory=None\) takes shared_memory "
+                           r"as a parameter, .*write post_backward\(self, model\) and read the batch's dict as "
+                           r"self.shared_memory"),
+    (PreviousPostForward, r"write post_forward\(self, outputs, loss, targets, \*\*shared_memory\)"),
+    (PreEpochWithoutOptions, r"PreEpochWithoutOptions.pre_epoch\(self, model, mode\) cannot be called as the trainer "
+                             r"calls it: write pre_epoch\(self, model, mode, \*\*options\)"),
+])
+def test_modules_of_another_convention_are_refused_when_built_saying_what_to_write(cls, message):
+    path = f"test_trainer_loop.{cls.__name__}"
+    config = TrainerConfig(loss_functions={"t": "CrossEntropyLoss"}, main_loop_modules=[path])
+    with pytest.raises(ConfigError, match=message):
+        check_module_options(config)  # before a job is queued
+    with pytest.raises(ConfigError, match=message):
+        Trainer(model(), loaders(), 1, config)  # and before the trainer builds anything of the module
+
+
+# -- cancelling: every module hears of it -------------------------------------------------------------------
+CANCELS = []
+
+
+@register_module("HearsCancels")
+class HearsCancels(MainLoopModule):
+    def after_cancel_batch(self, model):
+        CANCELS.append(("batch", self.mode, self.epoch, self.batch_index, sorted(self.shared_memory)))
+
+    def after_cancel_epoch(self, model):
+        CANCELS.append(("epoch", self.mode, self.epoch, self.batch_index))
+
+    def post_epoch(self, model):
+        CANCELS.append(("post_epoch", self.mode))
+
+
+@register_module("CancelsEvaluation")
+class CancelsEvaluation(MainLoopModule):
+    def pre_forward(self, model, inputs, task_key, shared_memory):
+        if self.mode == "Validation" and self.batch_index == 1:
+            raise CancelEpoch
+        return model, inputs
+
+
+@pytest.mark.parametrize("hook", ["pre_forward", "post_backward", "pre_optimizer"])
+def test_every_module_hears_of_a_cancelled_batch_with_its_state(hook):
+    CANCELS.clear()
+    train(max_iter=2, save_every_n=0, data=loaders(n_eval=64), main_loop_modules=["HearsCancels", "CancelAt",
+                                                                                "CancelsEvaluation"],
+          module_options={"CancelAt": {"hook": hook, "batch": 1}})
+    batches = [c for c in CANCELS if c[0] == "batch"]
+    # the module that cancels comes after the one that hears: all modules are told, with the batch's state
+    assert batches == [("batch", "Training", 1, 1, ["extra"]), ("batch", "Training", 2, 1, ["extra"])]
+    # a cancelled validation pass: after_cancel_epoch, then post_epoch as for any pass
+    assert CANCELS[CANCELS.index(("epoch", "Validation", 1, 1)) + 1] == ("post_epoch", "Validation")
+
+
+@register_module("DropsTheLeftoverStep")
+class DropsTheLeftoverStep(MainLoopModule):
+    """With 3 batches and steps of 2, the last step is taken with the epoch's leftover gradients: drop it."""
+
+    def pre_optimizer(self, model):
+        if self.batch_index == 2:
+            raise CancelBatch
+
+
+def test_a_step_dropped_at_the_end_of_an_epoch_is_heard_of_and_not_evaluated_again():
+    CANCELS.clear()
+    t = Trainer(model(), loaders(n_train=96), 1, TrainerConfig(
+        loss_functions={"t": "CrossEntropyLoss"}, max_iter=1, accumulate_gradients=2, save_every_n=0, verbose=False,
+        eval_every_steps=1, main_loop_modules=["HearsCancels", "DropsTheLeftoverStep"]))
+    _, output, _ = t.train()
+    assert t.steps == 1 and ("batch", "Training", 1, 2, ["extra"]) in CANCELS
+    assert output["tracker"]["steps"]["Validation"] == [1]  # step 1 was evaluated once, the dropped step not at all
 
 
 # -- 10.3: modules with state resume exactly -----------------------------------------------------------
@@ -132,19 +229,19 @@ def test_shared_memory_is_one_dict_per_batch_for_every_hook_and_module():
 class MovingAverageRegulariser(MainLoopModule):
     """Adds a penalty weighted by its own moving average (state that changes the result)."""
 
-    def __init__(self, model, config, device, seed):
-        super().__init__(model, config, device, seed)
-        self.average = torch.zeros((), device=device)
+    def __init__(self, trainer):
+        super().__init__(trainer)
+        self.average = torch.zeros((), device=self.device)
 
-    def post_forward(self, outputs, loss, targets, shared_memory):
+    def post_forward(self, outputs, loss, targets, **shared_memory):
         if self.mode != "Training":
             return outputs, loss, targets
         penalty = sum((p ** 2).sum() for p in self.model.parameters())
-        shared_memory["penalty"] = penalty.detach()
+        self.shared_memory["penalty"] = penalty.detach()
         return outputs, loss + 0.1 * self.average * penalty, targets
 
-    def post_optimizer(self, model, shared_memory):
-        self.average = 0.8 * self.average + 0.2 * shared_memory["penalty"]
+    def post_optimizer(self, model):
+        self.average = 0.8 * self.average + 0.2 * self.shared_memory["penalty"]
 
     def state_dict(self):
         return {"average": self.average}
@@ -219,7 +316,7 @@ LRS = []
 
 @register_module("RecordLR")
 class RecordLR(MainLoopModule):
-    def pre_optimizer(self, model, shared_memory):
+    def pre_optimizer(self, model):
         LRS.append(self.trainer.optimizer.param_groups[0]["lr"])
 
 
@@ -234,7 +331,8 @@ def test_step_based_evaluation_schedule_and_checkpoints():
     assert tracker["steps"]["Validation"] == [3, 6, 9, 10]  # every 3 steps and at the end
     assert tracker["epochs"]["Validation"] == [1, 2, 3, 3]  # four batches per epoch: inside the epochs
     assert LRS == pytest.approx([0.5] + [1.0] * 5 + [0.1] * 4)  # warm-up over 2 steps, decay after step 6
-    saved = {epoch: (state["batch"], state["steps"]) for epoch, (_, state) in store.states.items()}
+    saved = {epoch: (state["progress"]["batch"], state["progress"]["steps"])
+             for epoch, (_, state) in store.states.items()}
     assert saved == {1: (4, 4), 2: (4, 8), 3: (2, 10)}  # the newest state of each epoch, mid-epoch for epoch 3
 
 
@@ -250,7 +348,7 @@ RESUME_MID_EPOCH = textwrap.dedent("""
     @register_module("KillMidEpoch")
     class KillMidEpoch(MainLoopModule):
         def pre_forward(self, model, inputs, task_key, shared_memory):
-            if kill and self.mode == "Training" and self.epoch == 2 and shared_memory["batch_index"] == 3:
+            if kill and self.mode == "Training" and self.epoch == 2 and self.batch_index == 3:
                 self.trainer.wait_for_checkpoint()
                 os.kill(os.getpid(), signal.SIGKILL)
             return model, inputs
@@ -278,7 +376,7 @@ def test_a_run_killed_mid_epoch_resumes_bit_identically_from_its_mid_epoch_check
     assert reference.returncode == 0, reference.stderr
     killed = run(tmp_path / "ckpt", tmp_path / "never.pt", "1")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    latest = DirectoryCheckpointStore(tmp_path / "ckpt").latest()
+    latest = DirectoryCheckpointStore(tmp_path / "ckpt").latest()["progress"]
     assert (latest["epoch"], latest["batch"], latest["steps"]) == (2, 2, 6)  # 10 batches per epoch, a step every 2
     resumed = run(tmp_path / "ckpt", tmp_path / "resumed.pt", "0")
     assert resumed.returncode == 0, resumed.stderr
@@ -291,46 +389,67 @@ def test_a_run_killed_mid_epoch_resumes_bit_identically_from_its_mid_epoch_check
 # -- graceful stop: a checkpoint exactly where training is, then TrainingInterrupted ----------------------
 @register_module("StopRequester")
 class StopRequester(MainLoopModule):
-    options_declared = {"epoch": Option(2, int), "batch": Option(2, int)}
+    """Asks for a stop in training batch ``batch`` of epoch ``epoch``: through the run's own token, or as a signal
+    handler does, through ``request_stop``."""
 
-    def post_forward(self, outputs, loss, targets, shared_memory):
-        if self.mode == "Training" and (self.epoch, shared_memory["batch_index"]) == (self.option("epoch"),
-                                                                                     self.option("batch")):
-            request_stop("SIGTERM (test)")
+    options_declared = {"epoch": Option(2, int), "batch": Option(2, int), "via": Option("token", str)}
+
+    def post_forward(self, outputs, loss, targets, **shared_memory):
+        if self.mode == "Training" and (self.epoch, self.batch_index) == (self.option("epoch"), self.option("batch")):
+            if self.option("via") == "token":
+                self.trainer.stop.request("SIGTERM (test)")
+            else:
+                assert request_stop("SIGTERM (test)") == 1  # the one run in progress
         return outputs, loss, targets
 
 
-@pytest.mark.parametrize("batch", [2, 3])  # after a step, and between the two halves of an accumulated step
-def test_a_stop_request_checkpoints_mid_epoch_and_the_resumed_run_ends_bit_identical(tmp_path, batch):
+@pytest.mark.parametrize("batch,via", [(2, "token"), (3, "token"),  # after a step; between the halves of a step
+                                       (3, "request_stop")])
+def test_a_stop_request_checkpoints_mid_epoch_and_the_resumed_run_ends_bit_identical(tmp_path, batch, via):
     options = dict(max_iter=3, accumulate_gradients=2, dropout=0.3, early_stopping=False, deterministic=True,
                    main_loop_modules=["NoiseAugmentation"], module_options={"NoiseAugmentation": {"std": 0.2}},
                    data=loaders(n_train=160, batch_size=16))
     reference, ref_state = final_state(**options)
     store = DirectoryCheckpointStore(tmp_path)
     options_with_stop = dict(options, main_loop_modules=["NoiseAugmentation", "StopRequester"],
-                             module_options={"NoiseAugmentation": {"std": 0.2}, "StopRequester": {"batch": batch}})
-    try:
-        with pytest.raises(TrainingInterrupted, match=rf"SIGTERM \(test\): training stopped in epoch 2 after batch "
-                                                      rf"{batch + 1} .*checkpoint written"):
-            final_state(checkpoints=store, save_every_n=0, **options_with_stop)
-    finally:
-        clear_stop()
-    latest = store.latest()
+                             module_options={"NoiseAugmentation": {"std": 0.2},
+                                             "StopRequester": {"batch": batch, "via": via}})
+    with pytest.raises(TrainingInterrupted, match=rf"SIGTERM \(test\): training stopped in epoch 2 after batch "
+                                                  rf"{batch + 1} .*checkpoint written"):
+        final_state(checkpoints=store, save_every_n=0, **options_with_stop)
+    assert not stop_requested()  # nothing of the request outlives its run
+    latest = store.latest()["progress"]
     assert (latest["epoch"], latest["batch"], latest["pending"]) == (2, batch + 1, (batch + 1) % 2)
     options_with_stop["module_options"]["StopRequester"]["epoch"] = 99  # the resumed run is not stopped again
-    output, state = final_state(checkpoints=store, **options_with_stop)
+    output, state = final_state(checkpoints=store, **options_with_stop)  # a new run in the same process
     assert_same_state(state, ref_state)
     assert output["tracker"] == reference["tracker"]
 
 
-def test_a_stop_requested_before_an_epoch_interrupts_at_the_epoch_boundary():
+def test_a_token_requested_before_an_epoch_stops_that_run_at_the_epoch_boundary_and_no_other():
     store = MemoryCheckpointStore()
-    request_stop("preempted")
-    try:
-        with pytest.raises(TrainingInterrupted, match="preempted: training stopped after epoch 0"):
-            train(max_iter=2, checkpoints=store)
-    finally:
-        clear_stop()
+    token = StopToken()
+    token.request("preempted")
+    with pytest.raises(TrainingInterrupted, match="preempted: training stopped after epoch 0"):
+        train(max_iter=2, checkpoints=store, stop=token)
+    assert token.requested and token.reason == "preempted" and not stop_requested()
+    _, output, _ = train(max_iter=2, checkpoints=store)  # the next run in this process has its own token
+    assert output["epochs"] == 2
+
+
+def test_request_stop_reaches_the_tokens_in_use_and_nothing_after_them():
+    assert request_stop("nobody is running") == 0 and not stop_requested()
+    worker, other = StopToken(), StopToken()
+    with worker:
+        with worker:  # a worker's token handed on to a run that enters it too
+            pass
+        assert request_stop("SIGTERM received") == 1  # still in use by the worker
+        assert worker.requested and worker.reason == "SIGTERM received" and stop_requested()
+        worker.request("a later reason")
+        assert worker.reason == "SIGTERM received"  # the first request is the one reported
+    assert not stop_requested() and not other.requested
+    _, output, _ = train(max_iter=1, save_every_n=0)
+    assert output["epochs"] == 1
 
 
 # -- 10.8: no validation split ----------------------------------------------------------------------------
@@ -361,8 +480,8 @@ def test_valid_size_zero_trains_without_validation_and_scores_on_the_test_set():
 class RunsOutOfMemory(MainLoopModule):
     options_declared = {"mode": Option("Training", str)}
 
-    def post_forward(self, outputs, loss, targets, shared_memory):
-        if self.mode == self.option("mode") and self.epoch == 2 and shared_memory["batch_index"] == 1:
+    def post_forward(self, outputs, loss, targets, **shared_memory):
+        if self.mode == self.option("mode") and self.epoch == 2 and self.batch_index == 1:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity "
                                          "of 79.10 GiB of which 1.20 GiB is free. Including non-PyTorch memory ...")
         return outputs, loss, targets
@@ -384,7 +503,7 @@ def test_out_of_memory_stops_with_one_line_naming_batch_size_and_step():
 def test_a_real_cuda_out_of_memory_is_reported_the_same_way():
     @register_module("AllocatesTooMuch")
     class AllocatesTooMuch(MainLoopModule):
-        def post_forward(self, outputs, loss, targets, shared_memory):
+        def post_forward(self, outputs, loss, targets, **shared_memory):
             free, total = torch.cuda.mem_get_info(outputs.device)
             torch.empty(2 * total, dtype=torch.uint8, device=outputs.device)
             return outputs, loss, targets
@@ -427,9 +546,9 @@ FIRST_GRADIENT = []
 
 @register_module("GrabFirstGradient")
 class GrabFirstGradient(MainLoopModule):
-    def post_backward(self, model, shared_memory):
+    def post_backward(self, model):
         if not FIRST_GRADIENT:
-            FIRST_GRADIENT.append((shared_memory["task_key"], model.body[0].weight.grad.detach().cpu().clone()))
+            FIRST_GRADIENT.append((self.task_key, model.body[0].weight.grad.detach().cpu().clone()))
 
 
 def test_the_models_regularizer_is_added_to_its_tasks_training_loss_and_tracked():

@@ -70,7 +70,7 @@ class SeeDtypes(MainLoopModule):
         SEEN.append(("inputs channels_last", inputs.is_contiguous(memory_format=torch.channels_last)))
         return model, inputs
 
-    def post_forward(self, outputs, loss, targets, shared_memory):
+    def post_forward(self, outputs, loss, targets, **shared_memory):
         SEEN.append(("outputs", outputs.dtype))
         return outputs, loss, targets
 

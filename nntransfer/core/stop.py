@@ -1,56 +1,95 @@
 """Stop requests, one per run: a token that signal handlers, a job table or user code set, and the trainer checks.
 
-A token belongs to one run (one ``train``/``run``/worker session), so a stop requested in one notebook cell never
-leaks into the next run. :func:`request_stop` asks every run in progress in this process to stop.
+Every run has a :class:`StopToken` (``Trainer(..., stop=token)``; a fresh one when none is given). The trainer
+checks it at batch boundaries and before each epoch; once it is requested, the trainer writes a checkpoint and
+raises ``TrainingInterrupted``. A worker treats that exception as "release the job", never as an error:
+stopping is not failing. (Here, below every layer, so that workers and job tables use tokens without torch.)
+
+Whoever cannot reach the token calls :func:`request_stop`: it requests every token that is *active* in this
+process — a Trainer's while it trains, and any other that its owner keeps active with ``with token:`` (a
+worker's, for as long as it takes jobs). Nothing outlives them: once those runs have ended, a new run starts with
+a fresh token and trains to its end.
 """
 from __future__ import annotations
 
 import threading
 import weakref
 
-_active: "weakref.WeakSet[StopToken]" = weakref.WeakSet()
-_active_lock = threading.Lock()
-
 
 class StopToken:
-    """A stop request for one run: ``request(reason)`` sets it, ``requested`` tells, ``reason`` says why."""
+    """A stop request for one run (or one worker): ``request(reason)``, then ``requested`` is True for good.
+
+    ``with token:`` makes it active (reached by :func:`request_stop`) within the block; blocks may nest (a worker's
+    token handed to the trainer stays active after the trainer's block ends)."""
 
     def __init__(self):
         self._event = threading.Event()
-        self.reason = ""
+        self._reason = ""
 
     def request(self, reason: str = "stop requested") -> None:
-        if not self._event.is_set():
-            self.reason = reason
+        if not self._event.is_set():  # the first request's reason is the one reported
+            self._reason = reason
         self._event.set()
 
     @property
     def requested(self) -> bool:
         return self._event.is_set()
 
+    @property
+    def reason(self) -> str:
+        return self._reason
+
     def __enter__(self) -> "StopToken":
-        """While entered, :func:`request_stop` reaches this token (the run is in progress)."""
-        with _active_lock:
-            _active.add(self)
+        with _ACTIVE_LOCK:
+            _set_active(self, +1)
         return self
 
     def __exit__(self, *exc) -> None:
-        with _active_lock:
-            _active.discard(self)
+        with _ACTIVE_LOCK:
+            _set_active(self, -1)
+
+    def __repr__(self) -> str:
+        return f"StopToken(requested={self.requested}, reason={self._reason!r})"
 
 
-def request_stop(reason: str = "stop requested") -> None:
-    """Ask every run in progress in this process to stop (checkpoint, release, raise ``TrainingInterrupted``)."""
-    with _active_lock:
-        tokens = list(_active)
+# The active tokens, held weakly: a tuple replaced as a whole, so that a signal handler can read it at any moment
+# without a lock (the main thread may hold the lock when the handler runs).
+_ACTIVE: tuple[weakref.ref, ...] = ()
+_ACTIVE_COUNTS: "weakref.WeakKeyDictionary[StopToken, int]" = weakref.WeakKeyDictionary()
+_ACTIVE_LOCK = threading.Lock()
+
+
+def _set_active(token: StopToken, change: int) -> None:
+    global _ACTIVE
+    count = _ACTIVE_COUNTS.get(token, 0) + change
+    if count > 0:
+        _ACTIVE_COUNTS[token] = count
+    else:
+        _ACTIVE_COUNTS.pop(token, None)
+    _ACTIVE = tuple(weakref.ref(t) for t in _ACTIVE_COUNTS.keys())
+
+
+def active_tokens() -> list[StopToken]:
+    return [token for token in (ref() for ref in _ACTIVE) if token is not None]
+
+
+def request_stop(reason: str = "stop requested") -> int:
+    """Request a stop of every run (and worker) in progress in this process; returns how many tokens it reached.
+    Safe in a signal handler. A run that starts afterwards is not affected."""
+    tokens = active_tokens()
     for token in tokens:
         token.request(reason)
+    return len(tokens)
 
 
 def stop_requested() -> bool:
-    """Whether a run in progress in this process was asked to stop."""
-    with _active_lock:
-        return any(token.requested for token in _active)
+    """Whether a stop was requested for a run or worker in progress in this process (one of the active tokens)."""
+    return any(token.requested for token in active_tokens())
 
 
-__all__ = ["StopToken", "request_stop", "stop_requested"]
+def stop_reason() -> str:
+    """The reason of the first active token that was requested ("" if none)."""
+    return next((token.reason for token in active_tokens() if token.requested), "")
+
+
+__all__ = ["StopToken", "active_tokens", "request_stop", "stop_reason", "stop_requested"]

@@ -1,11 +1,13 @@
 """The trainer (nnfabrik signature) and its main-loop modules."""
 from .checkpointing import (BackgroundWriter, CheckpointStore, CheckpointWriteFailed, DirectoryCheckpointStore,
                             MemoryCheckpointStore)
+from .hooks import Hooks
 from .interrupt import StopToken, TrainingInterrupted, request_stop, stop_requested
 from .losses import LOSSES, register_loss
 from .metrics import METRICS, Metric, register_metric
 from .modules import CancelBatch, CancelEpoch, MODULES, MainLoopModule, Option, module_class, register_module
-from .modules.base import check_module_options
+from .modules.base import check_conventions, check_module_options
+from .progress import Progress
 from .tracking import Tracker
 from .trainer import Trainer, TrainingDiverged, TrainingOutOfMemory, trainer
 
@@ -16,6 +18,7 @@ __all__ = [
     "CheckpointStore",
     "CheckpointWriteFailed",
     "DirectoryCheckpointStore",
+    "Hooks",
     "LOSSES",
     "METRICS",
     "MODULES",
@@ -23,12 +26,14 @@ __all__ = [
     "MemoryCheckpointStore",
     "Metric",
     "Option",
+    "Progress",
     "StopToken",
     "Tracker",
     "Trainer",
     "TrainingDiverged",
     "TrainingInterrupted",
     "TrainingOutOfMemory",
+    "check_conventions",
     "check_module_options",
     "module_class",
     "register_loss",

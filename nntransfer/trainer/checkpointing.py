@@ -140,23 +140,26 @@ class BackgroundWriter:
     into reused pinned host buffers with non-blocking copies; CPU tensors are cloned), and starts a thread
     that waits for the copies, then calls ``store.save`` and ``store.prune``. The training thread never
     waits for the device. :meth:`wait` joins the pending write and raises :class:`CheckpointWriteFailed`
-    if it failed.
+    if it failed; interrupted (Ctrl-C) while it waits, it lets the write finish before the interrupt goes on,
+    so that no write outlives the run that started it.
     """
 
     def __init__(self, store: CheckpointStore, keep_last_n: int, keep_best_n: int):
         self.store, self.keep_last_n, self.keep_best_n = store, keep_last_n, keep_best_n
         self._buffers: dict = {}
         self._thread: threading.Thread | None = None
+        self._written = threading.Event()  # set when the write in flight has ended (stored or failed)
         self._error: BaseException | None = None
 
     def submit(self, epoch: int, score: float, state: dict) -> None:
         self.wait()
         snapshot, copies_done = _snapshot(state, self._buffers)
-        self._thread = threading.Thread(target=self._write, args=(epoch, score, snapshot, copies_done),
+        self._written = threading.Event()
+        self._thread = threading.Thread(target=self._write, args=(epoch, score, snapshot, copies_done, self._written),
                                         name="nntransfer-checkpoint-writer")
         self._thread.start()
 
-    def _write(self, epoch, score, snapshot, copies_done) -> None:
+    def _write(self, epoch, score, snapshot, copies_done, written: threading.Event) -> None:
         try:
             for event in copies_done:
                 event.synchronize()
@@ -164,15 +167,15 @@ class BackgroundWriter:
             self.store.prune(self.keep_last_n, self.keep_best_n)
         except BaseException as err:  # reported by the training thread (wait / the next submit)
             self._error = err
-
-    @property
-    def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        finally:
+            written.set()
 
     def wait(self) -> None:
-        thread, self._thread = self._thread, None
+        thread = self._thread
         if thread is not None:
-            thread.join()
+            _wait_through_interrupts(self._written)
+            thread.join()  # returns at once: the write has ended
+            self._thread = None
         error, self._error = self._error, None
         if error is not None:
             raise CheckpointWriteFailed(f"writing a checkpoint failed: {type(error).__name__}: {error}") from error
@@ -183,7 +186,26 @@ class BackgroundWriter:
             self.wait()
         except CheckpointWriteFailed as err:
             logger.error("%s", err)
-        self._buffers.clear()
+        finally:
+            self._buffers.clear()
+
+
+def _wait_through_interrupts(written: threading.Event) -> None:
+    """Wait until ``written`` is set; a KeyboardInterrupt meanwhile (a second Ctrl-C while a stop waits for its
+    checkpoint) is raised only once it is. Abandoning the write would leave the store being written while the caller
+    goes on (a resumed run could read it half-way), and the run without its last checkpoint. (An event, not
+    ``Thread.join``: on Python 3.11 a join interrupted by KeyboardInterrupt marks a running thread as finished.)"""
+    interrupted = None
+    while True:
+        try:
+            written.wait()
+            break
+        except KeyboardInterrupt as err:
+            if interrupted is None:
+                logger.warning("finishing the checkpoint write in progress before stopping")
+            interrupted = err
+    if interrupted is not None:
+        raise interrupted
 
 
 def _snapshot(state, buffers: dict):

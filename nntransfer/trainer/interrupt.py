@@ -1,12 +1,8 @@
-"""Stopping a run on request (SIGTERM/SIGINT at a time limit, preemption, ``scancel``, Ctrl-C).
-
-Whoever receives the request (a signal handler, a job table) sets the run's :class:`StopToken`; the trainer
-checks it at batch boundaries, writes a checkpoint and raises :class:`TrainingInterrupted`. A worker treats
-that exception as "release the job", never as an error: stopping is not failing.
+"""Stopping a run on request (SIGTERM/SIGINT at a time limit, preemption, ``scancel``, Ctrl-C): the trainer checks
+its :class:`StopToken` at batch boundaries, writes a checkpoint and raises :class:`TrainingInterrupted`. The token
+lives in :mod:`nntransfer.core.stop` (workers and job tables use it without torch); the names are here too.
 """
-from __future__ import annotations
-
-from ..core.stop import StopToken, request_stop, stop_requested
+from ..core.stop import StopToken, active_tokens, request_stop, stop_reason, stop_requested
 from ..errors import TrainingInterrupted
 
-__all__ = ["StopToken", "TrainingInterrupted", "request_stop", "stop_requested"]
+__all__ = ["StopToken", "TrainingInterrupted", "active_tokens", "request_stop", "stop_reason", "stop_requested"]

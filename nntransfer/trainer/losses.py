@@ -3,6 +3,10 @@
 A loss is called as ``loss(outputs, targets)``; one whose instances have ``uses_extra = True`` is called as
 ``loss(outputs, targets, extra)`` with the batch's transfer data (e.g. a teacher's logits). Its keyword
 arguments come from ``TrainerConfig.loss_options[<name>]``.
+
+A training objective that is more than a plain loss (distillation adds a teacher term) declares the loss it
+reduces to as ``evaluation_loss = "<loss name>"``: validation and test passes measure that one, so that their
+``loss`` columns compare like with like across experiments (:func:`evaluation_loss`).
 """
 from __future__ import annotations
 
@@ -49,13 +53,14 @@ class Distillation(nn.Module):
     """Knowledge distillation (Hinton et al., 2015) from a teacher's logits handed over as transfer data.
 
     ``alpha * T² * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CrossEntropy(student, labels)``
-    with the teacher's logits in ``extra[key]`` ("logits" from a step with ``data_transfer=True``). Batches
-    without them (validation and test examples the teacher did not cover, extra test sets) get the
-    cross-entropy term alone. Options (``loss_options={"Distillation": {...}}``): ``temperature`` (> 0),
-    ``alpha`` (in [0, 1]), ``key``.
+    with the teacher's logits in ``extra[key]`` ("logits" from a step with ``data_transfer=True``); training
+    batches without them get the cross-entropy term alone. Validation and test passes measure the
+    cross-entropy (``evaluation_loss``), so a distilled student's ``loss`` compares with other students'.
+    Options (``loss_options={"Distillation": {...}}``): ``temperature`` (> 0), ``alpha`` (in [0, 1]), ``key``.
     """
 
     uses_extra = True
+    evaluation_loss = "CrossEntropyLoss"  # validation and test: the labels' loss, like a label-only student's
 
     def __init__(self, temperature: float = 4.0, alpha: float = 0.9, key: str = "logits"):
         super().__init__()
@@ -100,7 +105,19 @@ def make_loss(name: str, options: dict | None = None) -> nn.Module:
     return loss(**(options or {}))
 
 
-__all__ = ["Distillation", "LOSSES", "SoftTargetCrossEntropy", "check_loss_options", "make_loss", "register_loss"]
+def evaluation_loss(loss) -> nn.Module:
+    """The loss validation and test passes measure for the training loss ``loss``: the plain loss it declares as
+    ``evaluation_loss`` (a loss name, built without options), else ``loss`` itself."""
+    name = getattr(loss, "evaluation_loss", None)
+    if name is None:
+        return loss
+    if not isinstance(name, str):
+        raise ConfigError(f"{type(loss).__name__}.evaluation_loss must name a loss (a string), got {name!r}")
+    return make_loss(name)
+
+
+__all__ = ["Distillation", "LOSSES", "SoftTargetCrossEntropy", "check_loss_options", "evaluation_loss", "make_loss",
+           "register_loss"]
 
 
 # -- neural responses (neuralpredictors' losses; imported when first used) --------------------------------

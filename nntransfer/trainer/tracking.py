@@ -51,9 +51,6 @@ class Tracker:
     def add_iteration(self, mode: str, task: str, loss: float) -> None:
         self.iterations.setdefault(mode, {}).setdefault(task, []).append(float(loss))
 
-    def last(self, mode: str, task: str, objective: str) -> float:
-        return self.log[mode][task][objective][-1]
-
     def epoch_line(self, epoch: int) -> str:
         parts = [f"epoch {epoch}"]
         for mode, tasks in self.log.items():

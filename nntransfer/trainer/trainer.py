@@ -21,18 +21,18 @@ from ..core import bars as progress_bars
 from ..errors import ConfigError
 from ..configs.trainer import TrainerConfig
 from .checkpointing import BackgroundWriter, CheckpointStore, map_tensors, rng_state, set_rng_state
+from .hooks import TEST, TRAIN, VALIDATION, Hooks, loop_state
 from .interrupt import StopToken, TrainingInterrupted
-from .losses import make_loss
+from .losses import evaluation_loss, make_loss
 from .metrics import METRICS
 from .modules import CancelBatch, CancelEpoch, MainLoopModule, module_class
-from .modules.base import bound_hooks
 from .optim import EarlyStopping, make_optimizer, scheduled_lr
+from .progress import Progress
 from .tensorboard import open_log
 from .tracking import Tracker
 
 logger = logging.getLogger("nntransfer.trainer")
 
-TRAIN, VALIDATION, TEST = "Training", "Validation", "Test"
 _LOWEST_SCORE = -sys.float_info.max  # checkpoint score before any evaluation (stores need a finite number)
 
 
@@ -45,11 +45,13 @@ class TrainingOutOfMemory(RuntimeError):
 
 
 def trainer(model: nn.Module, dataloaders: dict, seed: int, uid=None, cb: Callable | None = None, *,
-            checkpoints: CheckpointStore | None = None, stop: StopToken | None = None, **config) -> tuple[float, dict, dict]:
+            checkpoints: CheckpointStore | None = None, stop: StopToken | None = None,
+            **config) -> tuple[float, dict, dict]:
     """nnfabrik trainer function: train ``model`` and return ``(score, output, model_state)``.
 
     ``score`` is the validation ``stop_metric`` of the final (by default best, restored) parameters;
-    ``output`` holds the tracker history and the final validation and test results.
+    ``output`` holds the tracker history and the final validation and test results. ``stop``: the run's
+    :class:`StopToken` (a fresh one if None); ``checkpoints``: where it saves and resumes.
     """
     config.pop("comment", None)
     unknown = sorted(set(config) - set(TrainerConfig.fields()))
@@ -65,7 +67,10 @@ def trainer(model: nn.Module, dataloaders: dict, seed: int, uid=None, cb: Callab
 
 
 class Trainer:
-    """Trains ``model`` on ``dataloaders`` as ``config`` says; :meth:`train` returns ``(score, output, state)``."""
+    """Trains ``model`` on ``dataloaders`` as ``config`` says; :meth:`train` returns ``(score, output, state)``.
+
+    Its position is :attr:`progress` (a :class:`Progress`); its stop request :attr:`stop` (a :class:`StopToken`).
+    """
 
     def __init__(self, model: nn.Module, dataloaders: dict, seed: int, config: TrainerConfig,
                  checkpoints: CheckpointStore | None = None, cb: Callable | None = None, uid=None,
@@ -81,16 +86,13 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loaders = dataloaders
         self.tracker = Tracker()
-        self.epoch = 0  # the epoch in progress, or the last one finished
-        self.steps = 0  # optimizer steps taken
-        self._pending = 0  # backward passes since the last optimizer step (gradient accumulation)
-        self.stopped = False  # early stopping decided (kept in checkpoints: a resumed run does not go on)
-        self.last_score = -float("inf")  # latest validation score (higher is better), saved with checkpoints
+        self.progress = Progress()
         self.environment: dict = {}  # device, threads, precision, ... the run used (in the output)
         tasks = dict.fromkeys(task for split in dataloaders.values() for task in split)
         loss_names = {task: self._loss_name(task) for task in tasks}
+        # training passes track the objective; validation and test the plain loss it declares (like with like)
         self.losses = {task: make_loss(name, config.loss_options.get(name)) for task, name in loss_names.items()}
-        self._loss_takes_extra = {task: getattr(loss, "uses_extra", False) for task, loss in self.losses.items()}
+        self.evaluation_losses = {task: evaluation_loss(loss) for task, loss in self.losses.items()}
         self.metric_classes = {name: METRICS.get(name) for name in config.metrics}
         self._stop_sign = -1.0 if config.stop_metric == "loss" or not METRICS.get(config.stop_metric).higher_is_better \
             else 1.0
@@ -116,29 +118,36 @@ class Trainer:
         self.stopper = EarlyStopping(config.patience, config.threshold, decays)
         self.modules: list[MainLoopModule] = [module_class(name).create(self, name)
                                               for name in config.main_loop_modules]
-        self._hooks = bound_hooks(self.modules)
+        self.hooks = Hooks(self.modules)
         self._writer = BackgroundWriter(checkpoints, config.keep_last_n, config.keep_best_n) \
             if checkpoints is not None else None
-        self._pass: _Pass | None = None  # the training pass in progress (mid-epoch checkpoints keep it)
-        self._resume_state: dict | None = None  # a mid-epoch checkpoint, applied once its pass is reached again
-        self._evaluated_at_step: int | None = None
-        self._step_events_done = 0  # the step count whose step-based evaluation and checkpoint have run
-        self._saved_at: tuple | None = None  # (epoch, batch, steps) of the latest checkpoint
+        self._training_pass: _Pass | None = None  # accumulators of the training pass in progress (checkpointed)
+        self._checkpoint_to_resume: dict | None = None  # a mid-epoch checkpoint, loaded when its pass is reached
         self._lr_per_step = bool(config.warmup_steps or config.milestone_steps)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch in progress, or the last one finished (``progress.epoch``)."""
+        return self.progress.epoch
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps taken (``progress.steps``)."""
+        return self.progress.steps
 
     # -- the main loop ----------------------------------------------------------------------------
     def train(self) -> tuple[float, dict, dict]:
         """Train until ``max_iter`` epochs (``max_steps`` steps, if set) or early stopping, then evaluate the final
         (by default restored-best) parameters and test them. Resumes from ``checkpoints`` when they hold a state."""
-        with self.stop, self._run_settings(), self._checkpoint_writes(), contextlib.closing(open_log(self.config, self.uid)) as board:
+        with self.stop, self._run_settings(), self._checkpoint_writes(), \
+                contextlib.closing(open_log(self.config, self.uid)) as board:
             self._resume()
             bar = self._progress_bar()
-            while not self._finished():
-                if self.stop.requested:
-                    self._interrupt()
+            while not self.progress.finished(self.config):
+                self._stop_if_requested()
                 self.train_epoch()
                 board.write(self.tracker)
-                bar.update((self.steps if self.config.max_steps else self.epoch) - bar.n)
+                bar.update((self.progress.steps if self.config.max_steps else self.progress.epoch) - bar.n)
             if self.config.restore_best:
                 self.stopper.restore(self.model)
             result = self._finish()
@@ -149,130 +158,119 @@ class Trainer:
     def train_epoch(self) -> None:
         """One epoch (or the rest of one after a mid-epoch resume): the training pass with its step-based
         evaluations and checkpoints, then the epoch's evaluation, log line, checkpoint and ``cb``."""
-        if self._resume_state is None:
-            self.epoch += 1
+        self.progress.start_epoch()
         self._seed_epoch()
         self._set_lr()
         self.run_epoch(TRAIN, self.loaders["train"])
-        if self._evaluation_due():
+        if self.loaders.get("validation") and self.progress.evaluation_due_after_epoch(self.config):
             self._validate()
         self._log_epoch()
         self._callback()  # before the checkpoint: a copy whose job was taken over stops without writing one
-        if self._writer is not None and self.config.save_every_n and self.epoch % self.config.save_every_n == 0:
+        if self._writer is not None and self.progress.checkpoint_due_after_epoch(self.config):
             self._checkpoint()
 
     def run_epoch(self, mode: str, loaders: dict) -> dict:
         """One pass over ``loaders`` in ``mode``, calling every module hook; returns ``{task: {objective: value}}``."""
         training = mode == TRAIN
         self._set_modes(training)
-        for module in self.modules:
-            module.mode, module.epoch = mode, self.epoch  # also for modules whose pre_epoch skips super()
-            module.pre_epoch(self.model, mode, epoch=self.epoch)
-        progress = _Pass(self.metric_classes)
+        accumulators = _Pass(self.metric_classes)
+        pass_state = state = loop_state(mode, self.progress.epoch)
         batches = self._batches(loaders, cycle=training)
-        if training:
-            self._pass = progress
-            if self._resume_state is not None:
-                self._resume_mid_epoch(batches, progress)
-        ended = training and (self.stopped or self._budget_spent())  # a resumed pass may be over already
-        bar = progress_bars.pass_bar(batches, total=_total_batches(loaders, cycle=training),
-                                     desc=f"{mode} {self.epoch}", disable=not self.config.verbose or ended)
-        with torch.set_grad_enabled(training):
-            try:
-                for task, batch in ([] if ended else bar):
-                    try:
-                        self._step(mode, task, batch, progress)
-                    except CancelBatch:
-                        pass
-                    except torch.OutOfMemoryError as err:
-                        raise TrainingOutOfMemory(self._out_of_memory(mode, progress, batch, err)) from err
-                    except RuntimeError as err:
-                        if self.config.compile and _is_compile_error(err):
-                            raise self._compile_error(err) from err
-                        raise
-                    progress.batches += 1
+        first, ended = self._begin_pass(pass_state, batches, accumulators)
+        try:
+            with torch.set_grad_enabled(training), self._pass_bar(mode, loaders, batches, ended) as bar:
+                for index, (task, batch) in enumerate(bar, start=first):
+                    state = loop_state(mode, self.progress.epoch, task, index, {})
+                    self._batch(state, batch, accumulators)
                     if training and self._after_training_batch():
                         break
-            except CancelEpoch:
-                pass
-        bar.close()
-        self._check_finite(mode, progress)
-        if training and self._pending:  # gradients accumulated over the epoch's last batches: use them now
-            with contextlib.suppress(CancelBatch):
-                self._optimizer_step(progress.shared_memory)
-            self._step_events()
-        for module in self.modules:
-            module.mode = mode  # an evaluation inside this pass (eval_every_steps) changed it
-            module.post_epoch(self.model)
+        except CancelEpoch:
+            self.hooks.after_cancel_epoch(state, self.model)
+        self._check_finite(mode, accumulators)
         if training:
-            self._pass = None
-        return self._track(mode, progress)
+            self._step_leftover_gradients(state)
+        self.hooks.post_epoch(pass_state, self.model)
+        if training:
+            self.progress.end_training_pass()
+            self._training_pass = None
+        return self._track(mode, accumulators)
 
-    def _step(self, mode: str, task: str, batch, progress: "_Pass") -> None:
-        training = mode == TRAIN
+    def _batch(self, state: dict, batch, accumulators: "_Pass") -> None:
+        """One batch; ``CancelBatch`` ends it (every module hears of it); running out of memory and a failed compile
+        become one-line errors that say what to change."""
+        try:
+            self._step(state, batch, accumulators)
+        except CancelBatch:
+            self.hooks.after_cancel_batch(state, self.model)
+        except torch.OutOfMemoryError as err:
+            raise TrainingOutOfMemory(self._out_of_memory(state, batch, err)) from err
+        except RuntimeError as err:
+            if self.config.compile and _is_compile_error(err):
+                raise self._compile_error(err) from err
+            raise
+
+    def _step(self, state: dict, batch, accumulators: "_Pass") -> None:
+        """One batch: ``pre_forward``, forward, ``post_forward``, loss; in training backward and (every
+        ``accumulate_gradients`` batches) the optimizer step."""
         inputs, targets, extra = self._unpack(batch)
-        shared_memory = {"extra": extra, "batch_index": progress.batches, "epoch": self.epoch, "mode": mode,
-                         "task_key": task}
-        progress.shared_memory = shared_memory
+        state["shared_memory"]["extra"] = extra
         if self._new_cudagraph_step:
             torch.compiler.cudagraph_mark_step_begin()
-        model = self.forward_model
-        for pre_forward in self._hooks["pre_forward"]:
-            model, inputs = pre_forward(model, inputs, task, shared_memory)
+        model, inputs = self.hooks.pre_forward(state, self.forward_model, inputs)
+        task = state["task_key"]
         with self._autocast():
             outputs = model(inputs, data_key=task) if self._takes_data_key and model is self.forward_model \
                 else model(inputs)
-            loss = 0.0  # modules add extra terms here, before the main loss
-            for post_forward in self._hooks["post_forward"]:
-                outputs, loss, targets = post_forward(outputs, loss, targets, shared_memory)
-            if self._loss_takes_extra[task]:
-                main_loss = self.losses[task](outputs, targets, shared_memory["extra"])
-            else:
-                main_loss = self.losses[task](outputs, targets)
-            loss = main_loss if isinstance(loss, float) and loss == 0.0 else loss + main_loss
-        regularizer = None
-        if training:
-            objective = loss
-            if self.regularizer is not None:  # tracked on its own: the loss stays comparable with validation's
-                regularizer = _as_tensor(self.regularizer(task), loss)
-                objective = loss + regularizer
-            self._backward(objective, shared_memory)
-        progress.add(task, loss.detach(), outputs.detach(), targets, regularizer)
+            # modules add extra terms to the loss, which starts at 0.0; the task's loss comes last
+            outputs, loss, targets = self.hooks.post_forward(state, outputs, 0.0, targets)
+            loss = self._add_task_loss(state, outputs, loss, targets, extra)
+        regularizer = self._backward(state, loss) if state["train_mode"] else None
+        accumulators.add(task, state["batch_index"], loss.detach(), outputs.detach(), targets, regularizer)
         if self.config.track_iterations:
-            self.tracker.add_iteration(mode, task, float(loss.detach()))
+            self.tracker.add_iteration(state["mode"], task, float(loss.detach()))
 
-    def _backward(self, loss: torch.Tensor, shared_memory: dict) -> None:
-        """Backward (loss-scaled under fp16) and ``post_backward``; a step every ``accumulate_gradients`` batches.
-        ``CancelBatch`` from ``post_backward`` takes this batch's gradients back out."""
+    def _add_task_loss(self, state: dict, outputs, loss, targets, extra: dict) -> torch.Tensor:
+        losses = self.losses if state["train_mode"] else self.evaluation_losses
+        task_loss = losses[state["task_key"]]
+        main = task_loss(outputs, targets, extra) if getattr(task_loss, "uses_extra", False) \
+            else task_loss(outputs, targets)
+        return main if isinstance(loss, float) and loss == 0.0 else loss + main
+
+    def _backward(self, state: dict, loss: torch.Tensor) -> torch.Tensor | None:
+        """Backward of loss + the model's regularizer (loss-scaled under fp16), ``post_backward``, and a step every
+        ``accumulate_gradients`` batches; returns the regularizer's value. ``CancelBatch`` from ``post_backward``
+        takes this batch's gradients back out."""
+        regularizer = None
+        if self.regularizer is not None:  # tracked on its own: the loss stays comparable with validation's
+            regularizer = _as_tensor(self.regularizer(state["task_key"]), loss)
+            loss = loss + regularizer
         accumulate = self.config.accumulate_gradients
         if accumulate > 1:
             loss = loss / accumulate
         before = [p.grad if p.grad is None else p.grad.clone() for p in self.params] \
-            if self._hooks["post_backward"] else None
+            if self.hooks.overridden("post_backward") else None
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         try:
-            for post_backward in self._hooks["post_backward"]:
-                post_backward(self.model, shared_memory)
+            self.hooks.post_backward(state, self.model)
         except CancelBatch:
             for p, grad in zip(self.params, before):
                 p.grad = grad
             raise
-        self._pending += 1
-        if self._pending == accumulate:
-            self._optimizer_step(shared_memory)
+        if self.progress.backward_done(accumulate):
+            self._optimizer_step(state)
+        return regularizer
 
-    def _optimizer_step(self, shared_memory: dict) -> None:
+    def _optimizer_step(self, state: dict) -> None:
         """Unscale (fp16), clip to ``max_grad_norm``, ``pre_optimizer``, step, zero the gradients, ``post_optimizer``.
         ``CancelBatch`` from ``pre_optimizer`` drops the step and its accumulated gradients."""
-        self._pending = 0
+        self.progress.pending = 0
         max_norm = self.config.max_grad_norm
-        if self.scaler is not None and (max_norm or self._hooks["pre_optimizer"]):
+        if self.scaler is not None and (max_norm or self.hooks.overridden("pre_optimizer")):
             self.scaler.unscale_(self.optimizer)
         if max_norm:
             torch.nn.utils.clip_grad_norm_(self.params, max_norm)
         try:
-            for pre_optimizer in self._hooks["pre_optimizer"]:
-                pre_optimizer(self.model, shared_memory)
+            self.hooks.pre_optimizer(state, self.model)
         except CancelBatch:
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
@@ -284,33 +282,66 @@ class Trainer:
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.steps += 1
+        self.progress.steps += 1
         if self._lr_per_step:
             self._set_lr()
-        for post_optimizer in self._hooks["post_optimizer"]:
-            post_optimizer(self.model, shared_memory)
+        self.hooks.post_optimizer(state, self.model)
+
+    def _begin_pass(self, pass_state: dict, batches: Iterator, accumulators: "_Pass") -> tuple[int, bool]:
+        """``pre_epoch``, then, for training, the pass's start (or resumption); returns the index of the first batch
+        and whether the pass is over before it (cancelled in ``pre_epoch``, or resumed from a checkpoint written as
+        it ended)."""
+        try:
+            self.hooks.pre_epoch(pass_state, self.model)
+            cancelled = False
+        except CancelEpoch:
+            self.hooks.after_cancel_epoch(pass_state, self.model)
+            cancelled = True
+        if not pass_state["train_mode"]:
+            return 0, cancelled
+        first = self._start_training_pass(batches, accumulators)
+        return first, cancelled or self.progress.pass_over(self.config)
+
+    @contextlib.contextmanager
+    def _pass_bar(self, mode: str, loaders: dict, batches: Iterator, ended: bool):
+        bar = progress_bars.pass_bar(iter(()) if ended else batches, total=_total_batches(loaders, cycle=mode == TRAIN),
+                                     desc=f"{mode} {self.progress.epoch}", disable=not self.config.verbose or ended)
+        try:
+            yield bar
+        finally:
+            bar.close()
+
+    def _step_leftover_gradients(self, state: dict) -> None:
+        """At the end of a training pass, gradients accumulated over its last batches make one more step (with the
+        last batch's state), and that step's evaluation and checkpoint run (not again for a step that was dropped)."""
+        if not self.progress.pending:
+            return
+        try:
+            self._optimizer_step(state)
+        except CancelBatch:
+            self.hooks.after_cancel_batch(state, self.model)
+        if self.progress.step_events_due():
+            self._step_events()
 
     def _after_training_batch(self) -> bool:
         """Step-based evaluation and checkpoint, stop requests; True ends the pass (early stop, step budget)."""
-        if self.steps != self._step_events_done:
+        self.progress.batch += 1
+        if self.progress.step_events_due():
             self._step_events()
-        if self.stop.requested:
-            self._interrupt()
-        return self.stopped or self._budget_spent()
+        self._stop_if_requested()
+        return self.progress.pass_over(self.config)
 
     def _step_events(self) -> None:
         """After an optimizer step: evaluate every ``eval_every_steps``, checkpoint every ``save_every_steps``."""
-        cfg = self.config
-        self._step_events_done = self.steps
-        evaluate = bool(cfg.eval_every_steps and self.steps % cfg.eval_every_steps == 0
-                        and self.loaders.get("validation"))
-        save = bool(cfg.save_every_steps and self.steps % cfg.save_every_steps == 0 and self._writer is not None)
+        progress = self.progress
+        progress.events_at_step = progress.steps
+        evaluate = bool(self.loaders.get("validation")) and progress.evaluation_due_after_step(self.config)
+        save = self._writer is not None and progress.checkpoint_due_after_step(self.config)
         if evaluate:
             self._validate()
             self._set_modes(True)  # back to training, inside the training pass
-            for module in self.modules:
-                module.mode = TRAIN
-            logger.info("epoch %d step %d | %s", self.epoch, self.steps, self.tracker.epoch_line(self.epoch))
+            logger.info("epoch %d step %d | %s", progress.epoch, progress.steps,
+                        self.tracker.epoch_line(progress.epoch))
         if evaluate or save:
             self._callback()
         if save:
@@ -319,14 +350,14 @@ class Trainer:
     def _validate(self) -> None:
         """A validation pass and the early-stopping decision (improved / wait / decay: restore best, lower LR /
         stop)."""
-        self.last_score = self.evaluate(VALIDATION)
-        self._evaluated_at_step = self.steps
-        decision = self.stopper.update(self.last_score, self.epoch, self.model, self.steps)
+        score = self.evaluate(VALIDATION)
+        self.progress.last_score, self.progress.evaluated_at_step = score, self.progress.steps
+        decision = self.stopper.update(score, self.progress.epoch, self.model, self.progress.steps)
         if decision == "decay":
             self.stopper.restore(self.model)
             self._set_lr()
-            logger.info("epoch %d: patience ran out, restoring best and decaying the LR", self.epoch)
-        self.stopped = self.config.early_stopping and decision == "stop"
+            logger.info("epoch %d: patience ran out, restoring best and decaying the LR", self.progress.epoch)
+        self.progress.stopped = self.config.early_stopping and decision == "stop"
 
     def evaluate(self, mode: str = VALIDATION) -> float:
         """A validation (or test) pass; returns the mean ``stop_metric`` over its tasks, higher is better."""
@@ -354,8 +385,8 @@ class Trainer:
             "tracker": self.tracker.state_dict(),
             "validation": final.get(VALIDATION, {}),
             "test": final.get(TEST, {}),
-            "epochs": self.epoch,
-            "steps": self.steps,
+            "epochs": self.progress.epoch,
+            "steps": self.progress.steps,
             "best_epoch": self.stopper.best_epoch,
             "best_step": self.stopper.best_step,
             "environment": dict(self.environment),
@@ -378,30 +409,22 @@ class Trainer:
     def state_dict(self) -> dict:
         """Everything a resumed run needs; in the middle of an epoch also the pass so far and pending gradients."""
         return {
-            "epoch": self.epoch,
-            "batch": self._pass.batches if self._pass is not None else 0,
-            "steps": self.steps,
-            "stopped": self.stopped,
-            "last_score": self.last_score,
-            "evaluated_at_step": self._evaluated_at_step,
+            "progress": self.progress.state_dict(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "stopper": self.stopper.state_dict(),
             "tracker": self.tracker.state_dict(),
             "modules": [module.state_dict() for module in self.modules],
-            "pass": self._pass.state_dict() if self._pass is not None else None,
-            "pending": self._pending,
-            "gradients": [p.grad for p in self.params] if self._pending else None,
+            "pass": self._training_pass.state_dict() if self._training_pass is not None else None,
+            "gradients": [p.grad for p in self.params] if self.progress.pending else None,
             "rng": rng_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict` (the pass of a mid-epoch state is restored by the resumed pass)."""
-        self.epoch, self.steps = state["epoch"], state["steps"]
-        self.stopped, self.last_score = state.get("stopped", False), state.get("last_score", -float("inf"))
-        self._evaluated_at_step = state.get("evaluated_at_step")
-        self._step_events_done = self.steps
+        """Restore :meth:`state_dict`, also one written before ``progress`` existed (its counters as flat keys).
+        The pass of a mid-epoch state is restored by the resumed pass."""
+        self.progress.load_checkpoint(state)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state["scaler"] is not None:
@@ -414,33 +437,38 @@ class Trainer:
                               f"{len(self.modules)} ({self.config.main_loop_modules}): it is not this run's checkpoint")
         for module, module_state in zip(self.modules, modules or []):
             module.load_state_dict(self._on_device(module_state))
-        self._pending = state.get("pending", 0)
         if state.get("gradients") is not None:
             for p, grad in zip(self.params, state["gradients"]):
                 p.grad = None if grad is None else grad.to(p.device)
         set_rng_state(state["rng"])
-        self._saved_at = (self.epoch, state.get("batch", 0), self.steps)
 
     def _resume(self) -> None:
         state = self.checkpoints.latest() if self.checkpoints is not None else None
         if state is None:
             return
-        if state.get("batch"):  # mid-epoch: loaded when the resumed pass has skipped the batches done before
-            self.epoch, self._resume_state = state["epoch"], state
-            logger.info("resuming epoch %d after batch %d", self.epoch, state["batch"])
+        self.progress.load_checkpoint(state)
+        if self.progress.mid_epoch:  # the rest is loaded when the resumed pass has skipped the batches done before
+            self._checkpoint_to_resume = state
+            logger.info("resuming epoch %d after batch %d", self.progress.epoch, self.progress.batch)
         else:
             self.load_state_dict(state)
-            logger.info("resumed from the checkpoint of epoch %d", self.epoch)
+            logger.info("resumed from the checkpoint of epoch %d", self.progress.epoch)
 
-    def _resume_mid_epoch(self, batches: Iterator, progress: "_Pass") -> None:
-        """Skip the batches the checkpoint had done (the epoch is seeded: the same data order), then load it."""
-        state, self._resume_state = self._resume_state, None
-        for done in range(state["batch"]):
+    def _start_training_pass(self, batches: Iterator, accumulators: "_Pass") -> int:
+        """Make ``accumulators`` the training pass's; after a mid-epoch checkpoint, skip the batches it had done
+        (the epoch is seeded: the same data in the same order) and load it. Returns the index of the next batch."""
+        self._training_pass = accumulators
+        state, self._checkpoint_to_resume = self._checkpoint_to_resume, None
+        if state is None:
+            return 0
+        done = self.progress.batch
+        for skipped in range(done):
             if next(batches, None) is None:
-                raise ConfigError(f"the checkpoint is {state['batch']} batches into epoch {state['epoch']}, but the "
-                                  f"training data has only {done} batches: the data changed since it was written")
+                raise ConfigError(f"the checkpoint is {done} batches into epoch {self.progress.epoch}, but the "
+                                  f"training data has only {skipped} batches: the data changed since it was written")
         self.load_state_dict(state)
-        progress.load_state_dict(self._on_device(state["pass"]))
+        accumulators.load_state_dict(self._on_device(state["pass"]))
+        return done
 
     def _on_device(self, state):
         """Checkpoints are loaded on the CPU: the accumulators of a pass and modules' states go back to the
@@ -449,32 +477,32 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         """Snapshot the whole state and write it in the background (a later state of an epoch replaces an earlier)."""
-        if self._pass is not None:
-            self._check_finite(TRAIN, self._pass)  # never checkpoint a diverged state
-        score = self.last_score if math.isfinite(self.last_score) else _LOWEST_SCORE
-        self._writer.submit(self.epoch, score, self.state_dict())
-        self._saved_at = self._position()
+        if self._training_pass is not None:
+            self._check_finite(TRAIN, self._training_pass)  # never checkpoint a diverged state
+        score = self.progress.last_score if math.isfinite(self.progress.last_score) else _LOWEST_SCORE
+        self._writer.submit(self.progress.epoch, score, self.state_dict())
+        self.progress.mark_saved()
 
     def wait_for_checkpoint(self) -> None:
         """Block until the checkpoint being written in the background is stored (raises if writing it failed)."""
         if self._writer is not None:
             self._writer.wait()
 
-    def _position(self) -> tuple[int, int, int]:
-        return self.epoch, self._pass.batches if self._pass is not None else 0, self.steps
+    def _stop_if_requested(self) -> None:
+        if self.stop.requested:
+            self._interrupt()
 
     def _interrupt(self) -> NoReturn:
         """A stop was requested: checkpoint exactly here (unless saved already), wait for the write, raise."""
-        epoch, batch, steps = self._position()
-        where = f"in epoch {epoch} after batch {batch}" if batch else f"after epoch {epoch}"
+        where = self.progress.describe()
         if self._writer is None:
             done = "no checkpoint store, so it starts over next time"
         else:
-            if self._resume_state is None and self._saved_at != self._position():
+            if not self.progress.saved:
                 self._checkpoint()
             self._writer.wait()
             done = "checkpoint written"
-        raise TrainingInterrupted(f"{self.stop.reason}: training stopped {where} ({steps} steps); {done}")
+        raise TrainingInterrupted(f"{self.stop.reason}: training stopped {where}; {done}")
 
     @contextlib.contextmanager
     def _checkpoint_writes(self):
@@ -517,27 +545,6 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self._autocast_dtype)
 
     # -- helpers ------------------------------------------------------------------------------------
-    def _finished(self) -> bool:
-        if self._resume_state is not None:  # the rest of a resumed epoch comes first
-            return False
-        if self.stopped or self._budget_spent():
-            return True
-        return self.config.max_steps is None and self.epoch >= self.config.max_iter
-
-    def _budget_spent(self) -> bool:
-        return self.config.max_steps is not None and self.steps >= self.config.max_steps
-
-    def _evaluation_due(self) -> bool:
-        """At the end of an epoch: every ``interval`` epochs and after the last (with ``eval_every_steps``: after the
-        last, unless that step was just evaluated)."""
-        cfg = self.config
-        if not self.loaders.get("validation"):
-            return False
-        last = self.stopped or self._budget_spent() or (cfg.max_steps is None and self.epoch >= cfg.max_iter)
-        if cfg.eval_every_steps:
-            return last and self._evaluated_at_step != self.steps
-        return self.epoch % cfg.interval == 0 or last
-
     def _callback(self) -> None:
         if self.cb is not None:
             self.cb()
@@ -545,11 +552,11 @@ class Trainer:
     def _progress_bar(self):
         steps = self.config.max_steps is not None
         return progress_bars.run_bar(total=self.config.max_steps if steps else self.config.max_iter,
-                                     initial=self.steps if steps else self.epoch, desc="steps" if steps else "epochs",
-                                     disable=not self.config.verbose)
+                                     initial=self.progress.steps if steps else self.progress.epoch,
+                                     desc="steps" if steps else "epochs", disable=not self.config.verbose)
 
     def _log_epoch(self) -> None:
-        line = self.tracker.epoch_line(self.epoch)
+        line = self.tracker.epoch_line(self.progress.epoch)
         logger.info(line)
         if self.config.verbose and not logger.isEnabledFor(logging.INFO):  # nobody listens to the log: show it
             progress_bars.write(line)
@@ -582,32 +589,32 @@ class Trainer:
         return inputs, targets, {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
                                  for k, v in extra.items()}
 
-    def _track(self, mode: str, progress: "_Pass") -> dict:
-        results = progress.results()
+    def _track(self, mode: str, accumulators: "_Pass") -> dict:
+        results = accumulators.results()
         for task, objectives in results.items():
             for objective, value in objectives.items():
                 self.tracker.add(mode, task, objective, value)
         if results:
             if mode == TRAIN:
                 self.tracker.add(mode, "all", "lr", self.optimizer.param_groups[0]["lr"])
-            self.tracker.add_pass(mode, self.epoch, self.steps)
+            self.tracker.add_pass(mode, self.progress.epoch, self.progress.steps)
         return results
 
-    def _check_finite(self, mode: str, progress: "_Pass") -> None:
+    def _check_finite(self, mode: str, accumulators: "_Pass") -> None:
         # one check per pass (a per-batch check would synchronise every step); the first bad batch is named
-        bad = progress.first_non_finite()
+        bad = accumulators.first_non_finite()
         if bad is not None:
             value, index = bad
             raise TrainingDiverged(
-                f"{mode.lower()} loss is {value} in epoch {self.epoch}, batch {index}; "
+                f"{mode.lower()} loss is {value} in epoch {self.progress.epoch}, batch {index}; "
                 "lower the learning rate, check the data for NaN/inf, or set max_grad_norm"
             )
 
-    def _out_of_memory(self, mode: str, progress: "_Pass", batch, err: Exception) -> str:
+    def _out_of_memory(self, state: dict, batch, err: Exception) -> str:
         tried = re.search(r"Tried to allocate [\d.]+ \w+", str(err))
-        where = f"{mode.lower()} pass of epoch {self.epoch}, batch {progress.batches}"
-        if mode == TRAIN:
-            where += f" (optimizer step {self.steps + 1})"
+        where = f"{state['mode'].lower()} pass of epoch {state['epoch']}, batch {state['batch_index']}"
+        if state["train_mode"]:
+            where += f" (optimizer step {self.progress.steps + 1})"
         return (f"{self.device} ran out of memory in the {where} with batch size {_batch_size(batch)}"
                 f"{f' ({tried.group(0)})' if tried else ''}: lower the dataset's batch_size (accumulate_gradients "
                 "keeps the effective batch size), use precision='bf16' or 'fp16', or free the device")
@@ -661,7 +668,7 @@ class Trainer:
     def _seed_epoch(self) -> None:
         # Every epoch starts from RNG states derived from (seed, epoch), so shuffling, augmentation and
         # dropout of epoch k are the same whether or not the run was interrupted before it.
-        epoch_seed = self.seed * 100_003 + self.epoch
+        epoch_seed = self.seed * 100_003 + self.progress.epoch
         torch.manual_seed(epoch_seed)
         np.random.seed(epoch_seed % 2**32)
         random.seed(epoch_seed)
@@ -669,10 +676,10 @@ class Trainer:
     def _set_lr(self) -> None:
         cfg = self.config
         milestones = cfg.lr_schedule == "milestones"
-        lr = scheduled_lr(self.base_lr, self.epoch, warmup_epochs=cfg.warmup_epochs,
+        lr = scheduled_lr(self.base_lr, self.progress.epoch, warmup_epochs=cfg.warmup_epochs,
                           milestones=cfg.milestones if milestones else [], decay_factor=cfg.lr_decay_factor,
-                          plateau_decays=self.stopper.decays_done, step=self.steps + 1, warmup_steps=cfg.warmup_steps,
-                          milestone_steps=cfg.milestone_steps if milestones else [])
+                          plateau_decays=self.stopper.decays_done, step=self.progress.steps + 1,
+                          warmup_steps=cfg.warmup_steps, milestone_steps=cfg.milestone_steps if milestones else [])
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
@@ -683,11 +690,10 @@ class _Pass:
 
     def __init__(self, metric_classes: dict):
         self.metric_classes = metric_classes
-        self.batches = 0  # batches seen so far, cancelled ones included: the next batch's index
         self.tasks: dict[str, dict] = {}
-        self.shared_memory: dict = {}  # of the latest batch (the optimizer hooks of a step at the pass's end)
 
-    def add(self, task: str, loss: torch.Tensor, outputs, targets, regularizer: torch.Tensor | None) -> None:
+    def add(self, task: str, index: int, loss: torch.Tensor, outputs, targets,
+            regularizer: torch.Tensor | None) -> None:
         totals = self.tasks.get(task)
         if totals is None:  # first batch of this task in this pass: the metrics that apply to its outputs
             metrics = {name: cls() for name, cls in self.metric_classes.items() if cls.applies(outputs, targets)}
@@ -695,7 +701,7 @@ class _Pass:
                                          "metrics": metrics}
         totals["losses"].append(loss)
         totals["sizes"].append(len(targets))
-        totals["indices"].append(self.batches)
+        totals["indices"].append(index)
         if regularizer is not None:
             totals["regularizer"].append(regularizer.detach())
         for metric in totals["metrics"].values():
@@ -728,15 +734,13 @@ class _Pass:
 
     def state_dict(self) -> dict:
         # per-batch values as one tensor each (a checkpoint late in a long epoch copies two tensors, not thousands)
-        return {"batches": self.batches,
-                "tasks": {task: {"losses": _stacked(t["losses"]), "sizes": list(t["sizes"]),
+        return {"tasks": {task: {"losses": _stacked(t["losses"]), "sizes": list(t["sizes"]),
                                  "indices": list(t["indices"]), "regularizer": _stacked(t["regularizer"]),
                                  "metrics": {name: metric.state_dict() for name, metric in t["metrics"].items()}}
                           for task, t in self.tasks.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.batches = state["batches"]
-        self.tasks = {}
+        self.tasks = {}  # (a "batches" entry of checkpoints written before Progress existed is Progress.batch)
         for task, t in state["tasks"].items():
             metrics = {}
             for name, metric_state in t["metrics"].items():

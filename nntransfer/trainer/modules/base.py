@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigError
 from ...configs.registries import MODULES
@@ -16,11 +17,12 @@ if TYPE_CHECKING:
 class CancelBatch(Exception):
     """Raised by a module: skip the rest of this batch. Nothing of it reaches the parameters: raised in
     ``post_backward`` its gradients are dropped, in ``pre_optimizer`` the step (and every gradient accumulated
-    for it) is dropped. A cancelled batch is not tracked."""
+    for it) is dropped. A cancelled batch is not tracked; every module's ``after_cancel_batch`` runs."""
 
 
 class CancelEpoch(Exception):
-    """Raised by a module: end this epoch (or evaluation pass) now."""
+    """Raised by a module: end this epoch (or evaluation pass) now; every module's ``after_cancel_epoch`` runs,
+    then ``post_epoch``."""
 
 
 _REQUIRED = object()
@@ -57,21 +59,29 @@ class Option:
 class MainLoopModule:
     """Hooks called by the trainer; override any of them. The defaults change nothing.
 
-    Constructed as ``Module(model, config, device, seed)`` (the original nntransfer signature; a
-    subclass that overrides ``__init__`` keeps it and calls ``super().__init__(model, config, device, seed)``).
+    Constructed as ``Module(trainer)`` (the original nntransfer signature): a subclass that overrides
+    ``__init__`` writes ``def __init__(self, trainer): super().__init__(trainer); ...``. The base class reads
+    ``model``, ``config`` (the TrainerConfig), ``device``, ``seed``, ``tracker`` and ``train_loader`` from the
+    trainer (any object with ``model``, ``config``, ``device`` and ``seed`` will do, e.g. in a unit test) and
+    checks the module's ``options``.
 
-    Order per epoch: ``pre_epoch`` → per batch: ``pre_forward`` → model forward → ``post_forward`` →
-    loss → backward → ``post_backward`` → (every ``accumulate_gradients`` batches: ``pre_optimizer`` →
-    optimizer step → ``post_optimizer``) → … → ``post_epoch``. Validation and test run the same hooks
-    without backward and optimizer step. ``mode`` is "Training", "Validation" or "Test".
+    Hooks, called by the trainer's hook runner (:class:`nntransfer.trainer.hooks.Hooks`) with the original
+    nntransfer signatures, in this order per pass: ``pre_epoch(model, mode, **options)`` (``options`` has
+    ``epoch``) → per batch: ``pre_forward(model, inputs, task_key, shared_memory) -> (model, inputs)`` → model
+    forward → ``post_forward(outputs, loss, targets, **shared_memory) -> (outputs, loss, targets)`` → loss →
+    backward → ``post_backward(model)`` → (every ``accumulate_gradients`` batches: ``pre_optimizer(model)`` →
+    optimizer step → ``post_optimizer(model)``) → … → ``post_epoch(model)``. Validation and test run the same
+    hooks without backward and optimizer step. ``after_cancel_batch(model)`` / ``after_cancel_epoch(model)``
+    tell every module that a batch or the pass was cancelled (:class:`CancelBatch`, :class:`CancelEpoch`).
 
-    ``shared_memory`` is one dict per batch, shared by every hook of every module: it holds ``extra`` (the
-    batch's transfer data: a dict of per-sample tensors, empty if none), ``batch_index``, ``epoch``,
-    ``mode`` and ``task_key``, and whatever modules put there. ``pre_forward`` gets it as its fourth
-    argument; ``post_forward``, ``post_backward``, ``pre_optimizer`` and ``post_optimizer`` get the dict
-    itself when they declare a parameter named ``shared_memory``. A ``post_forward`` written the original
-    nntransfer way, ``post_forward(self, outputs, loss, targets, **shared_memory)``, still works: it gets the
-    entries as keywords (a copy: what it writes there is not shared).
+    The loop's state: before each call the runner sets ``mode`` ("Training", "Validation" or "Test"),
+    ``train_mode``, ``epoch``, ``task_key``, ``batch_index`` and ``shared_memory`` on the module (the last
+    three are None in ``pre_epoch`` and ``post_epoch``). ``shared_memory`` is the batch's dict, the same object
+    for every hook of every module in that batch: it starts as ``{"extra": <the batch's transfer data>}`` and a
+    module writes to ``self.shared_memory`` (or to ``pre_forward``'s argument) to share with later hooks;
+    ``post_forward`` gets its entries as keywords too (a copy). Modules are checked once, when built: a hook
+    with another signature, e.g. ``post_backward(self, model, shared_memory=None)``, is a ``ConfigError`` that
+    says what to write instead (:func:`check_conventions`).
 
     Options: a module declares them in ``options_declared`` (name -> :class:`Option`); ``self.options`` holds
     the given ones, ``self.option(name)`` a given value or the declared default. An option that is not
@@ -80,32 +90,36 @@ class MainLoopModule:
     State: ``state_dict()`` / ``load_state_dict()`` (default: nothing) are saved in checkpoints, so that a
     module with state (a moving average, a counter, a pass's accumulators) resumes exactly. States hold
     tensors, numbers, strings and plain containers (they are loaded with ``weights_only=True``).
-
-    Attributes: ``model``, ``config`` (the TrainerConfig), ``device``, ``seed``, ``trainer`` (the running
-    Trainer, or None when built by hand), ``tracker``, ``mode``, ``epoch``, ``options``.
     """
 
     name = "MainLoopModule"
     options_declared: dict[str, Option] = {}
 
-    def __init__(self, model, config, device, seed):
-        self.model, self.config, self.device, self.seed = model, config, device, seed
-        # ``trainer`` and ``key`` are bound by ``create`` before __init__ runs, so that subclasses keep
-        # the four-argument signature
-        self.trainer: "Trainer | None" = self.__dict__.get("trainer")
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.model, self.config, self.device, self.seed = trainer.model, trainer.config, trainer.device, trainer.seed
+        tracker = getattr(trainer, "tracker", None)
+        self.tracker = tracker if tracker is not None else Tracker()
+        self.train_loader = (getattr(trainer, "loaders", None) or {}).get("train", {})  # {task: loader}
+        # ``key`` (the entry in main_loop_modules) is bound by ``create`` before __init__ runs
         key = self.__dict__.get("key") or self.name
         self.name = key
-        self.tracker = self.trainer.tracker if self.trainer is not None else Tracker()
-        self.options: dict[str, Any] = self.checked_options(options_for(type(self), key, config), key)
-        self.mode = "Training"
+        self.options: dict[str, Any] = self.checked_options(options_for(type(self), key, self.config), key)
+        # the loop's state, set by the hook runner before every hook call
+        self.mode: str | None = None
+        self.train_mode = False
         self.epoch = 0
+        self.task_key: str | None = None
+        self.batch_index: int | None = None
+        self.shared_memory: dict | None = None
 
     @classmethod
     def create(cls, trainer: "Trainer", key: str) -> "MainLoopModule":
         """Build a module for ``trainer``; ``key`` is its entry in ``main_loop_modules``."""
+        check_conventions(cls)
         module = cls.__new__(cls)
-        module.trainer, module.key = trainer, key
-        module.__init__(trainer.model, trainer.config, trainer.device, trainer.seed)
+        module.key = key
+        module.__init__(trainer)
         return module
 
     @classmethod
@@ -136,27 +150,36 @@ class MainLoopModule:
 
     # -- hooks ------------------------------------------------------------------------------------
     def pre_epoch(self, model, mode, **options):
-        self.mode = mode
-        self.epoch = options.get("epoch", self.epoch)
+        """Before each pass (training, validation, test); ``options["epoch"]`` is ``self.epoch``."""
 
     def pre_forward(self, model, inputs, task_key, shared_memory):
+        """Before the forward pass; may replace the model for this batch (e.g. a ``functools.partial``)."""
         return model, inputs
 
-    def post_forward(self, outputs, loss, targets, shared_memory=None, **_entries):
+    def post_forward(self, outputs, loss, targets, **shared_memory):
+        """After the forward pass; ``loss`` holds the modules' extra terms (it starts at 0.0), the task's loss is
+        added after the last module."""
         return outputs, loss, targets
 
-    def post_backward(self, model, shared_memory=None):
+    def post_backward(self, model):
         """After ``loss.backward()`` of every training batch (gradients may be loss-scaled under fp16 and
         hold only part of an accumulated step; use ``pre_optimizer`` to see the step's gradients)."""
 
-    def pre_optimizer(self, model, shared_memory=None):
+    def pre_optimizer(self, model):
         """Just before the optimizer step: gradients are unscaled, fully accumulated and clipped (max_grad_norm)."""
 
-    def post_optimizer(self, model, shared_memory=None):
-        pass
+    def post_optimizer(self, model):
+        """After the optimizer step (gradients are zeroed)."""
 
     def post_epoch(self, model):
-        pass
+        """After each pass (also one ended by ``CancelEpoch``)."""
+
+    def after_cancel_batch(self, model):
+        """A batch was cancelled (``CancelBatch`` from any module, or its step dropped in ``pre_optimizer``);
+        ``batch_index`` and ``shared_memory`` are the cancelled batch's. Undo what this module began for it."""
+
+    def after_cancel_epoch(self, model):
+        """The pass was cancelled (``CancelEpoch``); ``post_epoch`` follows."""
 
     # -- state --------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -169,49 +192,70 @@ class MainLoopModule:
     def log(self, task: str, objective: str, value: float) -> None:
         """Append ``value`` to ``tracker.log[mode][task][objective]`` (once per call: call it once per
         pass, e.g. from ``post_epoch``, to keep the history aligned with the passes)."""
+        if self.mode is None:
+            raise RuntimeError(f"{type(self).__name__}.log() is for hooks: outside a pass there is no mode to log in")
         self.tracker.add(self.mode, task, objective, value)
 
 
-HOOKS = ("pre_forward", "post_forward", "post_backward", "pre_optimizer", "post_optimizer")
+HOOKS = ("pre_epoch", "pre_forward", "post_forward", "post_backward", "pre_optimizer", "post_optimizer",
+         "post_epoch", "after_cancel_batch", "after_cancel_epoch")
+
+# each hook's signature, and the arguments the hook runner calls it with (``post_forward`` also gets the
+# entries of shared_memory as keywords: parameters after the first three need defaults, or ``**shared_memory``)
+CONVENTION = {
+    "pre_epoch": ("pre_epoch(self, model, mode, **options)", ("model", "mode"), {"epoch": 1}),
+    "pre_forward": ("pre_forward(self, model, inputs, task_key, shared_memory)",
+                    ("model", "inputs", "task_key", "shared_memory"), {}),
+    "post_forward": ("post_forward(self, outputs, loss, targets, **shared_memory)", ("outputs", "loss", "targets"), {}),
+    **{hook: (f"{hook}(self, model)", ("model",), {}) for hook in HOOKS[3:]},
+}
 
 
-def bound_hooks(modules: list[MainLoopModule]) -> dict[str, list[Callable]]:
-    """Per-batch hooks of the modules that override them (the base class's are no-ops), as callables.
+def overrides(cls: type, hook: str) -> bool:
+    return getattr(cls, hook) is not getattr(MainLoopModule, hook)
 
-    ``pre_forward(model, inputs, task_key, shared_memory)``, ``post_forward(outputs, loss, targets,
-    shared_memory)`` and ``<gradient hook>(model, shared_memory)``: each module's method is wrapped once
-    here according to its signature, so the loop calls every hook the same way.
+
+@functools.lru_cache(maxsize=None)
+def check_conventions(cls: type) -> None:
+    """ConfigError unless ``cls`` is built as ``cls(trainer)`` and its hooks take the arguments the trainer gives.
+
+    The rule, checked once per class: ``__init__`` takes the trainer as its one argument (the previous
+    ``__init__(self, model, config, device, seed)`` is refused, with what to write instead); each overridden
+    hook accepts the convention's arguments (:data:`CONVENTION`), and only ``pre_forward`` has a parameter
+    ``shared_memory`` (``post_forward`` may collect the entries as ``**shared_memory``): the previous
+    ``post_backward(self, model, shared_memory=None)`` would otherwise get None without a word.
     """
-    hooks: dict[str, list[Callable]] = {hook: [] for hook in HOOKS}
-    for module in modules:
-        for hook in HOOKS:
-            if getattr(type(module), hook) is getattr(MainLoopModule, hook):
-                continue
-            method = getattr(module, hook)
-            if hook == "pre_forward":
-                hooks[hook].append(method)
-            elif hook == "post_forward":
-                hooks[hook].append(_post_forward_call(method))
-            else:
-                hooks[hook].append(_gradient_hook_call(method))
-    return hooks
+    name = cls.__qualname__
+    init = inspect.signature(cls.__init__)
+    first = next(iter(list(init.parameters.values())[1:]), None)
+    if first is not None and first.name == "model" or not _binds(init, ("self", "trainer"), {}):
+        raise ConfigError(f"{name}.__init__{_shown(init)} does not take the trainer: main-loop modules are built "
+                          f"as {cls.__name__}(trainer). Write `def __init__(self, trainer): super().__init__(trainer)` "
+                          "and read self.model, self.config, self.device and self.seed")
+    for hook, (convention, args, kwargs) in CONVENTION.items():
+        if not overrides(cls, hook):
+            continue
+        signature = inspect.signature(getattr(cls, hook))
+        shared = signature.parameters.get("shared_memory")
+        if shared is not None and shared.kind is not shared.VAR_KEYWORD and hook != "pre_forward":
+            raise ConfigError(f"{name}.{hook}{_shown(signature)} takes shared_memory as a parameter, which the trainer "
+                              f"does not pass: write {convention} and read the batch's dict as self.shared_memory")
+        if not _binds(signature, ("self", *args), kwargs):
+            raise ConfigError(f"{name}.{hook}{_shown(signature)} cannot be called as the trainer calls it: write "
+                              f"{convention} (the loop's state is on self: mode, train_mode, epoch, task_key, "
+                              "batch_index, shared_memory)")
 
 
-def _takes_shared_memory(method) -> bool:
-    parameter = inspect.signature(method).parameters.get("shared_memory")
-    return parameter is not None and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+def _binds(signature: inspect.Signature, args: tuple, kwargs: dict) -> bool:
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError:
+        return False
+    return True
 
 
-def _post_forward_call(method) -> Callable:
-    if _takes_shared_memory(method):
-        return lambda outputs, loss, targets, shared_memory: method(outputs, loss, targets, shared_memory=shared_memory)
-    return lambda outputs, loss, targets, shared_memory: method(outputs, loss, targets, **shared_memory)
-
-
-def _gradient_hook_call(method) -> Callable:
-    if _takes_shared_memory(method):
-        return lambda model, shared_memory: method(model, shared_memory=shared_memory)
-    return lambda model, shared_memory: method(model)
+def _shown(signature: inspect.Signature) -> str:
+    return str(signature).split(" -> ")[0]
 
 
 def options_for(cls: type, key: str, config) -> dict:
@@ -226,10 +270,11 @@ def options_for(cls: type, key: str, config) -> dict:
 
 
 def check_module_options(config) -> None:
-    """Resolve every module of ``config.main_loop_modules`` and validate its options (ConfigError), without
-    building anything: for checks before a job is queued or trained."""
+    """Resolve every module of ``config.main_loop_modules``, check that it follows the hook convention and
+    validate its options (ConfigError), without building anything: for checks before a job is queued or trained."""
     for key in _get(config, "main_loop_modules", []):
         cls = module_class(key)
+        check_conventions(cls)
         cls.checked_options(options_for(cls, key, config), key)
 
 

@@ -25,7 +25,7 @@ class ModelWrapper(MainLoopModule):
             model = functools.partial(model, **{argument: task_key})
         return model, inputs
 
-    def post_forward(self, outputs, loss, targets, shared_memory):
+    def post_forward(self, outputs, loss, targets, **shared_memory):
         selector = self.option("output")
         if selector is not None and isinstance(outputs, (tuple, list, dict)):
             outputs = outputs[selector]

@@ -33,7 +33,7 @@ class NoiseAugmentation(MainLoopModule):
         generator = None
         if self.mode != "Training":
             generator = torch.Generator(device=inputs.device)
-            generator.manual_seed(self.seed * 1_000_003 + self.epoch * 10_007 + shared_memory["batch_index"])
+            generator.manual_seed(self.seed * 1_000_003 + self.epoch * 10_007 + self.batch_index)
         std = self._per_sample_std(inputs, generator)
         shape = (-1,) + (1,) * (inputs.dim() - 1)
         noise = torch.randn(inputs.shape, generator=generator, device=inputs.device, dtype=inputs.dtype)

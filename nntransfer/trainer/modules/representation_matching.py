@@ -21,6 +21,7 @@ class RepresentationMatching(MainLoopModule):
     half's representation with the clean half's (no gradient through the clean one), and the noisy
     half's outputs go on to the main loss. The mean term of each training pass is logged per task as
     ``representation_matching`` (one value per pass, computed at its end: no per-batch synchronisation).
+    The layer is watched from ``pre_forward`` to ``post_forward``; a cancelled batch or pass stops watching it.
     """
 
     options_declared = {
@@ -30,21 +31,17 @@ class RepresentationMatching(MainLoopModule):
         "std": Option(0.1, float, "noise std when no NoiseAugmentation ran before this module"),
     }
 
-    def __init__(self, model, config, device, seed):
-        super().__init__(model, config, device, seed)
+    def __init__(self, trainer):
+        super().__init__(trainer)
         self._capture = None
         self._reps = None
         self._terms: dict[str, list] = {}  # task -> this training pass's terms (tensors), logged at its end
 
     def pre_epoch(self, model, mode, **options):
-        super().pre_epoch(model, mode, **options)
         if mode == "Training":
             self._terms = {}
 
     def pre_forward(self, model, inputs, task_key, shared_memory):
-        if self._capture is not None:  # the previous batch was cancelled before post_forward
-            self._capture.__exit__(None, None, None)
-            self._capture = None
         if self.mode != "Training":
             return model, inputs
         clean = shared_memory.get("clean_inputs")
@@ -55,20 +52,30 @@ class RepresentationMatching(MainLoopModule):
         self._reps = self._capture.__enter__()
         return model, torch.cat([inputs, clean])
 
-    def post_forward(self, outputs, loss, targets, shared_memory):
+    def post_forward(self, outputs, loss, targets, **shared_memory):
         if self._capture is None:
             return outputs, loss, targets
-        self._capture.__exit__(None, None, None)
-        self._capture = None
+        self._stop_capture()
         rep = self._reps[self.option("layer")].flatten(1)
         noisy, clean = rep.chunk(2)
         if self.option("criterion") == "cosine":
             term = (1 - F.cosine_similarity(noisy, clean.detach(), dim=1)).mean()
         else:
             term = F.mse_loss(noisy, clean.detach())
-        self._terms.setdefault(shared_memory["task_key"], []).append(term.detach())
+        self._terms.setdefault(self.task_key, []).append(term.detach())
         outputs = outputs[: outputs.shape[0] // 2]
         return outputs, loss + self.option("weight") * term, targets
+
+    def after_cancel_batch(self, model):
+        self._stop_capture()
+
+    def after_cancel_epoch(self, model):
+        self._stop_capture()
+
+    def _stop_capture(self) -> None:
+        if self._capture is not None:
+            self._capture.__exit__(None, None, None)
+            self._capture = None
 
     def post_epoch(self, model):
         if self.mode == "Training":

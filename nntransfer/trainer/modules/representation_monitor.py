@@ -19,8 +19,8 @@ class RepresentationMonitor(MainLoopModule):
         "modes": Option(["Validation", "Test"], list, "passes in which to monitor"),
     }
 
-    def __init__(self, model, config, device, seed):
-        super().__init__(model, config, device, seed)
+    def __init__(self, trainer):
+        super().__init__(trainer)
         self.layers = list(self.option("layers"))
         if not self.layers:
             raise ValueError("RepresentationMonitor needs module_options['RepresentationMonitor']['layers'] "
@@ -33,31 +33,37 @@ class RepresentationMonitor(MainLoopModule):
         return self.mode in self.option("modes")
 
     def pre_epoch(self, model, mode, **options):
-        super().pre_epoch(model, mode, **options)
         self._sums[mode] = {}
 
     def pre_forward(self, model, inputs, task_key, shared_memory):
-        if self._capture is not None:  # the previous batch was cancelled before post_forward
-            self._capture.__exit__(None, None, None)
-            self._capture = None
         if self._active():
             self._capture = capture(self.model, self.layers)
             self._reps = self._capture.__enter__()
         return model, inputs
 
     @torch.no_grad()
-    def post_forward(self, outputs, loss, targets, shared_memory):
+    def post_forward(self, outputs, loss, targets, **shared_memory):
         if self._capture is not None:
-            self._capture.__exit__(None, None, None)
-            self._capture = None
+            self._stop_capture()
             sums = self._sums.setdefault(self.mode, {})
             for layer, rep in self._reps.items():
                 rep = rep.detach().float()
                 stats = torch.stack([rep.mean(), rep.std(), (rep == 0).float().mean()])
-                key = (shared_memory["task_key"], layer)
+                key = (self.task_key, layer)
                 total, count = sums.get(key, (torch.zeros(3, device=rep.device), 0))
                 sums[key] = (total + stats, count + 1)
         return outputs, loss, targets
+
+    def after_cancel_batch(self, model):
+        self._stop_capture()
+
+    def after_cancel_epoch(self, model):
+        self._stop_capture()
+
+    def _stop_capture(self) -> None:
+        if self._capture is not None:
+            self._capture.__exit__(None, None, None)
+            self._capture = None
 
     def post_epoch(self, model):
         for (task, layer), (total, count) in self._sums.pop(self.mode, {}).items():
