@@ -14,9 +14,9 @@ from .core import persistence  # noqa: E402  (cheap: no torch, no DataJoint)
 from .core.version import VERSION as __version__  # noqa: E402
 
 _LAZY = {
-    "Experiment": "nntransfer.core.experiment",
-    "TransferExperiment": "nntransfer.core.experiment",
-    "Description": "nntransfer.core.experiment",
+    "Experiment": "nntransfer.configs.experiment",
+    "TransferExperiment": "nntransfer.configs.experiment",
+    "Description": "nntransfer.configs.experiment",
     "run": "nntransfer.api",
     "train": "nntransfer.api",
     "load_recipe": "nntransfer.api",

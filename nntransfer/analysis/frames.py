@@ -19,14 +19,14 @@ from typing import Any, Iterable
 
 import datajoint as dj
 
-from .. import store
 from ..core.compat import make_hash
 from ..core.keys import key_ident
 from ..core.config import BaseConfig, is_key_field
-from ..core.experiment import Experiment
+from ..configs.experiment import Experiment
 from ..errors import ConfigError
 from ..orchestration.plan import TRAINED, TRANSFERRED, Target, by_table, plan, states
 from ..orchestration.recipes import load_recipe, normalize
+from ..store import table as store_table
 from ..store.trained_model import PROVENANCE_COLUMNS
 from .stats import spread
 
@@ -114,7 +114,7 @@ def _query_entries(query) -> list[Entry]:
     if isinstance(query, type):
         query = query()
     for table_name in (TRANSFERRED, TRAINED):
-        table = store.table(table_name)
+        table = store_table(table_name)
         if isinstance(query, table):
             break
     else:
@@ -123,7 +123,7 @@ def _query_entries(query) -> list[Entry]:
     pk = table.primary_key
     configs = {}
     for part in ("dataset", "model", "trainer"):
-        for row in (store.table(part.capitalize()) & query).to_dicts():
+        for row in (store_table(part.capitalize()) & query).to_dicts():
             configs[(part, row[f"{part}_fn"], row[f"{part}_hash"])] = _stored_key_values(part, row[f"{part}_config"])
     prov = {key_ident(r): _provenance(r) for r in (table.Provenance & query).to_dicts()}
     out = []

@@ -38,7 +38,7 @@ import typing
 from typing import Any, ClassVar, Literal, Union
 
 from ..errors import ConfigError
-from . import persistence
+from . import display, persistence
 from .keys import config_key
 from .registry import check_trusted, resolve_import_path, split_import_path
 
@@ -221,12 +221,15 @@ class BaseConfig:
         return persistence.add_to_table(self)
 
     # -- display --------------------------------------------------------------------------------
+    def field_rows(self) -> list[dict[str, Any]]:
+        """One row per field: ``name``, ``kind`` ("key" or "run"), ``type``, ``value``, ``changed`` (differs from the
+        default), ``help`` (``describe()``, ``repr`` and the notebook table show these)."""
+        return [{"name": name, "kind": "key" if is_key_field(f) else "run", "type": _type_name(self._hints.get(name, Any)),
+                 "value": getattr(self, name), "changed": getattr(self, name) != _default_of(f),
+                 "help": f.metadata.get("help", "")} for name, f in self.fields().items()]
+
     def __repr__(self) -> str:
-        changed = [
-            f"{name}={getattr(self, name)!r}"
-            for name, f in self.fields().items()
-            if getattr(self, name) != _default_of(f)
-        ]
+        changed = [f"{row['name']}={row['value']!r}" for row in self.field_rows() if row["changed"]]
         return f"{type(self).__name__}({', '.join(changed)})"
 
     def __eq__(self, other: object) -> bool:
@@ -244,18 +247,13 @@ class BaseConfig:
         return [name for name, f in cls.fields().items() if is_key_field(f)]
 
     def _repr_html_(self) -> str:  # a table in notebooks
-        from .display import config_html
-
-        return config_html(self)
+        return display.config_html(self)
 
     def describe(self) -> str:
         """One line per field: key or run field, name, type, value, help."""
         lines = [f"{type(self).__name__} (fn={self.fn}); 'key' fields make the hash, 'run' fields do not"]
-        for name, f in self.fields().items():
-            tp = self._hints.get(name, Any)
-            kind = "key" if is_key_field(f) else "run"
-            lines.append(f"  [{kind}] {name}: {_type_name(tp)} = {getattr(self, name)!r}  "
-                         f"{f.metadata.get('help', '')}".rstrip())
+        lines += [f"  [{r['kind']}] {r['name']}: {r['type']} = {r['value']!r}  {r['help']}".rstrip()
+                  for r in self.field_rows()]
         return "\n".join(lines)
 
 

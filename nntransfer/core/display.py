@@ -1,4 +1,5 @@
-"""HTML views for notebooks: ``_repr_html_`` of configs and experiments (data frames have their own)."""
+"""HTML views for notebooks: ``_repr_html_`` of configs and experiments (data frames have their own). They read
+what the objects tell (``cfg.field_rows()``, ``exp.steps``), so this module imports neither."""
 from __future__ import annotations
 
 import html
@@ -11,23 +12,13 @@ def _e(value) -> str:
     return html.escape(str(value))
 
 
-def _changed(cfg) -> list[tuple[str, object]]:
-    from .config import _default_of
-
-    return [(name, getattr(cfg, name)) for name, f in cfg.fields().items() if getattr(cfg, name) != _default_of(f)]
-
-
 def config_html(cfg) -> str:
     """Every field: key or run field, value (changed ones in bold), help; the key hash in the caption."""
-    from .config import _default_of, is_key_field
-
     rows = []
-    for name, f in cfg.fields().items():
-        value = getattr(cfg, name)
-        shown = f"<b>{_e(repr(value))}</b>" if value != _default_of(f) else _e(repr(value))
-        rows.append(f"<tr><td style='{_CELL}'>{'key' if is_key_field(f) else 'run'}</td>"
-                    f"<td style='{_CELL}'>{_e(name)}</td><td style='{_CELL}'>{shown}</td>"
-                    f"<td style='{_CELL}'>{_e(f.metadata.get('help', ''))}</td></tr>")
+    for row in cfg.field_rows():
+        shown = f"<b>{_e(repr(row['value']))}</b>" if row["changed"] else _e(repr(row["value"]))
+        rows.append(f"<tr><td style='{_CELL}'>{row['kind']}</td><td style='{_CELL}'>{_e(row['name'])}</td>"
+                    f"<td style='{_CELL}'>{shown}</td><td style='{_CELL}'>{_e(row['help'])}</td></tr>")
     try:
         key = cfg.get_key()
         caption = f"{type(cfg).__name__} · {_e(cfg.fn)} · hash {_e(key[f'{cfg.config_name}_hash'])}"
@@ -39,16 +30,15 @@ def config_html(cfg) -> str:
 
 
 def _summary(cfg) -> str:
-    changed = ", ".join(f"{_e(n)}={_e(repr(v))}" for n, v in _changed(cfg) if n != "comment")
+    changed = ", ".join(f"{_e(r['name'])}={_e(repr(r['value']))}" for r in cfg.field_rows()
+                        if r["changed"] and r["name"] != "comment")
     return f"{_e(type(cfg).__name__)}({changed})"
 
 
 def experiment_html(exp) -> str:
     """One row per step: seed, dataset, model and trainer with their changed fields."""
-    from .experiment import Experiment
-
     steps = exp.steps
-    title = "Experiment" if isinstance(exp, Experiment) else f"TransferExperiment ({len(steps)} steps)"
+    title = type(exp).__name__ + (f" ({len(steps)} steps)" if type(exp).__name__ == "TransferExperiment" else "")
     rows = "".join(
         f"<tr><td style='{_CELL}'>{i}</td><td style='{_CELL}'>{step.seed}</td>"
         + "".join(f"<td style='{_CELL}'>{_summary(cfg)}</td>" for cfg in step.configs.values()) + "</tr>"

@@ -1,6 +1,7 @@
 """Model builders (nnfabrik convention: ``fn(dataloaders, seed, **config) -> nn.Module``).
 
-Architectures register by name; adding one is one file plus one import line below.
+Architectures register by name; adding one is one file (registering its builder with ``@register_model``) plus
+one line in ``nntransfer.configs.registries``, which imports the file when the name is first used.
 """
 from __future__ import annotations
 
@@ -10,14 +11,6 @@ from torch import nn
 from ..configs.model import ModelConfig
 from .registry import MODELS, DataInfo, data_info, register_model, register_model_family, resolve
 from .representations import capture, layer_names
-
-# The registry: one line per architecture family (importing a module registers its builders).
-from . import lenet  # noqa: E402,F401
-from . import mlp  # noqa: E402,F401
-from . import resnet  # noqa: E402,F401
-from . import vgg  # noqa: E402,F401
-from . import torchvision_models  # noqa: E402,F401  (type="torchvision.<name>")
-from . import neural  # noqa: E402,F401  (NeuralModelConfig: cores, readouts, cut classifiers)
 
 
 def classification_model_builder(dataloaders: dict, seed: int, **config) -> nn.Module:

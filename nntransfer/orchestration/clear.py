@@ -12,6 +12,9 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 
+from ..core.keys import key_ident
+from ..store import db, table
+from ..store.transfer import PREV
 from .plan import TRAINED, TRANSFERRED, Target, states
 
 
@@ -36,20 +39,17 @@ def select(targets: list[Target], step: int | None = None, name: str | None = No
 
 def plan_clearing(targets: list[Target], step: int | None = None, name: str | None = None) -> Clearing:
     """The results to delete and the later steps that were trained from them (nothing is deleted yet)."""
-    from .. import store as tables
-    from ..store.transfer import PREV
-
     chosen = list(dict.fromkeys(select(targets, step, name)))
-    recipe, trained = tables.TrainedModelTransferRecipe(), tables.TransferredTrainedModel()
-    own = {_ident(t.key) for t in chosen}
+    recipe, trained = table("TrainedModelTransferRecipe")(), table("TransferredTrainedModel")()
+    own = {key_ident(t.key) for t in chosen}
     frontier = [t.key for t in chosen if t.table == TRANSFERRED]
     later, seen = [], set(own)
     while frontier:
         key = frontier.pop()
         following = recipe & {PREV[a]: key[a] for a in PREV}
         for row in (trained & following.proj()).keys():
-            if _ident(row) not in seen:
-                seen.add(_ident(row))
+            if key_ident(row) not in seen:
+                seen.add(key_ident(row))
                 later.append(row)
                 frontier.append(row)
     return Clearing(chosen, later)
@@ -57,25 +57,15 @@ def plan_clearing(targets: list[Target], step: int | None = None, name: str | No
 
 def clear_results(clearing: Clearing) -> int:
     """Delete what :func:`plan_clearing` found, in one transaction; returns the number of results deleted."""
-    from ..store import db
-    from .. import store as tables
-
-    by_table = {TRAINED: [t.key for t in clearing.chosen if t.table == TRAINED],
-                TRANSFERRED: [t.key for t in clearing.chosen if t.table == TRANSFERRED] + clearing.later}
+    keys_by_table = {TRAINED: [t.key for t in clearing.chosen if t.table == TRAINED],
+                     TRANSFERRED: [t.key for t in clearing.chosen if t.table == TRANSFERRED] + clearing.later}
     with db.transaction():
-        for table_name, keys in by_table.items():
+        for table_name, keys in keys_by_table.items():
             if keys:
-                table = tables.table(table_name)
-                (table & keys).delete(transaction=False, prompt=False)
-                (table.jobs & keys).delete_quick()
+                results = table(table_name)
+                (results & keys).delete(transaction=False, prompt=False)
+                (results.jobs & keys).delete_quick()
     return len(clearing)
 
-
-def _ident(key: dict) -> tuple:
-    return tuple(sorted((k, v) for k, v in key.items() if k in _KEY_ATTRIBUTES))
-
-
-_KEY_ATTRIBUTES = ("transfer_step", "model_fn", "model_hash", "dataset_fn", "dataset_hash", "trainer_fn",
-                   "trainer_hash", "seed", "collapsed_history")
 
 __all__ = ["Clearing", "clear_results", "plan_clearing", "select"]

@@ -7,19 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import store
 from ..core.config import BaseConfig
-from ..core.experiment import Experiment, TransferExperiment
+from ..configs.experiment import Experiment, TransferExperiment
 from ..errors import ConfigError
 from ..runner.checks import check_config, check_experiments
-from ..store import db
+from ..store import bind, db, insert_config, table
 from .plan import Target, plan
 
 
 def fill_tables(experiments: dict) -> list[Target]:
     """Check, then insert configs, seeds and transfer recipe rows (idempotent, all or nothing); returns the plan."""
     check_experiments(experiments.values())  # names and options resolve before anything is written
-    store.bind()
+    bind()
     with db.transaction():
         for exp in experiments.values():
             _insert(exp)
@@ -30,11 +29,11 @@ def add_to_table(obj: Any) -> Any:
     """Check and insert one config (returns its key) or experiment (returns its key, or a chain's step keys)."""
     if isinstance(obj, BaseConfig):
         check_config(obj)
-        store.bind()
-        return store.insert_config(obj)
+        bind()
+        return insert_config(obj)
     if isinstance(obj, (Experiment, TransferExperiment)):
         check_experiments([obj])
-        store.bind()
+        bind()
         with db.transaction():
             _insert(obj)
         return obj.get_key() if isinstance(obj, Experiment) else [step.get_key() for step in obj]
@@ -44,13 +43,13 @@ def add_to_table(obj: Any) -> Any:
 def _insert(exp: Experiment | TransferExperiment) -> None:
     steps = exp.steps
     for step in steps:
-        store.Seed().insert1({"seed": step.seed}, skip_duplicates=True)
+        table("Seed")().insert1({"seed": step.seed}, skip_duplicates=True)
         for cfg in step.configs.values():
-            store.insert_config(cfg)
+            insert_config(cfg)
     if isinstance(exp, TransferExperiment):
         for level in range(len(exp)):
             previous = exp.get_restrictions(level - 1) if level else None
-            store.TrainedModelTransferRecipe().add_entry(exp.get_restrictions(level), previous)
+            table("TrainedModelTransferRecipe")().add_entry(exp.get_restrictions(level), previous)
 
 
 __all__ = ["add_to_table", "fill_tables"]

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from .. import store
-from ..core.experiment import Description, Experiment, TransferExperiment
+from ..configs.experiment import Description, Experiment, TransferExperiment
 from ..core.keys import key_ident
+from ..store import table
 from ..store.jobs import JobAttempt, job_hash, worker_rows
 from ..store.trained_model import clear_checkpoints as _clear_checkpoints
 
@@ -57,7 +57,7 @@ def by_table(targets: Iterable[Target]) -> Iterator[tuple[type, list[Target]]]:
     for name in TABLES:
         chosen = [t for t in targets if t.table == name]
         if chosen:
-            yield store.table(name), chosen
+            yield table(name), chosen
 
 
 # -- state of a plan ----------------------------------------------------------------------------

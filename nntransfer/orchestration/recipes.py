@@ -33,7 +33,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..configs import DatasetConfig, ImageDatasetConfig, ModelConfig, TrainerConfig
 from ..core.config import BaseConfig, parse_json
 from ..errors import ConfigError
-from ..core.experiment import Description, Experiment, TransferExperiment, grid_label, grid_points
+from ..configs.experiment import Description, Experiment, TransferExperiment, grid_label, grid_points
 from ..core.registry import resolve_import_path
 
 Experiments = dict  # Description -> Experiment | TransferExperiment

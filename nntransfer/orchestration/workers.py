@@ -20,11 +20,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import store
 from ..core.keys import key_ident
 from ..core.stop import StopToken
 from ..errors import ConfigError, TrainingInterrupted
-from ..store import db
+from ..store import bind, db
 from ..store.jobs import JobSession, reclaim
 from .plan import Target, by_table, states
 
@@ -151,7 +150,7 @@ def caller_code(depth: int = 2) -> list[str]:
 
 def _own_sys_path() -> list[str]:
     """This process's import path without folders that hold a different ``nntransfer`` (e.g. a clone's parent)."""
-    package = Path(importlib.import_module("nntransfer").__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # this nntransfer
     out = []
     for entry in sys.path:
         candidate = Path(entry or os.getcwd()) / "nntransfer"
@@ -185,7 +184,7 @@ def work(targets: list[Target], settings: WorkerSettings = WorkerSettings(), sto
     from ..runner.signals import stop_on_signals  # the runner (torch) is needed only where a worker trains
 
     stop = stop or StopToken()
-    store.bind()
+    bind()
     session = session_for(targets, settings, stop)
     started = time.time()
     result = WorkResult()

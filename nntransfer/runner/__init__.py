@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
-from ..core.experiment import Description, Experiment, TransferExperiment
+from ..configs.experiment import Description, Experiment, TransferExperiment
 from ..core.keys import key_ident
 from ..errors import ConfigError
 from ..trainer import StopToken

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from ..core.experiment import Experiment
+from ..configs.experiment import Experiment
 from ..core.registry import resolve_import_path
 from ..errors import ConfigError
 from ..trainer import StopToken

@@ -4,14 +4,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...errors import ConfigError
 from ...configs.registries import MODULES
 from ..tracking import Tracker
-
-if TYPE_CHECKING:
-    from ..trainer import Trainer
 
 
 class CancelBatch(Exception):
@@ -114,7 +111,7 @@ class MainLoopModule:
         self.shared_memory: dict | None = None
 
     @classmethod
-    def create(cls, trainer: "Trainer", key: str) -> "MainLoopModule":
+    def create(cls, trainer, key: str) -> "MainLoopModule":
         """Build a module for ``trainer``; ``key`` is its entry in ``main_loop_modules``."""
         check_conventions(cls)
         module = cls.__new__(cls)

@@ -5,13 +5,13 @@ import itertools
 import json
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
-from ..configs.dataset import DatasetConfig
-from ..configs.model import ModelConfig
-from ..configs.trainer import TrainerConfig
+from ..core import display, persistence
+from ..core.compat import make_hash
+from ..core.config import BaseConfig, config_class, from_jsonable, parse_json, to_jsonable
 from ..errors import ConfigError
-from . import display, persistence
-from .compat import make_hash
-from .config import BaseConfig, config_class, from_jsonable, parse_json, to_jsonable
+from .dataset import DatasetConfig
+from .model import ModelConfig
+from .trainer import TrainerConfig
 
 #: seeds are stored as int32 and seed numpy's generator (0 .. 2**32 - 1): the range both accept
 SEED_RANGE = (0, 2**31 - 1)
