@@ -7,8 +7,14 @@ from typing import Any, Sequence
 from .analysis import format_table, summary
 from .orchestration.fill import fill_tables
 from .orchestration.recipes import apply_overrides, load_recipe, normalize
-from .orchestration.workers import (WorkerSettings, caller_code, import_user_code, importing_script,
-                                    stop_script_import, train_locally)
+from .orchestration.workers import (
+    WorkerSettings,
+    caller_code,
+    import_user_code,
+    importing_script,
+    stop_script_import,
+    train_locally,
+)
 from .runner import train
 
 

@@ -8,8 +8,7 @@
   never the global backend).
 * :mod:`.report` — ``write_report``: figures and a self-contained ``index.html``.
 """
-from .frames import (compare, comparison, default_metric, entries, history_frame, last_steps, results_frame,
-                     summary)
+from .frames import compare, comparison, default_metric, entries, history_frame, last_steps, results_frame, summary
 from .plots import chain_plot, learning_curves, plot, sweep_fields, sweep_plot, transfer_comparison
 from .report import write_report
 from .stats import Spread, format_spread, spread

@@ -15,14 +15,13 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import datajoint as dj
 
 from ..core.compat import make_hash
-from ..core.keys import key_ident
 from ..core.config import BaseConfig, is_key_field
-from ..configs.experiment import Experiment
+from ..core.keys import key_ident
 from ..errors import ConfigError
 from ..orchestration.plan import TRAINED, TRANSFERRED, Target, by_table, plan, states
 from ..orchestration.recipes import load_recipe, normalize

@@ -1,8 +1,14 @@
 """The ``run`` command: fill the tables for a recipe, train what is missing, show the results."""
 from __future__ import annotations
 
-from .common import add_local_worker_options, add_result_options, experiments, recipe_options, show_results, \
-    train_locally
+from .common import (
+    add_local_worker_options,
+    add_result_options,
+    experiments,
+    recipe_options,
+    show_results,
+    train_locally,
+)
 
 
 def _run(args) -> int:

@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 from ..core.config import field
-from .dataset import DatasetConfig
 from ..errors import ConfigError
-from .registries import CORES, MODELS
+from .dataset import DatasetConfig
 from .model import ModelConfig
+from .registries import CORES, MODELS
 
 DATA_KEYS = ("images", "responses", "behavior", "pupil_center")
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.config import BaseConfig
 from ..configs.experiment import Experiment, TransferExperiment
+from ..core.config import BaseConfig
 from ..errors import ConfigError
 from ..runner.checks import check_config, check_experiments
 from ..store import bind, db, insert_config, table

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from ..configs.experiment import Description, Experiment, TransferExperiment
+from ..configs.experiment import Description, Experiment
 from ..core.keys import key_ident
-from ..store import table
+from ..store import internals, table
 from ..store.jobs import JobAttempt, job_hash, worker_rows
 from ..store.trained_model import clear_checkpoints as _clear_checkpoints
 
@@ -109,7 +109,7 @@ def clear_errors(targets: list[Target]) -> int:
         errors = table.jobs.errors & keys
         count += len(errors)
         errors.delete_quick()
-        attempts = [{"job_table": table.table_name, "job_hash": job_hash(table.jobs._get_pk(k))} for k in keys]
+        attempts = [{"job_table": table.table_name, "job_hash": job_hash(internals.job_key(table.jobs, k))} for k in keys]
         (JobAttempt & attempts).delete_quick()
     return count
 

@@ -24,17 +24,16 @@ Grids from the CLI (``--grid``), from YAML/JSON files and from ``Experiment.grid
 """
 from __future__ import annotations
 
-import json
 import os
 import runpy
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..configs import DatasetConfig, ImageDatasetConfig, ModelConfig, TrainerConfig
-from ..core.config import BaseConfig, parse_json
-from ..errors import ConfigError
 from ..configs.experiment import Description, Experiment, TransferExperiment, grid_label, grid_points
+from ..core.config import BaseConfig, parse_json
 from ..core.registry import resolve_import_path
+from ..errors import ConfigError
 
 Experiments = dict  # Description -> Experiment | TransferExperiment
 

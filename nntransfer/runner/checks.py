@@ -13,9 +13,9 @@ from typing import Iterable
 import torch
 
 from ..configs import ImageDatasetConfig, ModelConfig, NeuralModelConfig, TrainerConfig
+from ..configs.experiment import Experiment, TransferExperiment
 from ..configs.registries import CORES, LOSSES, METRICS, MODELS, MODULES, SOURCES
 from ..core.config import BaseConfig
-from ..configs.experiment import Experiment, TransferExperiment
 from ..errors import ConfigError
 from ..trainer.losses import check_loss_options
 from ..trainer.modules.base import check_module_options

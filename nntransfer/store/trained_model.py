@@ -17,8 +17,16 @@ import datajoint as dj
 
 from ..core.compat import make_hash
 from ..core.keys import key_ident
-from .codec import StoredState, TorchStateCodec, UnreadableState, delete_files, referenced_paths, state_path, \
-    write_state
+from . import internals
+from .codec import (
+    StoredState,
+    TorchStateCodec,
+    UnreadableState,
+    delete_files,
+    referenced_paths,
+    state_path,
+    write_state,
+)
 from .db import STORE
 from .jobs import JobSession, _JobsDescriptor, keep_alive
 from .nnfabrik import Dataset, Fabrikant, Model, Seed, Trainer  # noqa: F401  (Seed: referenced by the definition)
@@ -68,7 +76,7 @@ class TableCheckpointStore:
         from . import db
 
         with db.lock:
-            if Checkpoint.connection._in_transaction:  # part of make_insert: a lost connection loses it all
+            if internals.in_transaction(Checkpoint.connection):  # part of make_insert: a lost connection loses it all
                 return fn()
             return db.retrying(fn, Checkpoint.connection, "the database (checkpoints)")
 
@@ -86,7 +94,7 @@ class TableCheckpointStore:
         # Committed on its own (training runs outside make's transaction): it must survive a crash.
         row_key = dict(self.ident, epoch=int(epoch))
         path = state_path(Checkpoint(), "state", row_key, STORE)
-        written = write_state(state, path, STORE, Checkpoint.connection._config)
+        written = write_state(state, path, STORE, internals.connection_config(Checkpoint.connection))
         row = dict(row_key, score=float(score), state=StoredState(written), target_key=self.key)
 
         def replace():
