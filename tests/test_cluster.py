@@ -534,7 +534,7 @@ def test_trusted_modules_allowlist_refuses_other_import_paths(monkeypatch):
     from nntransfer.configs import ConfigError
     from nntransfer.core.registry import resolve_import_path
 
-    assert callable(resolve_import_path("os:getcwd"))  # unset: everything importable is allowed
+    assert resolve_import_path("os:getcwd") is os.getcwd  # unset: everything importable is allowed
     monkeypatch.setenv("NNTRANSFER_TRUSTED_MODULES", "toy_pipeline, mylab")
     assert resolve_import_path("toy_pipeline.toy_data", what="dataset_fn")
     assert resolve_import_path("nntransfer.trainer:trainer")  # nntransfer itself is always trusted

@@ -69,7 +69,8 @@ def test_configs_and_experiments_show_as_html_tables():
     assert "TransferExperiment (2 steps)" in page and page.count("<tr>") == 3
     assert "freeze=[&#x27;core.*&#x27;]" in page and "filter_classes=[5, 6]" in page
     assert "Experiment" in Experiment(data, model, trainer, 2)._repr_html_()
-    assert Description("x", 1)  # descriptions stay plain named tuples
+    desc = Description("x", 1)  # descriptions stay plain named tuples: shown as the tuple they are
+    assert desc == ("x", 1) and desc._fields == ("name", "seed") and not hasattr(desc, "_repr_html_")
 
 
 def test_quickstart_notebook_runs_end_to_end_and_stays_small(clean_db):

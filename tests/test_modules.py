@@ -98,19 +98,34 @@ def test_representation_monitor_logs_statistics_of_the_layer():
 
 
 class KeyedTupleNet(nn.Module):
-    def __init__(self):
+    """Needs its task as ``session=`` (the trainer itself passes only neuralpredictors' ``data_key``) and returns
+    ``(something else, logits)`` or ``{"aux": ..., "logits": ...}``."""
+
+    def __init__(self, as_dict=False):
         super().__init__()
         self.body = net()
+        self.as_dict = as_dict
+        self.sessions = []
 
-    def forward(self, x, data_key):
-        assert data_key == "t"
-        return x.mean(), self.body(x)
+    def forward(self, x, session):
+        self.sessions.append(session)
+        logits = self.body(x)
+        return {"aux": x.mean(), "logits": logits} if self.as_dict else (x.mean(), logits)
 
 
-def test_model_wrapper_passes_the_task_key_and_selects_the_logits():
-    score, output, _ = fit(KeyedTupleNet(), main_loop_modules=["ModelWrapper"],
-                           module_options={"ModelWrapper": {"task_key_argument": "data_key", "output": 1}})
-    assert 0 <= score <= 1 and "accuracy" in output["test"]["t"]
+@pytest.mark.parametrize("as_dict,output", [(False, 1), (True, "logits")])
+def test_model_wrapper_passes_the_task_key_and_selects_the_logits(as_dict, output):
+    wrapped = KeyedTupleNet(as_dict)
+    score, out, state = fit(wrapped, main_loop_modules=["ModelWrapper"], optimizer="SGD",
+                            module_options={"ModelWrapper": {"task_key_argument": "session", "output": output}})
+    # two batches of training, validation, final validation and test: every forward got its task
+    assert wrapped.sessions == ["t"] * 8
+    # the selected output is what the loss and the accuracy saw: the same as training the bare network
+    plain_score, plain_out, plain_state = fit(net(), optimizer="SGD")
+    assert score == plain_score and out["test"] == plain_out["test"]
+    assert all(torch.equal(state[f"body.{name}"], value) for name, value in plain_state.items())
+    with pytest.raises(TypeError, match="session"):  # without the wrapper the model cannot be called
+        fit(KeyedTupleNet(as_dict))
 
 
 @register_module("CancelsEveryTestBatch")

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -303,13 +304,30 @@ def test_checkpoint_pruning_keeps_last_and_best():
     assert sorted(store.states) == [2, 5, 6]  # best (epoch 2) + last two
 
 
+class RunsCodeWhenUnpickled:
+    """A checkpoint someone else wrote: unpickling it would call ``marker.write_text`` (any callable could run)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
 def test_directory_store_loads_weights_only(tmp_path):
-    store = DirectoryCheckpointStore(tmp_path)
+    import pickle
+
+    store = DirectoryCheckpointStore(tmp_path / "ckpt")
     store.save(3, 0.5, {"w": torch.ones(2), "epoch": 3})
     store.save(4, 0.7, {"w": torch.zeros(2), "epoch": 4})
     assert store.latest()["epoch"] == 4
     store.prune(keep_last_n=1, keep_best_n=0)
-    assert len(list(tmp_path.glob("*.pt"))) == 1
+    assert len(list((tmp_path / "ckpt").glob("*.pt"))) == 1
+    marker = tmp_path / "marker"
+    store.save(5, 0.9, {"w": torch.ones(2), "payload": RunsCodeWhenUnpickled(marker)})
+    with pytest.raises(pickle.UnpicklingError, match="[Ww]eights only"):
+        store.latest()
+    assert not marker.exists()  # stored bytes never execute code
 
 
 RESUME_SCRIPT = textwrap.dedent("""
