@@ -7,6 +7,7 @@ throwaway MariaDB server described by ``NNTRANSFER_TEST_MYSQL`` (``host:port:use
 import os
 import shutil
 import tempfile
+from typing import NamedTuple
 
 import pytest
 
@@ -37,30 +38,80 @@ def pytest_sessionfinish(session, exitstatus):
         shutil.rmtree(data.parent, ignore_errors=True)
 
 
+def _wipe_tables():
+    """Empty every nntransfer table, the job queues and the store's files.
+
+    Children before parents with ``delete_quick``: one DELETE per table. (A cascading ``delete()`` from the root
+    tables reads the whole dependency graph and every heading again, ~450 queries, even when all is empty; it
+    cost the suite more than a second per test.)"""
+    import datajoint as dj
+
+    from nntransfer import store as tables
+    from nntransfer.store import db
+
+    schema = tables.bind()
+    conn = schema.connection
+    conn.dependencies.load()
+    mine = [name for name in conn.dependencies.topo_sort()  # parents first, this schema's tables only
+            if conn.adapter.split_full_table_name(name)[0] == schema.database]
+    for name in reversed(mine):
+        dj.FreeTable(conn, name).delete_quick()
+    for name in ("TrainedModel", "TransferredTrainedModel"):
+        tables.table(name).jobs.delete_quick()
+    for section in ("_schema", "_hash"):  # the files of the deleted rows
+        shutil.rmtree(os.path.join(db.store_location(), section, "nntransfer_test"), ignore_errors=True)
+    return tables
+
+
 @pytest.fixture
 def clean_db():
-    """Empty every nntransfer table (cascading from the roots) before and after a test."""
-    from nntransfer import store as tables
-
-    def wipe():
-        tables.bind()
-        for name in ("Fabrikant", "Seed"):
-            tables.table(name)().delete(prompt=False)
-        for name in ("Checkpoint", "Worker", "JobAttempt"):
-            tables.table(name)().delete_quick()
-        for name in ("TrainedModel", "TransferredTrainedModel"):
-            tables.table(name).jobs.delete_quick()
-        from nntransfer.store import db
-
-        for section in ("_schema", "_hash"):  # the files of the deleted rows
-            shutil.rmtree(os.path.join(db.store_location(), section, "nntransfer_test"), ignore_errors=True)
-
-    wipe()
-    yield tables
-    wipe()
+    """Empty tables before and after a test (``nntransfer.store``, the module of every table)."""
+    yield _wipe_tables()
+    _wipe_tables()
 
 
+@pytest.fixture(scope="module")
+def module_db():
+    """Empty tables at the start and the end of a module, for a module-scoped fixture that trains once what the
+    module's read-only tests share (e.g. test_analysis's finished run). A ``clean_db`` test of the same module
+    empties them in between: the sharing fixture must then train again, which ``run()`` does, as it trains only
+    what is missing (see ``finished`` in test_analysis.py)."""
+    yield _wipe_tables()
+    _wipe_tables()
+
+
+class CliResult(NamedTuple):
+    """What ``subprocess.run`` would give for the command (its exit code and output), without the interpreter."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli("status", recipe)`` runs the ``nntransfer`` command in this process (``cli.main(argv)``): exit code,
+    stdout and stderr as a :class:`CliResult`. Tests about a process (signals, kills, a fresh interpreter, import
+    cost, the console script) start one instead."""
+    from nntransfer.cli import main
+
+    def run(*args) -> CliResult:
+        capsys.readouterr()  # only this command's output
+        try:
+            code = main([str(arg) for arg in args])
+        except SystemExit as exit:  # argparse: --help, bad arguments
+            code = exit.code
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return run
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: a slurm test must count as slow
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.slow)
     import torch
 
     if torch.cuda.is_available():

@@ -76,8 +76,9 @@ def slow_recipe(tmp_path, epochs=6, sleep=1.0):
     return recipe
 
 
+@pytest.mark.slow  # a worker process gets SIGTERM, a second one resumes
 @pytest.mark.both_backends
-def test_sigterm_checkpoints_releases_and_the_next_worker_resumes_bit_identically(clean_db, tmp_path):
+def test_sigterm_checkpoints_releases_and_the_next_worker_resumes_bit_identically(clean_db, tmp_path, cli):
     from nntransfer.trainer import trainer
 
     recipe = slow_recipe(tmp_path, epochs=12, sleep=1.5)
@@ -87,7 +88,7 @@ def test_sigterm_checkpoints_releases_and_the_next_worker_resumes_bit_identicall
                               text=True)
     try:
         wait_for(lambda: len(clean_db.Checkpoint()) > 0, what="the first checkpoint")
-        status = subprocess.run(CLI + ["status", str(recipe)], capture_output=True, text=True, timeout=120)
+        status = cli("status", recipe)
         assert "reserved" in status.stdout and f":{worker.pid} gpu 7" in status.stdout  # which GPU it uses
         worker.send_signal(signal.SIGTERM)
         out, err = worker.communicate(timeout=120)
@@ -143,6 +144,7 @@ experiments = {
 """
 
 
+@pytest.mark.slow  # SIGINT twice to a worker process
 def test_a_second_sigint_stops_at_once_and_still_releases(clean_db, tmp_path):
     recipe = tmp_path / "slow_batch.py"
     recipe.write_text(SLOW_BATCH_RECIPE)
@@ -202,6 +204,7 @@ print("STATES", " ".join(r["state"] for r in rows))
 """
 
 
+@pytest.mark.slow  # a script run as a program, with a worker process
 def test_run_with_two_workers_sees_models_and_losses_the_script_registers(clean_db, tmp_path):
     script = tmp_path / "script.py"
     script.write_text(SCRIPT)
@@ -214,6 +217,7 @@ def test_run_with_two_workers_sees_models_and_losses_the_script_registers(clean_
     assert len(set(pids.read_text().split())) == 2  # the script's own process and a worker both trained
 
 
+@pytest.mark.slow  # a worker process that dies
 def test_a_dead_worker_process_is_reported_in_one_line(clean_db, tmp_path):
     script = tmp_path / "script.py"
     script.write_text(SCRIPT)
@@ -226,6 +230,7 @@ def test_a_dead_worker_process_is_reported_in_one_line(clean_db, tmp_path):
     assert len(lines) == 1 and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow  # the console script's interpreter and its worker processes
 def test_workers_from_a_folder_holding_another_nntransfer_folder(clean_db, tmp_path, train_log):
     here = tmp_path / "parent-of-a-clone"
     (here / "nntransfer").mkdir(parents=True)
@@ -246,6 +251,7 @@ def test_workers_from_a_folder_holding_another_nntransfer_folder(clean_db, tmp_p
     assert len({line[1] for line in log_lines(train_log)}) == 2
 
 
+@pytest.mark.slow  # submitit's local executor starts a process per job
 def test_slurm_workers_import_the_recipe(clean_db, tmp_path):
     from nntransfer.orchestration.slurm import submit_workers
     from nntransfer.orchestration.workers import WorkerSettings
@@ -440,6 +446,7 @@ def digits(seed, **trainer):
                       TrainerConfig(**options), seed)
 
 
+@pytest.mark.slow  # a process whose own connections are terminated
 @pytest.mark.both_backends
 def test_training_survives_a_terminated_connection(clean_db, tmp_path):
     script = tmp_path / "drop.py"
@@ -478,7 +485,7 @@ def test_errors_are_retried_up_to_max_retries_but_config_errors_never(clean_db, 
     assert [r["state"] for r in rows] == ["error"] and len(log_lines(train_log)) == before + 1
 
 
-def test_status_shows_error_type_host_and_first_line_and_errors_the_traceback(clean_db, tmp_path):
+def test_status_shows_error_type_host_and_first_line_and_errors_the_traceback(clean_db, tmp_path, cli):
     marker = tmp_path / "fail"
     marker.write_text("x")
     recipe = tmp_path / "failing.py"
@@ -488,10 +495,10 @@ def test_status_shows_error_type_host_and_first_line_and_errors_the_traceback(cl
         experiments = {{Description("fails", 1): Experiment(ToyData(), ToyModel(),
                                                             ToyTrainer(fail_if_exists={str(marker)!r}), 1)}}
     """))
-    assert subprocess.run(CLI + ["run", str(recipe)], capture_output=True, timeout=300).returncode == 1
-    status = subprocess.run(CLI + ["status", str(recipe)], capture_output=True, text=True, timeout=120).stdout
+    assert cli("run", recipe, "--no-report").returncode == 1
+    status = cli("status", recipe).stdout
     assert f"RuntimeError: toy failure requested by {marker}"[:60] in status and platform.node() in status
-    errors = subprocess.run(CLI + ["errors", str(recipe)], capture_output=True, text=True, timeout=120).stdout
+    errors = cli("errors", recipe).stdout
     assert "Traceback" in errors and "toy_trainer" in errors and platform.node() in errors
 
 

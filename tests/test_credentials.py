@@ -14,6 +14,8 @@ import textwrap
 import zipfile
 import zlib
 
+import pytest
+
 from test_server import tcp_server  # noqa: F401  (fixture: a password-auth PostgreSQL on 127.0.0.1)
 
 PASSWORD = "s3cret"  # the password tcp_server's user 'alice' has
@@ -90,6 +92,7 @@ def server_rows(port):
         conn.close()
 
 
+@pytest.mark.slow  # a password-protected PostgreSQL server of its own and the command line in processes
 def test_no_password_in_output_logs_tables_store_or_checkpoints(tcp_server, tmp_path):  # noqa: F811
     home, work = tmp_path / "home", tmp_path / "work"
     work.mkdir()

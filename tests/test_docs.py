@@ -32,6 +32,7 @@ def test_every_docs_page_is_in_the_navigation_and_the_readme_links_the_site():
         assert (ROOT / link).exists(), link
 
 
+@pytest.mark.slow  # the whole site with its API reference
 def test_mkdocs_builds_the_site_strictly(tmp_path):
     pytest.importorskip("mkdocstrings", reason="the docs build needs pip install -e '.[docs]'")
     out = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],

@@ -73,6 +73,7 @@ def test_configs_and_experiments_show_as_html_tables():
     assert desc == ("x", 1) and desc._fields == ("name", "seed") and not hasattr(desc, "_repr_html_")
 
 
+@pytest.mark.slow  # a Jupyter kernel trains the notebook's 40 steps
 def test_quickstart_notebook_runs_end_to_end_and_stays_small(clean_db):
     nbformat = pytest.importorskip("nbformat", reason="pip install 'nntransfer[test]'")
     nbclient = pytest.importorskip("nbclient", reason="pip install 'nntransfer[test]'")

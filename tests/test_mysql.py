@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a MariaDB server, and the both_backends tests again on it
+
 from mariadb_server import MariaDB, binaries_or_reason
 
 

@@ -361,6 +361,7 @@ def test_a_transferred_classifier_core_keeps_its_weights_at_the_start_of_the_neu
 
 
 # -- the example ---------------------------------------------------------------------------------------------
+@pytest.mark.slow  # trains the example as it is
 def test_digits_to_neurons_example_beats_its_stated_floor(clean_db):
     import runpy
     from pathlib import Path

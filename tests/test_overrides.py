@@ -1,8 +1,6 @@
 """--set, --grid, --config, YAML recipes, seeds and CLI errors (issue 10 items 12, 13, 15, 16)."""
 import os
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -19,7 +17,6 @@ from nntransfer.orchestration.recipes import parse_value, parse_values
 from toy_pipeline import ToyData, ToyModel, ToyTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "nntransfer.cli"]
 
 
 def toy(seed=1, **trainer):
@@ -134,17 +131,16 @@ def test_set_on_a_step_changes_only_experiments_with_that_step(capsys):
         cli_experiments(recipe, "--set", "2.trainer.max_iter=3")
 
 
-def test_cli_status_with_a_step_override_on_the_mixed_demo():
-    out = subprocess.run(CLI + ["status", str(ROOT / "examples" / "digits_transfer.py"), "--set",
-                                "1.trainer.max_iter=3"], capture_output=True, text=True, timeout=300)
+def test_cli_status_with_a_step_override_on_the_mixed_demo(cli):
+    out = cli("status", ROOT / "examples" / "digits_transfer.py", "--set", "1.trainer.max_iter=3")
     assert out.returncode == 0, out.stderr
     assert re.search(r"changed \d+ of \d+ experiment", out.stdout) and "Traceback" not in out.stderr
 
 
-def test_an_unexpected_error_is_one_line_naming_the_traceback_file(tmp_path):
+def test_an_unexpected_error_is_one_line_naming_the_traceback_file(tmp_path, cli):
     recipe = tmp_path / "broken.py"
     recipe.write_text("def helper():\n    raise RuntimeError('boom in the recipe')\n\nhelper()\n")
-    out = subprocess.run(CLI + ["status", str(recipe)], capture_output=True, text=True, timeout=300)
+    out = cli("status", recipe)
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nntransfer: unexpected RuntimeError: boom in the recipe")

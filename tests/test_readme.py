@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
+@pytest.mark.slow  # a fresh interpreter and database train the example as written
 def test_readme_example_runs(tmp_path):
     block = re.search(r"## In a few lines\s+```python\n(.*?)```", README.read_text(), re.S).group(1)
     script = tmp_path / "example.py"

@@ -83,7 +83,7 @@ def test_two_local_workers_train_six_experiments_exactly_once(clean_db, train_lo
 
 
 @pytest.mark.both_backends
-def test_failing_job_is_recorded_and_retrained_after_clear_errors(clean_db, tmp_path):
+def test_failing_job_is_recorded_and_retrained_after_clear_errors(clean_db, tmp_path, cli):
     marker = tmp_path / "fail"
     marker.write_text("x")
     recipe = tmp_path / "recipe.py"
@@ -97,23 +97,22 @@ def test_failing_job_is_recorded_and_retrained_after_clear_errors(clean_db, tmp_
             ])
         }}
     """))
-    cli = [sys.executable, "-m", "nntransfer.cli"]
-    first = subprocess.run(cli + ["run", str(recipe)], capture_output=True, text=True, timeout=300)
+    first = cli("run", recipe)
     assert first.returncode == 1, first.stderr
     assert "error" in first.stdout and "blocked" in first.stdout
     TT = clean_db.TransferredTrainedModel
     job = TT.jobs.errors.to_dicts()[0]
     assert "toy failure requested" in job["error_message"]
     assert "Traceback" in job["error_stack"] and "toy_trainer" in job["error_stack"]
-    status = subprocess.run(cli + ["status", str(recipe)], capture_output=True, text=True, timeout=120)
+    status = cli("status", recipe)
     assert "error" in status.stdout and "blocked" in status.stdout
     # rerunning without clearing does not retry the failed job
-    again = subprocess.run(cli + ["run", str(recipe)], capture_output=True, text=True, timeout=300)
+    again = cli("run", recipe)
     assert again.returncode == 1 and len(TT()) == 0
     marker.unlink()
-    cleared = subprocess.run(cli + ["clear-errors", str(recipe)], capture_output=True, text=True, timeout=120)
+    cleared = cli("clear-errors", recipe)
     assert "cleared 1 error" in cleared.stdout
-    final = subprocess.run(cli + ["run", str(recipe)], capture_output=True, text=True, timeout=300)
+    final = cli("run", recipe)
     assert final.returncode == 0, final.stdout + final.stderr
     assert len(TT()) == 2
 
@@ -175,6 +174,7 @@ def test_overrides_file_with_grid_keys(tmp_path):
     assert len(out) == 4 and {d.seed for d in out} == {3, 4}
 
 
+@pytest.mark.slow  # submitit's local executor starts a process per job
 def test_submitit_local_executor_runs_a_worker_to_completion(clean_db, tmp_path):
     from nntransfer.orchestration.slurm import submit_workers
     from nntransfer.orchestration.workers import WorkerSettings
@@ -186,8 +186,9 @@ def test_submitit_local_executor_runs_a_worker_to_completion(clean_db, tmp_path)
     assert states(targets)[targets[0]]["state"] == "done"
 
 
+@pytest.mark.slow  # a worker process killed with SIGKILL
 @pytest.mark.both_backends
-def test_job_of_a_killed_worker_is_requeued_and_trained(clean_db, tmp_path, train_log):
+def test_job_of_a_killed_worker_is_requeued_and_trained(clean_db, tmp_path, train_log, cli):
     import signal
     import time
 
@@ -204,8 +205,7 @@ def test_job_of_a_killed_worker_is_requeued_and_trained(clean_db, tmp_path, trai
         while time.time() < deadline and not (train_log.exists() and train_log.read_text()):
             time.sleep(0.2)
         assert train_log.exists(), "the worker never started training"
-        status = subprocess.run([sys.executable, "-m", "nntransfer.cli", "status", str(recipe)],
-                                capture_output=True, text=True, timeout=120)
+        status = cli("status", recipe)
         assert "reserved" in status.stdout and f":{worker.pid}" in status.stdout
     finally:
         worker.send_signal(signal.SIGKILL)
@@ -221,15 +221,17 @@ def test_job_of_a_killed_worker_is_requeued_and_trained(clean_db, tmp_path, trai
     assert states(targets)[targets[0]]["state"] == "pending"
 
 
-def test_every_command_has_help():
-    for args in (["--help"], ["run", "--help"], ["worker", "--help"], ["status", "--help"], ["results", "--help"],
-                 ["clear-errors", "--help"], ["db", "--help"], ["errors", "--help"], ["clear-checkpoints", "--help"]):
-        out = subprocess.run([sys.executable, "-m", "nntransfer.cli", *args], capture_output=True, text=True,
-                             timeout=60)
+def test_every_command_has_help(cli):
+    from nntransfer.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    for args in [["--help"]] + [[command, "--help"] for command in commands]:
+        out = cli(*args)
         assert out.returncode == 0 and "usage: nntransfer" in out.stdout, args
+    assert {"run", "worker", "status", "results", "clear-errors", "db", "errors", "clear-checkpoints"} <= set(commands)
 
 
-def test_workers_see_main_loop_modules_defined_in_the_recipe(clean_db, tmp_path):
+def test_workers_see_main_loop_modules_defined_in_the_recipe(clean_db, tmp_path, cli):
     recipe = tmp_path / "custom_module.py"
     recipe.write_text(textwrap.dedent("""
         from nntransfer import Description, Experiment
@@ -249,8 +251,7 @@ def test_workers_see_main_loop_modules_defined_in_the_recipe(clean_db, tmp_path)
             for seed in (1, 2, 3)
         }
     """))
-    out = subprocess.run([sys.executable, "-m", "nntransfer.cli", "run", str(recipe), "--workers", "2"],
-                         capture_output=True, text=True, timeout=600)
+    out = cli("run", recipe, "--workers", 2, "--no-report")  # the worker process imports the recipe too
     assert out.returncode == 0, out.stdout + out.stderr
     outputs = clean_db.TrainedModel().to_arrays("output")
     assert len(outputs) == 3
@@ -282,7 +283,6 @@ def test_a_yaml_recipe_is_not_imported_by_workers_and_run_imports_come_before_th
     assert [r["state"] for r in rows] == ["done"]
 
 
-def test_worker_counts_below_one_are_refused_by_the_command_line(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "nntransfer.cli", "run", str(tmp_path / "r.py"), "--workers", "0"],
-                         capture_output=True, text=True, timeout=60)
+def test_worker_counts_below_one_are_refused_by_the_command_line(tmp_path, cli):
+    out = cli("run", tmp_path / "r.py", "--workers", 0)
     assert out.returncode == 2 and "--workers: must be 1 or more, got 0" in out.stderr

@@ -1,8 +1,4 @@
 """The one registry mechanism: names, import paths, families, errors, and `nntransfer list`."""
-import json
-import subprocess
-import sys
-
 import pytest
 
 from nntransfer.runner import check_config
@@ -56,24 +52,17 @@ def test_a_check_refuses_what_does_not_fit_when_registered_and_when_imported():
         modules.get("math:sqrt")
 
 
-def test_every_kind_is_listed_by_the_command_line():
+def test_every_kind_is_listed_by_the_command_line(cli):
     assert set(REGISTRIES) == {"models", "sources", "losses", "metrics", "modules", "cores"}
-    # what a fresh process has registered (other tests in this process register their own test entries)
-    fresh = subprocess.run([sys.executable, "-c", "import json; from nntransfer.configs.registries import REGISTRIES; "
-                            "print(json.dumps({k: r.names() for k, r in REGISTRIES.items()}))"],
-                           capture_output=True, text=True, timeout=120)
-    found = json.loads(fresh.stdout)
-    out = subprocess.run([sys.executable, "-m", "nntransfer.cli", "list"], capture_output=True, text=True, timeout=120)
+    out = cli("list")
     assert out.returncode == 0, out.stderr
-    for kind, names in found.items():
+    for kind, registry in REGISTRIES.items():  # the built-ins and whatever this process registered
         line = next(line for line in out.stdout.splitlines() if line.startswith(f"{kind} ("))
-        assert names and all(name in line for name in names), kind
+        assert registry.names() and all(name in line for name in registry.names()), kind
     assert "lenet" in out.stdout and "PoissonLoss" in out.stdout and "correlation" in out.stdout
-    only = subprocess.run([sys.executable, "-m", "nntransfer.cli", "list", "losses"], capture_output=True, text=True,
-                          timeout=120)
+    only = cli("list", "losses")
     assert only.stdout.startswith("losses (TrainerConfig.loss_functions): ") and "models (" not in only.stdout
-    bad = subprocess.run([sys.executable, "-m", "nntransfer.cli", "list", "lossess"], capture_output=True, text=True,
-                         timeout=120)
+    bad = cli("list", "lossess")
     assert bad.returncode == 2 and "unknown kind 'lossess'" in bad.stderr  # bad input: exit 2
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here starts database servers of its own
+
 
 def _free_port():
     with socket.socket() as s:

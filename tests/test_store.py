@@ -2,8 +2,6 @@
 checkpoints are skipped, the table store is safe with a background writer, files are private."""
 import logging
 import stat
-import subprocess
-import sys
 import textwrap
 import threading
 from pathlib import Path
@@ -85,7 +83,7 @@ def test_unreadable_checkpoints_are_skipped_with_a_warning(clean_db, caplog):
     assert store.latest() is None  # nothing readable: a fresh start
 
 
-def test_clear_checkpoints_command_drops_a_recipes_checkpoints(clean_db, tmp_path):
+def test_clear_checkpoints_command_drops_a_recipes_checkpoints(clean_db, tmp_path, cli):
     from nntransfer.store.trained_model import Checkpoint, TableCheckpointStore
     from toy_pipeline import ToyData, ToyModel, ToyTrainer
 
@@ -99,8 +97,7 @@ def test_clear_checkpoints_command_drops_a_recipes_checkpoints(clean_db, tmp_pat
     TableCheckpointStore(clean_db.TrainedModel.table_name, key).save(1, 0.0, state(1))  # as make_compute does
     other = TableCheckpointStore("TrainedModel", {"unrelated": 1})
     other.save(1, 0.0, state(1))
-    out = subprocess.run([sys.executable, "-m", "nntransfer.cli", "clear-checkpoints", str(recipe)],
-                         capture_output=True, text=True, timeout=120)
+    out = cli("clear-checkpoints", recipe)
     assert out.returncode == 0, out.stderr
     assert "dropped 1 checkpoint" in out.stdout
     assert len(Checkpoint()) == 1 and len(checkpoint_files()) == 1  # only the unrelated one is left
@@ -185,15 +182,13 @@ def _referenced():
     return out
 
 
-def test_db_status_shows_the_store_size(clean_db):
+def test_db_status_shows_the_store_size(clean_db, cli):
     import json
 
     from nntransfer.store.trained_model import TableCheckpointStore
 
     TableCheckpointStore("TrainedModel", {"size": 1}).save(1, 0.0, state(1))
-    out = subprocess.run([sys.executable, "-m", "nntransfer.cli", "db", "status"], capture_output=True, text=True,
-                         timeout=120)
-    info = json.loads(out.stdout)
+    info = json.loads(cli("db", "status").stdout)
     assert info["store_files"] >= 1 and info["store_bytes"] >= 50 * 50 * 4
 
 

@@ -50,6 +50,7 @@ def test_comment_is_stored_not_hashed(clean_db):
     assert (clean_db.Model & key).fetch1("model_comment") == "my note"
 
 
+@pytest.mark.slow  # two interpreters racing
 @pytest.mark.both_backends
 def test_two_processes_adding_the_same_experiment_at_once(clean_db):
     script = textwrap.dedent(
@@ -172,6 +173,7 @@ def run_py(home, code):
     return out.stdout.strip()
 
 
+@pytest.mark.slow  # a fresh embedded server, stopped and started again
 def test_embedded_database_lifecycle(tmp_path):
     import json
 
@@ -201,6 +203,7 @@ def test_embedded_database_lifecycle(tmp_path):
             shutil.rmtree(os.path.dirname(data), ignore_errors=True)
 
 
+@pytest.mark.slow  # a fresh interpreter configured for a server nobody runs
 def test_unreachable_server_error_names_host_port_user_not_password(tmp_path):
     import socket
 

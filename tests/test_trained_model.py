@@ -11,7 +11,7 @@ import torch
 
 from nntransfer import Experiment
 from nntransfer.configs import ImageDatasetConfig, ModelConfig, TrainerConfig
-from nntransfer.trainer import trainer
+from nntransfer.trainer import MainLoopModule, TrainingInterrupted, register_module, trainer
 
 
 def digits_experiment(seed=1, **trainer_options):
@@ -21,15 +21,16 @@ def digits_experiment(seed=1, **trainer_options):
                       TrainerConfig(**options), seed)
 
 
-@pytest.mark.both_backends
-def test_populate_digits_lenet_and_load_model_reproduces_the_score(clean_db):
-    exp = digits_experiment(max_iter=8)
+def populated(tables, exp):
     exp.add_to_table()
-    clean_db.TrainedModel.populate(exp.get_key(), reserve_jobs=True)
-    row = (clean_db.TrainedModel & exp.get_key()).fetch1()
-    assert row["score"] > 0.9  # validation accuracy; chance is 0.1
-    test_accuracy = row["output"]["test"]["img_classification"]["accuracy"]
-    assert test_accuracy > 0.9  # issue 5's end-to-end bar for LeNet on digits
+    tables.TrainedModel.populate(exp.get_key(), reserve_jobs=True)
+    return (tables.TrainedModel & exp.get_key()).fetch1()
+
+
+@pytest.mark.both_backends
+def test_populate_and_load_model_reproduces_the_score(clean_db):
+    exp = digits_experiment(max_iter=2)
+    row = populated(clean_db, exp)
     dataloaders, model = clean_db.TrainedModel().load_model(exp.get_key())
     model.eval()
     correct = total = 0
@@ -38,7 +39,15 @@ def test_populate_digits_lenet_and_load_model_reproduces_the_score(clean_db):
             correct += int((model(x).argmax(1) == y).sum())
             total += len(y)
     assert correct / total == pytest.approx(row["score"], abs=1e-9)
+    assert row["output"]["epochs"] == 2 and 0.1 < row["score"] <= 1  # trained, better than chance (0.1)
     assert len(clean_db.Checkpoint()) == 0  # checkpoints are removed once the result is stored
+
+
+@pytest.mark.slow  # eight epochs of LeNet
+def test_populated_lenet_reaches_the_end_to_end_bar_on_digits(clean_db):
+    row = populated(clean_db, digits_experiment(max_iter=8))
+    assert row["score"] > 0.9  # validation accuracy; chance is 0.1
+    assert row["output"]["test"]["img_classification"]["accuracy"] > 0.9  # issue 5's end-to-end bar
 
 
 def test_diverging_training_writes_no_row(clean_db):
@@ -49,6 +58,66 @@ def test_diverging_training_writes_no_row(clean_db):
     assert len(clean_db.TrainedModel()) == 0 and len(clean_db.TrainedModel.ModelStorage()) == 0
     error = clean_db.TrainedModel.jobs.errors.to_dicts()[0]["error_message"]
     assert "TrainingDiverged" in error and "epoch 1, batch" in error
+
+
+STOP_AT = []  # the (epoch, batch) of the training batch after which StopsOnce asks its run to stop; empty: never
+TRAINED_BATCHES = []
+
+
+@register_module("StopsOnce")
+class StopsOnce(MainLoopModule):
+    """Records the training batches and asks for a stop after ``STOP_AT`` (as a preempted worker's SIGTERM does)."""
+
+    def pre_forward(self, model, inputs, task_key, shared_memory):
+        if self.mode == "Training":
+            TRAINED_BATCHES.append((self.epoch, self.batch_index))
+        return model, inputs
+
+    def post_forward(self, outputs, loss, targets, **shared_memory):
+        if self.mode == "Training" and STOP_AT and (self.epoch, self.batch_index) == STOP_AT[0]:
+            self.trainer.stop.request("preempted (test)")
+        return outputs, loss, targets
+
+
+@pytest.mark.both_backends
+def test_a_stopped_populate_resumes_from_the_checkpoint_table_bit_identically(clean_db):
+    """In-process: a populate stopped mid-epoch leaves a Checkpoint row and a pending job; the next populate resumes
+    from that row (TableCheckpointStore) and ends where an uninterrupted run ends, bit for bit."""
+    from nntransfer.dataset import image_dataset_loader
+    from nntransfer.models import classification_model_builder
+    from nntransfer.store.trained_model import TableCheckpointStore
+
+    exp = Experiment(ImageDatasetConfig(dataset_cls="digits", batch_size=128), ModelConfig(type="mlp"),
+                     TrainerConfig(max_iter=3, verbose=False, deterministic=True, early_stopping=False,
+                                   main_loop_modules=["NoiseAugmentation", "StopsOnce"],
+                                   module_options={"NoiseAugmentation": {"std": 0.2}}), 2)
+    key = exp.get_key()
+    exp.add_to_table()
+    STOP_AT[:], TRAINED_BATCHES[:] = [(2, 4)], []
+    try:
+        with pytest.raises(TrainingInterrupted, match=r"preempted \(test\): training stopped in epoch 2 after batch 5"):
+            clean_db.TrainedModel.populate(key, reserve_jobs=True)
+    finally:
+        STOP_AT.clear()
+    assert len(clean_db.TrainedModel()) == 0 and len(clean_db.TrainedModel.jobs.errors) == 0
+    assert (clean_db.TrainedModel.jobs & key).proj("status").to_dicts()[0]["status"] == "pending"  # released
+    saved = TableCheckpointStore(clean_db.TrainedModel.table_name, key).latest()
+    assert (saved["progress"]["epoch"], saved["progress"]["batch"]) == (2, 5)  # where the stop came
+
+    TRAINED_BATCHES.clear()
+    clean_db.TrainedModel.populate(key, reserve_jobs=True)
+    assert TRAINED_BATCHES[0] == (2, 5)  # it went on with the batch after the stop, not from scratch
+    assert len(clean_db.Checkpoint()) == 0  # the result is stored: its checkpoints are gone
+    stored = (clean_db.TrainedModel.ModelStorage & key).fetch1("model_state")
+    score, output = (clean_db.TrainedModel & key).fetch1("score", "output")
+
+    data = image_dataset_loader(seed=2, **exp.dataset.to_dict())
+    model = classification_model_builder(data, seed=2, **exp.model.to_dict())
+    ref_score, ref_output, ref_state = trainer(model, data, seed=2, **exp.trainer.to_dict())  # never stopped
+    assert score == ref_score and output["tracker"] == ref_output["tracker"]
+    assert set(stored) == set(ref_state)
+    for name, value in ref_state.items():
+        assert torch.equal(stored[name], value), name
 
 
 KILLED_POPULATE = textwrap.dedent("""
@@ -80,6 +149,7 @@ KILLED_POPULATE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a populating process killed with SIGKILL (in-process: the stopped populate above)
 @pytest.mark.both_backends
 @pytest.mark.parametrize("options", [{"force_cpu": True},  # bit-identity on the CPU needs nothing more
                                      pytest.param({"deterministic": True}, marks=pytest.mark.cuda, id="cuda")])

@@ -367,6 +367,7 @@ RESUME_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # processes killed with SIGKILL (in-process stops: test_trainer_loop.py)
 @pytest.mark.parametrize("kill_at,where,options", [
     (3, "post_epoch", {"force_cpu": True}), (1, "pre_epoch", {"force_cpu": True}),  # needs nothing more on the CPU
     pytest.param(3, "post_epoch", {"deterministic": True}, marks=pytest.mark.cuda, id="cuda")])

@@ -364,6 +364,7 @@ RESUME_MID_EPOCH = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a process killed with SIGKILL (in-process stops: the tests below)
 def test_a_run_killed_mid_epoch_resumes_bit_identically_from_its_mid_epoch_checkpoint(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(RESUME_MID_EPOCH.format(tests=os.path.dirname(__file__)))
