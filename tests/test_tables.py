@@ -87,16 +87,17 @@ def test_unresolvable_fn_inserts_nothing(clean_db):
 
 @pytest.mark.both_backends
 def test_failure_midway_rolls_back_everything(clean_db, monkeypatch):
-    from nntransfer.store import nnfabrik
+    from nntransfer.orchestration import fill
 
-    original = nnfabrik.insert_config
+    original = fill.insert_config
 
     def fail_on_trainer(cfg):
         if cfg.config_name == "trainer":
             raise RuntimeError("disk full")
         return original(cfg)
 
-    monkeypatch.setattr(clean_db, "insert_config", fail_on_trainer)
+    # where add_to_table looks it up (patching nntransfer.store's name passed only while fill was not imported yet)
+    monkeypatch.setattr(fill, "insert_config", fail_on_trainer)
     with pytest.raises(RuntimeError, match="disk full"):
         experiment(seed=5).add_to_table()
     monkeypatch.undo()
