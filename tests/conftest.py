@@ -3,9 +3,16 @@
 By default an embedded PostgreSQL in a temporary NNTRANSFER_HOME. With ``NNTRANSFER_TEST_BACKEND=mysql``
 (set by ``tests/test_mysql.py``, which runs the tests marked ``both_backends`` again) the session uses the
 throwaway MariaDB server described by ``NNTRANSFER_TEST_MYSQL`` (``host:port:user:password``).
+
+Markers (pytest.ini): ``slow`` tests are left out of the default run (``pytest -m slow`` runs them; CI runs both);
+``slurm`` tests are slow too; ``cuda`` tests skip without a GPU. Fixtures: ``clean_db`` (empty tables around a
+test), ``module_db`` (for a module-scoped fixture that trains once what read-only tests share), ``cli`` (the
+command line in this process). Each pytest-xdist worker is a session of its own, with its own database
+(``pytest -n 2 --dist loadfile`` keeps a module's tests, and its module-scoped fixtures, on one worker).
 """
 import os
 import shutil
+import sys
 import tempfile
 from typing import NamedTuple
 
@@ -32,6 +39,9 @@ if BACKEND == "mysql":
 
 
 def pytest_sessionfinish(session, exitstatus):
+    if "nntransfer.store.db" not in sys.modules:  # no test used the database (e.g. an xdist controller)
+        shutil.rmtree(_HOME, ignore_errors=True)
+        return
     from nntransfer.store import db
     if BACKEND == "mysql":
         db.connection().query("DROP DATABASE IF EXISTS nntransfer_test")
@@ -117,14 +127,31 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("slurm"):
             item.add_marker(pytest.mark.slow)
+    needs_cuda = [item for item in items if item.get_closest_marker("cuda")]
+    if not needs_cuda:
+        return
     import torch
 
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
-    for item in items:
-        if "cuda" in item.keywords:
-            item.add_marker(skip)
+    for item in needs_cuda:
+        item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def nntransfer_logging_restored():
+    """The command line, run in-process (``cli``, ``main([...])``), adds a stderr handler to the ``nntransfer``
+    logger and sets levels, as a process of its own would: undo it after each test, so that later tests see the
+    logging of a fresh process (otherwise the trainer's epoch lines reach their stderr)."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("nntransfer", "nntransfer.trainer")]
+    saved = [(logger, list(logger.handlers), logger.level) for logger in loggers]
+    yield
+    for logger, handlers, level in saved:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
 
 
 def _torch_globals():

@@ -503,6 +503,7 @@ def test_status_shows_error_type_host_and_first_line_and_errors_the_traceback(cl
 
 
 # -- issue 8 item 6: one GPU per local worker -------------------------------------------------------
+@pytest.mark.slow  # five worker processes (tests/test_recipes.py keeps two local workers in the default run)
 def test_local_workers_get_one_gpu_each_round_robin(clean_db, train_log, monkeypatch):
     from nntransfer.orchestration import workers
 
@@ -552,6 +553,7 @@ def test_trusted_modules_allowlist_refuses_other_import_paths(monkeypatch):
 
 
 # -- load ----------------------------------------------------------------------------------------------
+@pytest.mark.slow  # a load test: four worker processes, twice
 def test_four_workers_twice_on_twelve_experiments_with_shared_transfer_steps(clean_db, train_log):
     from nntransfer import TransferExperiment
     from nntransfer.store import gc

@@ -50,16 +50,53 @@ def test_pruned_and_cleared_checkpoints_take_their_files_along(clean_db):
     assert not list((Path(db.store_location())).rglob("key_hash=*"))  # no empty folders left behind
 
 
+def not_private(root: Path, paths) -> list:
+    """The paths (and their folders up to ``root``) whose mode is not 0700 (folders) or 0600 (files)."""
+    found = set()
+    for path in paths:
+        for item in [path, *path.parents]:
+            if item == root.parent:
+                break
+            mode = stat.S_IMODE(item.stat().st_mode)
+            if mode != (0o700 if item.is_dir() else 0o600):
+                found.add((str(item.relative_to(root)), oct(mode)))
+    return sorted(found)
+
+
 def test_store_files_and_folders_are_private(clean_db):
+    """Checkpoints and model states, with every folder above them (this test writes them all: the store may hold
+    folders of earlier tests)."""
     from nntransfer.store import db
     from nntransfer.store.trained_model import TableCheckpointStore
+    from toy_pipeline import ToyData, ToyModel, ToyTrainer
 
+    before = set(Path(db.store_location()).rglob("*"))
     TableCheckpointStore("TrainedModel", {"private": 1}).save(1, 0.0, state(1))
+    run({Description("private", 1): Experiment(ToyData(), ToyModel(), ToyTrainer(max_iter=1), 1)}, quiet=True)
     root = Path(db.store_location())
     assert stat.S_IMODE(db.home().stat().st_mode) == 0o700
-    for path in [root, *root.rglob("*")]:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+    written = [path for path in root.rglob("*") if path.is_file() and path not in before]
+    assert any("/checkpoint/" in str(path) for path in written)
+    assert any("model" in str(path.relative_to(root)) for path in written)  # the model state
+    assert not_private(root, written) == []
+
+
+@pytest.mark.xfail(strict=True, reason="bug: transfer data (<blob@nntransfer>, DataJoint's hash-addressed store "
+                                       "under _hash/) is written with the umask's modes (0644 files, 0755 folders)")
+def test_transfer_data_files_and_folders_are_private(clean_db):
+    from nntransfer import TransferExperiment
+    from nntransfer.store import db
+    from toy_pipeline import ToyData, ToyModel, ToyTrainer
+
+    before = set(Path(db.store_location()).rglob("*"))
+    tex = TransferExperiment([Experiment(ToyData(), ToyModel(), ToyTrainer(max_iter=1, data_transfer=True), 1),
+                              Experiment(ToyData(), ToyModel(), ToyTrainer(max_iter=1), 1)])
+    run({Description("private transfer", 1): tex}, quiet=True)
+    assert len(clean_db.TransferData()) == 1
+    root = Path(db.store_location())
+    written = [path for path in root.rglob("*") if path.is_file() and path not in before]
+    assert any("_hash" in str(path) for path in written)
+    assert not_private(root, written) == []
 
 
 @pytest.mark.both_backends
