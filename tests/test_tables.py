@@ -204,7 +204,6 @@ def test_embedded_database_lifecycle(tmp_path):
             shutil.rmtree(os.path.dirname(data), ignore_errors=True)
 
 
-@pytest.mark.slow  # a fresh interpreter configured for a server nobody runs
 def test_unreachable_server_error_names_host_port_user_not_password(tmp_path):
     import socket
 

@@ -248,7 +248,6 @@ def test_distillation_loss_mixes_teacher_and_labels_and_falls_back_to_labels():
         make_loss("Distillation", {"temp": 1.0})
 
 
-@pytest.mark.slow  # trains the example's six steps
 def test_the_distillation_example_runs_and_shares_its_teacher(clean_db):
     from pathlib import Path
 
