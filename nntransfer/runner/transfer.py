@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..models.devices import model_device, takes_data_key
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +55,6 @@ def _some(names: list[str], n: int = 6) -> str:
     return ", ".join(names[:n]) + (f", … ({len(names)} in all)" if len(names) > n else "")
 
 
-def model_device(model: nn.Module) -> torch.device:
-    """Where the model's parameters (or buffers) are; CPU for a model without either."""
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
 @torch.no_grad()
 def generate_transfer_data(model: nn.Module, dataloaders: dict, device: str | torch.device | None = None) -> dict:
     """Logits of the trained model for every example it can name, computed on ``device`` (the model's) and
@@ -93,7 +87,9 @@ def generate_transfer_data(model: nn.Module, dataloaders: dict, device: str | to
             located = example_indices(loader)
             if located is None and split != "train":
                 continue  # without indices, only the training split's order is known
-            batches = [model(batch[0].to(device)).float().cpu().numpy() for batch in unshuffled(loader)]
+            # a model of several sessions (neuralpredictors' convention) is told whose data it sees
+            forward = (lambda x, task=task: model(x, data_key=task)) if takes_data_key(model) else model
+            batches = [forward(batch[0].to(device)).float().cpu().numpy() for batch in unshuffled(loader)]
             if not batches:  # an empty split (e.g. valid_size=0)
                 continue
             logits = np.concatenate(batches)
@@ -107,4 +103,4 @@ def generate_transfer_data(model: nn.Module, dataloaders: dict, device: str | to
     return out
 
 
-__all__ = ["generate_transfer_data", "load_transferred_state", "model_device"]
+__all__ = ["generate_transfer_data", "load_transferred_state"]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import inspect
 import logging
 import math
 import os
@@ -20,6 +19,7 @@ from torch import nn
 from ..core import bars as progress_bars
 from ..errors import ConfigError
 from ..configs.trainer import TrainerConfig
+from ..models.devices import model_device, takes_data_key
 from .checkpointing import BackgroundWriter, CheckpointStore, map_tensors, rng_state, set_rng_state
 from .hooks import TEST, TRAIN, VALIDATION, Hooks, loop_state
 from .interrupt import StopToken, TrainingInterrupted
@@ -113,7 +113,7 @@ class Trainer:
         # neuralpredictors' convention for models of several sessions: forward(x, data_key=task), regularizer(task)
         regularizer = getattr(self.model, "regularizer", None)
         self.regularizer = regularizer if callable(regularizer) else None
-        self._takes_data_key = "data_key" in inspect.signature(self.model.forward).parameters
+        self._takes_data_key = takes_data_key(self.model)
         decays = config.lr_decay_steps - 1 if config.lr_schedule == "plateau" else 0
         self.stopper = EarlyStopping(config.patience, config.threshold, decays)
         self.modules: list[MainLoopModule] = [module_class(name).create(self, name)
@@ -758,10 +758,8 @@ def _training_device(model: nn.Module, force_cpu: bool) -> torch.device:
     """The CPU when asked or without CUDA; else the CUDA device the model is on, or the current one."""
     if force_cpu or not torch.cuda.is_available():
         return torch.device("cpu")
-    first = next(iter(model.parameters()), None)
-    if first is not None and first.device.type == "cuda":
-        return first.device
-    return torch.device("cuda", torch.cuda.current_device())
+    placed = model_device(model)
+    return placed if placed.type == "cuda" else torch.device("cuda", torch.cuda.current_device())
 
 
 def _precision(config: TrainerConfig, device: torch.device) -> str:
