@@ -32,7 +32,7 @@ setup(
         # the suite covers TensorBoard logs, executes the quickstart notebook, builds the docs site and runs
         # property-based tests
         "test": ["pytest>=7", "submitit>=1.5", "hypothesis>=6", "tensorboard", "nbclient", "nbformat", "ipykernel",
-                 "mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
+                 "mkdocs>=1.6", "mkdocstrings[python]>=0.26", "import-linter>=2.1"],
         "slurm": ["submitit>=1.5"],
         "tensorboard": ["tensorboard"],
         "notebook": ["ipykernel", "ipywidgets"],
