@@ -64,28 +64,45 @@ def stop_cluster(folder_or_env) -> None:
         raise RuntimeError(f"cluster.sh stop failed ({stopped.returncode}):\n{stopped.stdout}{stopped.stderr}")
 
 
-def jobcomp(env: dict[str, str]) -> dict[str, dict[str, str]]:
-    """The finished-job records of jobcomp/filetxt, by job id (the last record of a requeued job wins)."""
-    records: dict[str, dict[str, str]] = {}
+def jobcomp_records(env: dict[str, str]) -> list[dict[str, str]]:
+    """Every record of jobcomp/filetxt in order: one per end of a job's run. A requeued job's run ends with a
+    record in state ``PENDING`` (it waits to run again); its last record has its final state."""
     path = Path(env["NNTRANSFER_SLURM_DIR"]) / "jobcomp.txt"
     if not path.exists():
-        return records
+        return []
+    records = []
     for line in path.read_text().splitlines():
         fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
         if "JobId" in fields:
-            records[fields["JobId"]] = fields
+            records.append(fields)
     return records
 
 
+def jobcomp(env: dict[str, str]) -> dict[str, dict[str, str]]:
+    """The finished-job records of jobcomp/filetxt, by job id (the last record of a requeued job wins)."""
+    return {record["JobId"]: record for record in jobcomp_records(env)}
+
+
+def job_history(env: dict[str, str], job_id: str) -> list[str]:
+    """The states in which each run of ``job_id`` ended, e.g. ``["PENDING", "COMPLETED"]`` after one requeue."""
+    return [record["JobState"] for record in jobcomp_records(env) if record["JobId"] == str(job_id)]
+
+
+#: states of a jobcomp record after which the job does not run again
+FINAL = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
+         "PREEMPTED"}
+
+
 def wait_for_jobcomp(env: dict[str, str], job_id: str, timeout: float = 60) -> dict[str, str]:
-    """The jobcomp record of ``job_id`` once the job has finished (TimeoutError after ``timeout`` s)."""
+    """The final jobcomp record of ``job_id`` once the job has finished for good (TimeoutError after ``timeout``
+    s); records of runs that ended in a requeue are skipped."""
     deadline = time.monotonic() + timeout
     while True:
         record = jobcomp(env).get(str(job_id))
-        if record is not None:
+        if record is not None and record["JobState"] in FINAL:
             return record
         if time.monotonic() > deadline:
-            raise TimeoutError(f"job {job_id} has no jobcomp record after {timeout}s\n{logs(env)}")
+            raise TimeoutError(f"job {job_id} has no final jobcomp record after {timeout}s\n{logs(env)}")
         time.sleep(0.5)
 
 

@@ -130,7 +130,9 @@ MailProg=/bin/true
 ReturnToService=2
 JobRequeue=1
 MinJobAge=30
-KillWait=5
+# Slurm's default: SIGTERM (time limit, preemption, requeue, scancel), then SIGKILL 30 s later. A worker needs that
+# time to finish the batch in hand, write a checkpoint and release its job.
+KillWait=30
 InactiveLimit=0
 WaitTime=0
 SlurmctldTimeout=30

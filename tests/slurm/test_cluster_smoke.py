@@ -9,25 +9,9 @@ import time
 
 import pytest
 
-from cluster import binaries_or_reason, logs, start_cluster, stop_cluster, wait_for_jobcomp
+from cluster import logs, wait_for_jobcomp
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
-    reason = binaries_or_reason()
-    if reason:
-        pytest.skip(reason)
-    folder = tmp_path_factory.mktemp("slurm")
-    env = start_cluster(folder)
-    try:
-        with pytest.MonkeyPatch.context() as patch:  # submitit calls sbatch/scancel with os.environ
-            for name, value in env.items():
-                patch.setenv(name, value)
-            yield env
-    finally:
-        stop_cluster(env)
 
 
 def test_sbatch_wrap_completes(slurm, tmp_path):
