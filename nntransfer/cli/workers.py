@@ -47,7 +47,7 @@ def _worker(args) -> int:
     if waited.open and not waited.timed_out:
         print(f"{len(waited.open)} experiment(s) are still pending (cancelled jobs release theirs): submit workers "
               "again to train them")
-    return 1 if waited.errors or waited.timed_out else 0
+    return 1 if waited.errors or waited.open or waited.timed_out else 0
 
 
 def _first_line(text: str | None) -> str:

@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
+from ..core.keys import key_ident
 from ..core.stop import StopToken
 from ..errors import ConfigError
 from ..store import db
@@ -246,9 +247,9 @@ def final_states(job_ids: list[str]) -> dict[str, str]:
 
 @dataclass
 class WaitResult:
-    """What :func:`wait_for_workers` saw: experiments ``trained`` and failed (``errors``: their labels) while it
-    waited, experiments still ``open`` (pending or reserved) at the end, each job's final state and log, and whether
-    it gave up at its deadline (``timed_out``)."""
+    """What :func:`wait_for_workers` saw: experiment steps ``trained`` and failed (``errors``: their labels) while it
+    waited, steps still ``open`` (pending or reserved) at the end, each job's final state and log, and whether it
+    gave up at its deadline (``timed_out``). A step several chains share (one pretraining) counts once."""
 
     trained: int = 0
     errors: list[str] = field(default_factory=list)
@@ -280,7 +281,9 @@ def wait_for_workers(jobs: list, targets: list[Target], before: dict | None = No
     Job states come from ``squeue`` (submitit's come from ``sacct``, which clusters without accounting lack, and its
     result files are written by every attempt of a requeued job); ``say`` gets a line whenever they change.
     """
-    before = before if before is not None else states(targets)
+    # one row per key: chains that share a step (one pretraining for several fine-tunings) count it once
+    distinct = list({(t.table, key_ident(t.key)): t for t in targets}.values())
+    before = before if before is not None else states(distinct)
     ids = [str(job.job_id) for job in jobs]
     problem = accounting_problem()
     if problem:
@@ -299,7 +302,7 @@ def wait_for_workers(jobs: list, targets: list[Target], before: dict | None = No
                 say(f"cannot ask Slurm for the jobs' states ({err}); trying again")
             current_jobs = None
         if current_jobs is not None:
-            line = _summary(current_jobs, states(targets))
+            line = _summary(current_jobs, states(distinct))
             if line != last_line:
                 say(line)
                 last_line = line
@@ -310,10 +313,10 @@ def wait_for_workers(jobs: list, targets: list[Target], before: dict | None = No
             say(f"stopped waiting after {timeout:.0f} s; the jobs go on (nntransfer status RECIPE shows their progress)")
             break
         time.sleep(poll)
-    after = states(targets)
-    result.trained = sum(1 for t in targets if after[t]["state"] == "done" and before[t]["state"] != "done")
-    result.errors = [t.label for t in targets if after[t]["state"] == "error" and before[t]["state"] != "error"]
-    result.open = [t.label for t in targets if after[t]["state"] in ("pending", "reserved")]
+    after = states(distinct)
+    result.trained = sum(1 for t in distinct if after[t]["state"] == "done" and before[t]["state"] != "done")
+    result.errors = [t.label for t in distinct if after[t]["state"] == "error" and before[t]["state"] != "error"]
+    result.open = [t.label for t in distinct if after[t]["state"] in ("pending", "reserved")]
     final = job_states(ids) if current_jobs is None else current_jobs
     gone = [job_id for job_id, job in final.items() if job.state == GONE]
     accounted = final_states(gone) if gone and not problem else {}
