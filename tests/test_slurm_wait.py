@@ -99,3 +99,18 @@ def test_a_time_limit_must_leave_room_for_the_warning(tmp_path):
     pytest.importorskip("submitit")
     with pytest.raises(ConfigError, match="time limit .1 min. must be longer than the warning before it .90 s."):
         slurm.submit_workers([], slurm.WorkerSettings(), folder=str(tmp_path), cluster="local", time_min=1)
+
+
+def test_a_stop_is_not_logged_as_an_error_in_a_jobs_log(caplog):
+    """DataJoint logs each failed make at ERROR; a stopped one (SIGTERM, time limit, preemption) is released, not
+    failed, so a Slurm job's log must not show it as an error (the release is logged at INFO)."""
+    import logging
+
+    from nntransfer.errors import TrainingInterrupted
+    from nntransfer.store import db  # noqa: F401 - installs the filter on DataJoint's logger
+
+    datajoint_logger = logging.getLogger("datajoint")
+    with caplog.at_level(logging.ERROR, logger="datajoint"):
+        datajoint_logger.error(TrainingInterrupted("SIGTERM received: training stopped after epoch 3"))
+        datajoint_logger.error(ValueError("a real failure"))
+    assert [record.getMessage() for record in caplog.records] == ["a real failure"]
