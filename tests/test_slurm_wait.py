@@ -95,10 +95,12 @@ def test_wait_gives_up_at_its_deadline(tmp_path, monkeypatch):
     assert any(line.startswith("stopped waiting after") for line in said)
 
 
-def test_a_time_limit_must_leave_room_for_the_warning(tmp_path):
+def test_a_time_limit_must_leave_room_for_the_warning_and_requeues_count_up(tmp_path):
     pytest.importorskip("submitit")
     with pytest.raises(ConfigError, match="time limit .1 min. must be longer than the warning before it .90 s."):
         slurm.submit_workers([], slurm.WorkerSettings(), folder=str(tmp_path), cluster="local", time_min=1)
+    with pytest.raises(ConfigError, match=r"max_requeues \(--max-requeues\) must be a whole number of 0 or more"):
+        slurm.submit_workers([], slurm.WorkerSettings(), folder=str(tmp_path), cluster="local", max_requeues=-1)
 
 
 def test_a_stop_is_not_logged_as_an_error_in_a_jobs_log(caplog):

@@ -116,9 +116,11 @@ def _record_start(name: str) -> None:
     log = env.paths.stderr
     logger.info("training %s (Slurm job %s, attempt %d)", name, env.job_id, attempt)
     line = f"{datetime.now().isoformat(timespec='seconds')}\tjob {env.job_id} attempt {attempt}\t{name}\t{log}\n"
-    # one short append per line: lines of jobs writing at once do not mix
-    with open(Path(env.paths.folder) / EXPERIMENT_INDEX, "a") as index:
-        index.write(line)
+    try:  # one short append per line: lines of jobs writing at once do not mix
+        with open(Path(env.paths.folder) / EXPERIMENT_INDEX, "a") as index:
+            index.write(line)
+    except OSError as err:  # the index is a convenience: never a reason to stop training
+        logger.warning("could not add to %s: %s", Path(env.paths.folder) / EXPERIMENT_INDEX, err)
 
 
 def check_shared_store(allow_local_store: bool = False) -> None:
@@ -150,6 +152,10 @@ def submit_workers(targets: list[Target], settings: WorkerSettings, jobs: int = 
         import submitit
     except ImportError as err:
         raise ConfigError("submitting workers needs submitit: pip install 'nntransfer[slurm]'") from err
+    for name, value in (("signal_delay_s (--signal-delay)", signal_delay_s), ("max_requeues (--max-requeues)",
+                                                                           max_requeues)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{name} must be a whole number of 0 or more, got {value!r}")
     if time_min * 60 <= signal_delay_s:
         raise ConfigError(f"the time limit ({time_min} min) must be longer than the warning before it "
                           f"({signal_delay_s} s): raise --time or lower --signal-delay")
