@@ -65,8 +65,9 @@ def stop_cluster(folder_or_env) -> None:
 
 
 def jobcomp_records(env: dict[str, str]) -> list[dict[str, str]]:
-    """Every record of jobcomp/filetxt in order: one per end of a job's run. A requeued job's run ends with a
-    record in state ``PENDING`` (it waits to run again); its last record has its final state."""
+    """Every record of jobcomp/filetxt in order: one per end of a job's run. A run that ends in a requeue is
+    recorded ``PENDING`` (``scontrol requeue``, submitit's requeue at a time limit) or ``PREEMPTED`` (preempted in
+    REQUEUE mode); the job's last record has its final state."""
     path = Path(env["NNTRANSFER_SLURM_DIR"]) / "jobcomp.txt"
     if not path.exists():
         return []
@@ -88,9 +89,9 @@ def job_history(env: dict[str, str], job_id: str) -> list[str]:
     return [record["JobState"] for record in jobcomp_records(env) if record["JobId"] == str(job_id)]
 
 
-#: states of a jobcomp record after which the job does not run again
-FINAL = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
-         "PREEMPTED"}
+#: states of a jobcomp record after which the job does not run again (PREEMPTED is not one: with
+#: PreemptMode=REQUEUE a preempted job runs again)
+FINAL = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 
 
 def wait_for_jobcomp(env: dict[str, str], job_id: str, timeout: float = 60) -> dict[str, str]:
