@@ -13,17 +13,41 @@ def _worker(args) -> int:
         return 0
     if args.gpus:
         raise ConfigError("--gpus chooses local GPUs; for Slurm jobs use --gpus-per-job N")
-    from ..orchestration.slurm import submit_workers
+    from ..orchestration.plan import states
+    from ..orchestration.slurm import EXPERIMENT_INDEX, is_slurm_job, submit_workers, wait_for_workers
 
+    before = states(planned)
     jobs = submit_workers(planned, worker_settings(args), jobs=args.jobs, folder=args.folder, cluster=args.cluster,
                           partition=args.partition, gpus=args.gpus_per_job, cpus=args.cpus, time_min=args.time,
-                          mem_gb=args.mem_gb, allow_local_store=args.allow_local_store)
+                          mem_gb=args.mem_gb, allow_local_store=args.allow_local_store,
+                          signal_delay_s=args.signal_delay, max_requeues=args.max_requeues,
+                          single_node=args.single_node)
     print("submitted:", " ".join(str(j.job_id) for j in jobs))
-    if args.wait:
+    for job in jobs:
+        print(f"job {job.job_id}: log {job.paths.stderr}")
+    on_slurm = bool(jobs) and is_slurm_job(jobs[0])
+    if on_slurm:
+        print(f"which job trains which experiment: {jobs[0].paths.folder / EXPERIMENT_INDEX}; progress: "
+              f"nntransfer status {args.recipe}")
+    if not args.wait:
+        return 0
+    if not on_slurm:  # submitit's local executor: its result is the one attempt's
         for job in jobs:
             result = job.result()
             print(f"job {job.job_id}: {result['trained']} trained, {len(result['errors'])} error(s)")
-    return 0
+        return 0
+    waited = wait_for_workers(jobs, planned, before, poll=args.poll_slurm,
+                              timeout=None if args.wait_timeout is None else args.wait_timeout * 60)
+    for job_id, state in waited.jobs.items():
+        print(f"job {job_id}: {state}, log {waited.logs[job_id]}")
+    print(f"{'stopped waiting' if waited.timed_out else 'all jobs finished'}: {waited.trained} trained, "
+          f"{len(waited.errors)} error(s), {len(waited.open)} not done")
+    for label in waited.errors:
+        print(f"error: {label} (nntransfer errors {args.recipe})")
+    if waited.open and not waited.timed_out:
+        print(f"{len(waited.open)} experiment(s) are still pending (cancelled jobs release theirs): submit workers "
+              "again to train them")
+    return 1 if waited.errors or waited.open or waited.timed_out else 0
 
 
 def _first_line(text: str | None) -> str:
@@ -110,7 +134,20 @@ def add_commands(sub) -> None:
     p.add_argument("--allow-local-store", action="store_true",
                    help="submit even though the 'nntransfer' store is the local default (only if every node "
                         "shares this machine's $NNTRANSFER_HOME)")
-    p.add_argument("--wait", action="store_true", help="wait for the submitted workers and report")
+    p.add_argument("--signal-delay", type=int, default=90, metavar="S",
+                   help="seconds before the time limit at which Slurm warns a job (USR2): it checkpoints and is "
+                        "requeued (default 90)")
+    p.add_argument("--max-requeues", type=int, default=3, help="how often a job that reaches its time limit is "
+                                                               "requeued (default 3)")
+    p.add_argument("--single-node", action="store_true",
+                   help="every Slurm node is this machine: the jobs use its embedded database and default store")
+    p.add_argument("--wait", action="store_true",
+                   help="wait until every submitted job has finished for good (requeues included), then report "
+                        "the experiments trained and failed")
+    p.add_argument("--wait-timeout", type=float, default=None, metavar="MIN",
+                   help="with --wait: stop waiting after MIN minutes (the jobs go on)")
+    p.add_argument("--poll-slurm", type=float, default=10.0, metavar="S",
+                   help="with --wait: seconds between looks at squeue (default 10)")
     p.set_defaults(handler=_worker)
 
     p = sub.add_parser("status", parents=[common], help="state of every experiment of a recipe",

@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ..core.keys import key_ident
 from ..core.stop import StopToken
@@ -166,26 +167,29 @@ def reclaim_dead_reservations(targets: list[Target]) -> int:
     return sum(reclaim(table, [t.key for t in chosen]) for table, chosen in by_table(targets))
 
 
-def session_for(targets: list[Target], settings: WorkerSettings, stop: StopToken) -> JobSession:
-    """The job session of a worker: its stop token, retries, recipe, and each target's run settings and name."""
+def session_for(targets: list[Target], settings: WorkerSettings, stop: StopToken,
+                on_start: Callable[[str], None] | None = None) -> JobSession:
+    """The job session of a worker: its stop token, retries, recipe, each target's run settings and name, and what to
+    call with a target's name when the worker takes it (``on_start``)."""
     return JobSession(stop=stop, max_retries=settings.max_retries, recipe=settings.recipe,
                       run_settings={key_ident(t.key): t.run_settings for t in targets},
-                      names={key_ident(t.key): t.label for t in targets})
+                      names={key_ident(t.key): t.label for t in targets}, on_start=on_start)
 
 
-def work(targets: list[Target], settings: WorkerSettings = WorkerSettings(), stop: StopToken | None = None
-         ) -> WorkResult:
+def work(targets: list[Target], settings: WorkerSettings = WorkerSettings(), stop: StopToken | None = None,
+         on_start: Callable[[str], None] | None = None) -> WorkResult:
     """Train pending targets in this process until none is left that this or another live worker can train.
 
     Safe to run in many processes at once: DataJoint's job reservation hands each key to one worker. A step whose
     predecessor is still training is picked up as soon as the predecessor is done. SIGTERM/SIGINT (or ``stop``)
     stop it gracefully: the job in hand is checkpointed and released, and the result says ``stopped``.
+    ``on_start(name)`` is called whenever this worker takes a job.
     """
     from ..runner.signals import stop_on_signals  # the runner (torch) is needed only where a worker trains
 
     stop = stop or StopToken()
     bind()
-    session = session_for(targets, settings, stop)
+    session = session_for(targets, settings, stop, on_start)
     started = time.time()
     result = WorkResult()
     tables = [(table(), chosen) for table, chosen in by_table(targets)]

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.settings import home
+from ..errors import TrainingInterrupted
 from . import internals
 
 logger = logging.getLogger(__name__)
@@ -373,6 +374,17 @@ class _DropJobTableTypeWarnings(logging.Filter):
 
 
 logging.getLogger("datajoint").addFilter(_DropJobTableTypeWarnings())
+
+
+class _DropStopsLoggedAsErrors(logging.Filter):
+    """DataJoint logs every exception of a ``make`` at ERROR, a stop request (``TrainingInterrupted``: SIGTERM, a
+    Slurm time limit or preemption) too; stopping is not failing: the job table releases the job and says so."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not isinstance(record.msg, TrainingInterrupted)
+
+
+logging.getLogger("datajoint").addFilter(_DropStopsLoggedAsErrors())
 
 
 def connection():

@@ -32,6 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import datajoint as dj
 from datajoint.condition import make_condition
@@ -202,7 +203,8 @@ class JobSession:
     ``recipe``: the file the experiments came from (provenance); ``run_settings``: per result key
     (:func:`~nntransfer.core.keys.key_ident`), the run fields of each config part this run uses instead of the
     stored ones (progress bars, TensorBoard, loader workers, checkpoint cadence, ...); ``names``: per result key, how
-    messages name it; ``heartbeat``: this worker's row in :class:`Worker`.
+    messages name it; ``heartbeat``: this worker's row in :class:`Worker`; ``on_start``: called with a job's name
+    when this worker takes it (a Slurm worker records which experiment its log holds).
     """
 
     stop: StopToken = field(default_factory=StopToken)
@@ -211,6 +213,7 @@ class JobSession:
     run_settings: dict = field(default_factory=dict)
     names: dict = field(default_factory=dict)
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    on_start: Callable[[str], None] | None = None
     #: the job this worker holds now (its primary key) and the table instance it is populating, or None
     holding: dict | None = None
     holding_table: object = None
@@ -280,6 +283,8 @@ class ReservedJobs(Job):
         if not super().reserve(key):
             return False
         self.session.hold(self.target, internals.job_key(self, key))
+        if self.session.on_start is not None:
+            self.session.on_start(self.session.describe(key))
         return True
 
     def complete(self, key: dict, duration: float | None = None) -> None:
