@@ -12,8 +12,10 @@ job is released, and on USR2 submitit requeues the worker, which resumes from th
 """
 from __future__ import annotations
 
+import functools
 import os
 import signal
+from typing import Callable
 
 from ..core.stop import StopToken
 from ..errors import ConfigError
@@ -23,10 +25,13 @@ from .workers import WorkerSettings, import_user_code, work
 
 
 class RemoteWorker:
-    """The callable submitit runs on a node; checkpointable, so submitit requeues it after a time limit."""
+    """The callable submitit runs on a node; checkpointable, so submitit requeues it after a time limit.
 
-    def __init__(self, targets: list[Target], settings: WorkerSettings):
-        self.targets, self.settings = targets, settings
+    It runs :func:`~nntransfer.orchestration.workers.work` on ``targets``, or ``task(settings, stop)`` when given
+    (e.g. a search worker, which finds its targets as it goes)."""
+
+    def __init__(self, targets: list[Target], settings: WorkerSettings, task: Callable | None = None):
+        self.targets, self.settings, self.task = targets, settings, task
 
     def __call__(self) -> dict:
         import torch
@@ -45,7 +50,7 @@ class RemoteWorker:
         if usr2 is not None and callable(submitit_handler):
             signal.signal(usr2, time_limit)
         import_user_code(self.settings.user_code)
-        result = work(self.targets, self.settings, stop)
+        result = (self.task or functools.partial(work, self.targets))(self.settings, stop)
         if requeue:
             requeue["handler"](requeue["signum"], None)  # checkpoint() below, requeue, exit
         return {"trained": result.trained, "errors": [(name, str(err)) for name, err in result.errors],
@@ -54,7 +59,7 @@ class RemoteWorker:
     def checkpoint(self, *args, **kwargs):
         import submitit
 
-        return submitit.helpers.DelayedSubmission(RemoteWorker(self.targets, self.settings))
+        return submitit.helpers.DelayedSubmission(RemoteWorker(self.targets, self.settings, self.task))
 
 
 def check_shared_store(allow_local_store: bool = False) -> None:
@@ -72,10 +77,12 @@ def check_shared_store(allow_local_store: bool = False) -> None:
 
 def submit_workers(targets: list[Target], settings: WorkerSettings, jobs: int = 1, folder: str = "nntransfer_jobs",
                    cluster: str | None = None, partition: str | None = None, gpus: int = 0, cpus: int = 4,
-                   time_min: int = 24 * 60, mem_gb: int = 16, allow_local_store: bool = False):
+                   time_min: int = 24 * 60, mem_gb: int = 16, allow_local_store: bool = False,
+                   task: Callable | None = None, name: str = "nntransfer-worker"):
     """Submit ``jobs`` workers; returns the submitit jobs (``job.result()`` waits for one).
 
     ``gpus``: GPUs per job. Every worker imports ``settings.recipe`` and ``settings.imports`` before it takes a job.
+    ``task``: what each job runs instead of training ``targets`` (see :class:`RemoteWorker`); ``name``: the jobs' name.
     """
     try:
         import submitit
@@ -88,10 +95,10 @@ def submit_workers(targets: list[Target], settings: WorkerSettings, jobs: int = 
             raise ConfigError("Slurm workers need a shared database server: set DJ_HOST, DJ_USER, DJ_PASS "
                                "(and DJ_BACKEND) before submitting; the embedded database is local to this machine")
         check_shared_store(allow_local_store)
-    params = {"timeout_min": time_min, "cpus_per_task": cpus, "mem_gb": mem_gb, "name": "nntransfer-worker"}
+    params = {"timeout_min": time_min, "cpus_per_task": cpus, "mem_gb": mem_gb, "name": name}
     if gpus:
         params["gpus_per_node"] = gpus
     if partition:
         params["slurm_partition"] = partition
     executor.update_parameters(**params)
-    return [executor.submit(RemoteWorker(targets, settings)) for _ in range(jobs)]
+    return [executor.submit(RemoteWorker(targets, settings, task)) for _ in range(jobs)]
