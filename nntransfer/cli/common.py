@@ -67,6 +67,21 @@ def targets(args, fill: bool):
     return plan(found)
 
 
+def targets_and_trials(args) -> tuple[list, dict]:
+    """The recipe's plan followed by the trials of searches around its experiments (``status`` shows them), and the
+    trials' records by description (no import of the implementations)."""
+    from ..orchestration.plan import plan
+    from ..orchestration.search import trial_experiments
+
+    found = experiments(args)
+    for exp in found.values():  # the checks that need no import: a misspelt name is not "pending"
+        for step in exp.steps:
+            for cfg in step.configs.values():
+                cfg.check_names()
+    trials, records = trial_experiments(found)
+    return plan({**found, **trials}), records
+
+
 def worker_settings(args):
     """The local workers' settings from the command line (:class:`~nntransfer.orchestration.workers.WorkerSettings`)."""
     from ..orchestration.workers import WorkerSettings
@@ -89,6 +104,38 @@ def train_locally(planned, args) -> bool:
     died = f"; {len(result.dead)} worker process(es) died" if result.dead else ""
     print(f"{who} {state}: {result.trained} step(s) trained, {len(result.errors)} error(s){died}")
     return result.stopped
+
+
+def add_slurm_options(p) -> None:
+    p.add_argument("--slurm", action="store_true", help="submit workers with submitit (pip install nntransfer[slurm])")
+    p.add_argument("--jobs", type=_at_least_one, default=1, help="number of Slurm workers to submit")
+    p.add_argument("--cluster", default=None, choices=["slurm", "local", "debug"],
+                   help="submitit cluster (default: slurm when available, else local)")
+    p.add_argument("--folder", default="nntransfer_jobs", help="folder for submitit logs")
+    p.add_argument("--partition", help="Slurm partition")
+    p.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per Slurm job")
+    p.add_argument("--cpus", type=int, default=4, help="CPU cores per Slurm job")
+    p.add_argument("--mem-gb", type=int, default=16, help="memory per Slurm job in GB")
+    p.add_argument("--time", type=int, default=24 * 60, help="time limit per Slurm job in minutes")
+    p.add_argument("--allow-local-store", action="store_true",
+                   help="submit even though the 'nntransfer' store is the local default (only if every node "
+                        "shares this machine's $NNTRANSFER_HOME)")
+    p.add_argument("--wait", action="store_true", help="wait for the submitted workers and report")
+
+
+def slurm_options(args) -> dict:
+    """The keyword arguments of ``submit_workers`` from the Slurm options."""
+    return dict(folder=args.folder, cluster=args.cluster, partition=args.partition, gpus=args.gpus_per_job,
+                cpus=args.cpus, time_min=args.time, mem_gb=args.mem_gb, allow_local_store=args.allow_local_store)
+
+
+def report_submitted(jobs, wait: bool) -> None:
+    print("submitted:", " ".join(str(j.job_id) for j in jobs))
+    if wait:
+        for job in jobs:
+            result = job.result()
+            print(f"job {job.job_id}: {result['trained']} trained, {len(result['errors'])} error(s)"
+                  + (" (stopped)" if result.get("stopped") else ""))
 
 
 def _at_least_one(text: str) -> int:
@@ -134,6 +181,7 @@ def default_report_dir(recipe) -> Path:
 def show_results(experiments: dict, args) -> int:
     """Print the results table and the comparison; write what the options ask for. Exit code 1 if a job failed."""
     from ..analysis import comparison, entries, format_table, plot, results_frame, summary, write_report
+    from ..analysis.search import studies as search_studies
     from ..analysis.text import cell
 
     found = entries(experiments)  # states, outputs, provenance and configs, read once
@@ -154,7 +202,8 @@ def show_results(experiments: dict, args) -> int:
         print(f"results written to {args.csv}")
     if report:
         try:
-            index = write_report(found, report, title=Path(args.recipe).stem, metric=args.metric)
+            index = write_report(found, report, title=Path(args.recipe).stem, metric=args.metric,
+                                 studies=search_studies(experiments))
         except (OSError, ValueError) as err:
             print(f"nntransfer: the report could not be written to {report}: {err}", file=sys.stderr)
         else:
@@ -212,5 +261,6 @@ def add_result_options(p: argparse.ArgumentParser, report_by_default: bool) -> N
 
 
 
-__all__ = ["add_local_worker_options", "add_result_options", "experiments", "recipe_options", "show_results",
-           "targets", "train_locally", "worker_settings"]
+__all__ = ["add_local_worker_options", "add_result_options", "add_slurm_options", "experiments", "recipe_options",
+           "report_submitted", "show_results", "slurm_options", "targets", "targets_and_trials", "train_locally",
+           "worker_settings"]
