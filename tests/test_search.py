@@ -311,3 +311,37 @@ def test_a_search_stopped_mid_trial_continues_where_it_was(clean_db, tmp_path, h
     if how == "SIGKILL":  # found dead at once on this machine, by its process id (not after the heartbeat timeout)
         assert f"held by process {interrupted.user_attrs['worker']['pid']} on this machine" in again.stderr
         assert interrupted.user_attrs["worker"]["host"] == platform.node()
+
+
+def test_samplers_and_pruners_are_built_from_their_names():
+    from nntransfer.orchestration.search import _pruner, _sampler, make_spec
+
+    space = {"trainer.max_iter": integer(4, 8, step=2), "trainer.optimizer": choice(["Adam", "SGD"])}
+    grid = make_spec(digits(max_iter=8), space, sampler="grid", pruner="hyperband", n_trials=50)
+    assert grid.n_trials == 6  # every point of the grid, not more
+    assert isinstance(_sampler(grid), optuna.samplers.GridSampler)
+    assert isinstance(_pruner(grid), optuna.pruners.HyperbandPruner)
+    tpe = make_spec(digits(max_iter=20), {"trainer.optimizer_options.lr": loguniform(1e-4, 1e-1)}, n_trials=20)
+    assert isinstance(_sampler(tpe), optuna.samplers.TPESampler)
+    median = _pruner(tpe)
+    assert isinstance(median, optuna.pruners.MedianPruner) and median._n_warmup_steps == 5  # a quarter of 20 epochs
+    with pytest.raises(ConfigError, match="finite set of values"):
+        make_spec(digits(), {"trainer.optimizer_options.lr": loguniform(1e-4, 1e-1)}, sampler="grid")
+
+
+def test_slurm_search_workers_are_requeued_with_their_task():
+    import functools
+    import pickle
+
+    import submitit
+
+    from nntransfer.orchestration.search import make_spec, search_worker
+    from nntransfer.orchestration.slurm import RemoteWorker
+    from nntransfer.orchestration.workers import WorkerSettings
+
+    spec = make_spec({Description("tune", 3): digits()}, {"trainer.optimizer_options.lr": loguniform(1e-3, 1e-1)},
+                     n_trials=4)
+    worker = RemoteWorker([], WorkerSettings(), functools.partial(search_worker, spec))
+    again = worker.checkpoint()
+    assert isinstance(again, submitit.helpers.DelayedSubmission) and again.function.task.args == (spec,)
+    assert pickle.loads(pickle.dumps(spec)) == spec  # every worker process gets it

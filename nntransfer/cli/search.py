@@ -41,8 +41,10 @@ def _search(args) -> int:
         return 0
     result = run_search(spec, settings)
     state = "stopped on request" if result.stopped else "done"
-    who = f"{args.workers} search workers" if args.workers > 1 else "search worker"
-    print(f"{who} {state}: {result.trained} step(s) trained here, {len(result.errors)} failed trial(s)")
+    if args.workers > 1:  # the other processes' counts are in the study's status below
+        print(f"{args.workers} search workers {state}")
+    else:
+        print(f"search worker {state}: {result.trained} step(s) trained, {len(result.errors)} failed trial(s)")
     _show(spec.study_name, args)
     if args.report:
         _report(found, [spec.study_name], args)

@@ -356,7 +356,10 @@ def _pruner(spec: SearchSpec):
             raise ConfigError(f"pruner must be one of {', '.join(PRUNERS)} or an Optuna pruner, got {spec.pruner!r}")
         return spec.pruner
     if spec.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+        # no pruning in the first quarter of training: early validation (a fresh output layer) says little
+        epochs = getattr(spec.experiment.steps[-1].trainer, "max_iter", None)
+        warmup = max(1, epochs // 4) if isinstance(epochs, int) and not spec.by_steps else 0
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)
     if spec.pruner == "hyperband":
         trainer = spec.experiment.steps[-1].trainer
         epochs = getattr(trainer, "max_iter", None)
@@ -526,7 +529,8 @@ class _Reporter:
         self.reported.add(int(step))
         if self.trial.should_prune():
             unit = "step" if self.spec.by_steps else "epoch"
-            self.stop.prune(f"pruned at {unit} {step} ({self.spec.metric} {value:.4g})")
+            self.stop.prune(f"trial {self.trial.number} pruned by the search at {unit} {step} "
+                            f"({self.spec.metric} {value:.4g})")
 
 
 class _Gate:
