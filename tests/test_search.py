@@ -12,7 +12,6 @@ import pytest
 
 from nntransfer import Description, Experiment, TransferExperiment, choice, integer, loguniform, run, search, uniform
 from nntransfer.configs import ConfigError, ImageDatasetConfig, ModelConfig, TrainerConfig
-from nntransfer.configs.space import parse_space
 
 optuna = pytest.importorskip("optuna")
 
@@ -345,3 +344,26 @@ def test_slurm_search_workers_are_requeued_with_their_task():
     again = worker.checkpoint()
     assert isinstance(again, submitit.helpers.DelayedSubmission) and again.function.task.args == (spec,)
     assert pickle.loads(pickle.dumps(spec)) == spec  # every worker process gets it
+
+
+def test_a_trial_whose_worker_elsewhere_stopped_beating_is_retried(clean_db, monkeypatch):
+    import time
+
+    from nntransfer.orchestration import search as searching
+    from nntransfer.store import jobs
+
+    monkeypatch.setattr(jobs, "HEARTBEAT_INTERVAL", 1.0)
+    monkeypatch.setattr(jobs, "HEARTBEAT_TIMEOUT", 2.0)
+    experiments = {Description("elsewhere", 3): digits()}
+    space = {"trainer.optimizer_options.lr": loguniform(1e-3, 1e-1)}
+    spec = searching.make_spec(experiments, space, n_trials=1, sampler="random", pruner="none", study_name="beat")
+    study = searching.open_study(spec)
+    with pytest.warns(UserWarning, match="Heartbeat"):  # Optuna's note that ask() beats nothing by itself
+        lost = study.ask()  # a worker on another machine took a trial, beat once, and vanished
+    lost.suggest_float("trainer.optimizer_options.lr", 1e-3, 1e-1, log=True)
+    lost.set_user_attr("worker", {"host": "another-node", "pid": 1, "namespace": "x", "proc_start": 0.0})
+    study._storage.record_heartbeat(lost._trial_id)
+    time.sleep(3)
+    status = search(experiments, space, n_trials=1, sampler="random", pruner="none", study_name="beat", quiet=True)
+    assert status.counts["complete"] == 1 and status.counts["retried"] == 1 and status.counts["counted"] == 1
+    assert status.best.values == spec.decode(lost.params)  # its configuration, run by this worker

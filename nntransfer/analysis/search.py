@@ -7,6 +7,7 @@ are closed once saved, so the other plots and a notebook's settings stay as they
 """
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -165,7 +166,7 @@ def search_figures(study_name: str, directory: str | os.PathLike) -> list[tuple[
             continue
         kwargs = {} if slug == "intermediate_values" else {"target_name": spec.metric}
         try:
-            _save(lambda: getattr(optuna_plots, function)(study, **kwargs), directory / filename,
+            _save(functools.partial(getattr(optuna_plots, function), study, **kwargs), directory / filename,
                   width=3.4 * len(spec.space) if slug == "slice" else 0.0)  # a panel per path, long names
         except (ValueError, RuntimeError, ZeroDivisionError) as err:
             out.append(("", caption, str(err).splitlines()[0] if str(err) else type(err).__name__))

@@ -276,5 +276,5 @@ def check_space(experiment, space: Mapping[str, Distribution], result_key) -> No
                               "be the same result; search fields that are part of the key")
 
 
-__all__ = ["Choice", "Distribution", "IntRange", "KINDS", "LogUniform", "PRUNERS", "SAMPLERS", "Uniform", "check_space", "choice", "integer",
-           "label", "loguniform", "parse_distribution", "parse_space", "space_to_dict", "uniform"]
+__all__ = ["Choice", "Distribution", "IntRange", "KINDS", "LogUniform", "PRUNERS", "SAMPLERS", "Uniform", "check_space",
+           "choice", "integer", "label", "loguniform", "parse_distribution", "parse_space", "space_to_dict", "uniform"]

@@ -39,7 +39,6 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 from ..configs.experiment import Description, Experiment, TransferExperiment
@@ -386,9 +385,10 @@ def retry_trial(study, trial) -> None:
 
 
 def storage(heartbeat: bool = True):
-    """The study storage, with Optuna's heartbeat on the job tables' settings (``NNTRANSFER_HEARTBEAT_*``)."""
+    """The study storage of a search worker: Optuna's heartbeat on the job tables' settings
+    (``NNTRANSFER_HEARTBEAT_*``), schema and tables created if missing. ``heartbeat=False``: for reading studies."""
     if not heartbeat:
-        return open_storage()
+        return open_storage(create=False)
     interval = max(1, round(store_jobs.HEARTBEAT_INTERVAL))
     with _quiet_experimental():
         return open_storage(heartbeat_interval=interval,
@@ -396,10 +396,10 @@ def storage(heartbeat: bool = True):
                             heartbeat_stale_trial_callback=retry_trial)
 
 
-def open_study(spec: SearchSpec, heartbeat: bool = True):
+def open_study(spec: SearchSpec):
     """Create the study or join it; a study of another experiment, space or metric under this name is an error."""
     optuna = require_optuna()
-    stored = storage(heartbeat)
+    stored = storage()
     with db.advisory_lock(f"search:{make_hash(spec.study_name)[:16]}"):  # one process creates it, records what it is
         study = optuna.create_study(storage=stored, study_name=spec.study_name, direction=spec.direction,
                                     sampler=_sampler(spec), pruner=_pruner(spec), load_if_exists=True)
@@ -429,6 +429,8 @@ def _check_same_search(spec: SearchSpec, recorded: dict, study) -> None:
 def load_study(study_name: str):
     """``(spec, study)`` of an existing study (a ConfigError names the studies there are if it does not exist)."""
     optuna = require_optuna()
+    if not has_studies():
+        raise ConfigError(f"no study named {study_name!r}: no search has run on this database ({storage_url()})")
     stored = storage(heartbeat=False)
     try:
         study = optuna.load_study(study_name=study_name, storage=stored)
@@ -605,9 +607,11 @@ class SearchWorker:
             retry_trial(self.study, trial)
 
     def _fail_trials_of_dead_workers(self) -> None:
-        """Running trials whose worker process on this machine is gone fail now and are queued again (Optuna's
-        heartbeat finds those of other machines, after its grace period)."""
+        """Running trials whose worker is gone fail and are queued again: at once when it ran on this machine (its
+        process id), else once Optuna's heartbeat of the trial is older than its grace period."""
         optuna = require_optuna()
+        with _quiet_experimental():
+            optuna.storages.fail_stale_trials(self.study)  # Optuna does this before each trial; a waiting worker too
         for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             worker = trial.user_attrs.get("worker")
             if not isinstance(worker, dict) or not store_jobs.process_gone(worker):
@@ -788,10 +792,6 @@ class SearchStatus:
     trials: list = field(default_factory=list)
     #: what the search that returned this did here (trained steps, failed trials, stopped), when one did
     run: WorkResult | None = None
-
-    @property
-    def done(self) -> int:
-        return self.counts["complete"] + self.counts["pruned"] + self.counts["failed"]
 
 
 def search_status(study_name: str) -> SearchStatus:

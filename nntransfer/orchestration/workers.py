@@ -171,7 +171,8 @@ def reclaim_dead_reservations(targets: list[Target]) -> int:
 def session_for(targets: list[Target], settings: WorkerSettings, stop: StopToken,
                 on_evaluation: Callable[[dict, dict], None] | None = None) -> JobSession:
     """The job session of a worker: its stop token, retries, recipe, each target's run settings and name, and who
-    hears of every evaluation of the jobs it trains (``on_evaluation``, see :class:`~nntransfer.store.jobs.JobSession`)."""
+    hears of every evaluation of the jobs it trains (``on_evaluation``, see
+    :class:`~nntransfer.store.jobs.JobSession`)."""
     return JobSession(stop=stop, max_retries=settings.max_retries, recipe=settings.recipe,
                       run_settings={key_ident(t.key): t.run_settings for t in targets},
                       names={key_ident(t.key): t.label for t in targets}, on_evaluation=on_evaluation)

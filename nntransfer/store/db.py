@@ -560,6 +560,6 @@ def transaction():
 
 
 __all__ = ["DatabaseUnavailable", "Postmaster", "RECONNECT_DELAYS", "STORE", "advisory_lock", "connection", "data_dir",
-           "embedded_server", "home", "is_connection_error", "lock", "new_connection", "open_connections", "private_dir", "reconnect", "retrying",
-           "schema_name", "server_configured", "server_login", "start", "status", "stop", "store_is_default", "store_location",
-           "transaction", "user_name"]
+           "embedded_server", "home", "is_connection_error", "lock", "new_connection", "open_connections", "private_dir",
+           "reconnect", "retrying", "schema_name", "server_configured", "server_login", "start", "status", "stop",
+           "store_is_default", "store_location", "transaction", "user_name"]

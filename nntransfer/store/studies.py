@@ -11,6 +11,7 @@ shown (``nntransfer search --status``) and Optuna, which keeps the URL, never ho
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from ..errors import ConfigError
@@ -87,8 +88,9 @@ def has_studies() -> bool:
     return bool(found)
 
 
-def open_storage(**options):
-    """An Optuna ``RDBStorage`` on the study schema (created with Optuna's tables if missing).
+def open_storage(create: bool = True, **options):
+    """An Optuna ``RDBStorage`` on the study schema; ``create``: make the schema and Optuna's tables if missing
+    (a search does; reading studies, e.g. for ``status``, writes nothing).
 
     ``options``: keyword arguments of ``RDBStorage`` (heartbeat_interval, grace_period,
     heartbeat_stale_trial_callback, ...). Processes that start together create the schema and tables one at a time.
@@ -99,10 +101,12 @@ def open_storage(**options):
     url, arguments = _url_and_arguments()
     engine = {"connect_args": arguments, "pool_pre_ping": True}  # a worker may wait hours between two trials
     conn = db.connection()
-    with db.advisory_lock(f"optuna:{study_schema()}", conn):
-        _create_schema(conn)
+    with db.advisory_lock(f"optuna:{study_schema()}", conn) if create else contextlib.nullcontext():
+        if create:
+            _create_schema(conn)
         try:
-            return RDBStorage(url.render_as_string(hide_password=False), engine_kwargs=engine, **options)
+            return RDBStorage(url.render_as_string(hide_password=False), engine_kwargs=engine,
+                              skip_table_creation=not create, **options)
         except Exception as err:
             if db.is_connection_error(err) or type(err).__module__.startswith("sqlalchemy"):
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0]
