@@ -62,6 +62,7 @@ from ..errors import ConfigError
 from ..store import db
 from ..store import jobs as store_jobs
 from ..store.studies import has_studies, open_storage, require_optuna, storage_url
+from .fill import fill_tables
 from .plan import Target, states, test_metrics
 from .recipes import read
 from .workers import WorkerSettings, WorkResult, run_locally, work
@@ -569,14 +570,13 @@ class SearchWorker:
         self.gate = _Gate(spec.study_name)
 
     def run(self) -> WorkResult:
-        optuna = require_optuna()
         self.study = open_study(self.spec)
         while not self.stop.requested:
             with self.gate:
                 self._fail_trials_of_dead_workers()
                 counts = tally(self.study.get_trials(deepcopy=False))
                 if counts["waiting"] or counts["counted"] < self.spec.n_trials:
-                    self._one_trial(optuna)
+                    self._one_trial()
                     continue
             if not counts["running"]:
                 break
@@ -584,7 +584,7 @@ class SearchWorker:
         self.result.stopped = self.stop.requested
         return self.result
 
-    def _one_trial(self, optuna) -> None:
+    def _one_trial(self) -> None:
         self.current = None
         try:
             self.study.optimize(self.objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
@@ -634,11 +634,10 @@ class SearchWorker:
             trial.set_user_attr("worker", store_jobs.this_process())
         finally:
             self.gate.release()  # the trial exists and has its configuration: others may start theirs
-        description = None
         try:
             exp = self.spec.experiment.replace(**values)
             description = self.spec.trial_description(trial.number, exp)
-            targets = _fill({description: exp})
+            targets = fill_tables({description: exp})
         except ConfigError as err:
             trial.set_user_attr("error", str(err)[:500])
             raise TrialFailed(f"trial {trial.number}: {err}") from None
@@ -678,12 +677,6 @@ class SearchWorker:
         if tests:
             trial.set_user_attr("test", tests)
         return value
-
-
-def _fill(experiments: dict) -> list[Target]:
-    from .fill import fill_tables
-
-    return fill_tables(experiments)
 
 
 def stored_curve(spec: SearchSpec, output: Any) -> list[tuple[int, float]]:
