@@ -3,7 +3,8 @@
 Both frames take any of
 
 * a recipe file (``"recipes/sweep.py"``, YAML/JSON too) or experiments (dict ``Description -> experiment``,
-  a list, one experiment): rows in the recipe's order, with their names and seeds, pending ones too;
+  a list, one experiment): rows in the recipe's order, with their names and seeds, pending ones too, then the
+  trials of searches around them (``<name> trial <n>``; a pruned trial's state is ``pruned``);
 * a DataJoint query of ``TrainedModel`` or ``TransferredTrainedModel``, e.g. ``TrainedModel & "seed = 1"``
   or the table class itself: every trained entry it holds. These rows are named by their comment (the
   configs' comments joined by ".") or, without one, by the start of their key hash.
@@ -23,8 +24,9 @@ from ..core.compat import make_hash
 from ..core.config import BaseConfig, is_key_field
 from ..core.keys import key_ident
 from ..errors import ConfigError
-from ..orchestration.plan import TRAINED, TRANSFERRED, Target, by_table, plan, states
+from ..orchestration.plan import TRAINED, TRANSFERRED, Target, by_table, plan, states, test_metrics
 from ..orchestration.recipes import load_recipe, normalize
+from ..orchestration.search import trial_experiments
 from ..store import table as store_table
 from ..store.trained_model import PROVENANCE_COLUMNS
 from .stats import spread
@@ -66,6 +68,8 @@ def entries(source: Any) -> list[Entry]:
     if isinstance(source, list) and source and all(isinstance(t, Target) for t in source):
         return target_entries(source)
     experiments = load_recipe(source) if isinstance(source, (str, os.PathLike)) else normalize(source)
+    trials, records = trial_experiments(experiments)  # the trials of searches around these experiments
+    experiments = {**experiments, **trials}
     steps = {}
     for desc, exp in experiments.items():
         for level, step in enumerate(exp.steps):
@@ -75,6 +79,9 @@ def entries(source: Any) -> list[Entry]:
     for target, entry in zip(targets, found):
         entry.configs = _flat_configs({part: _key_values(cfg) for part, cfg in
                                        steps[(target.description, target.step)].configs.items()})
+        record = records.get(target.description)
+        if record is not None and record.state == "pruned" and entry.state != "done":
+            entry.state = "pruned"  # stopped by the search's pruner: its job waits, released with its checkpoint
     return found
 
 
@@ -196,21 +203,6 @@ def differing_configs(found: list[Entry]) -> list[str]:
 
 
 # -- frames ---------------------------------------------------------------------------------------
-def test_metrics(output: Any) -> dict:
-    """``output["test"]`` (``{test_key: {metric: value}}``) as ``test/<key>/<metric>`` columns."""
-    if not isinstance(output, dict) or not isinstance(output.get("test"), dict):
-        return {}
-    flat = {}
-    for test_key, metrics in output["test"].items():
-        if isinstance(metrics, dict):
-            for metric, value in metrics.items():
-                if isinstance(value, (int, float)):
-                    flat[f"test/{test_key}/{metric}"] = value
-        elif isinstance(metrics, (int, float)):
-            flat[f"test/{test_key}"] = metrics
-    return flat
-
-
 def results_frame(source: Any):
     """One row per trained entry and step (pandas DataFrame).
 

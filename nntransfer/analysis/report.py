@@ -4,7 +4,8 @@
 relative path and carries its own styles: no server, no network, no scripts. It holds the comparison
 of the experiments (mean ± sample std, n), the comparison plot, a sweep plot for every config field that
 the experiment names sweep over (grid labels ``name[field=value]``), the chain view of transfer
-experiments, learning curves, the results table, the provenance of every result and any errors.
+experiments, learning curves, the results table, the provenance of every result and any errors, and a section per
+search around the experiments (Optuna's plots and a table of the trials).
 """
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import datetime
 import html
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from .frames import default_metric, entries, history_frame, last_steps, results_frame
 from .plots import chain_plot, learning_curves, sweep_fields, sweep_line_name, sweep_plot, transfer_comparison
+from .search import report_section as search_section
+from .search import studies as search_studies
 from .stats import format_spread, spread
 
 STYLE = """
@@ -35,10 +38,12 @@ PROVENANCE_COLUMNS = ["name", "seed", "step", "nntransfer_version", "torch_versi
 
 
 def write_report(source: Any, directory: str | os.PathLike, title: str | None = None,
-                 metric: str | None = None) -> Path:
+                 metric: str | None = None, studies: Sequence[str] | None = None) -> Path:
     """Write figures and ``index.html`` for ``source`` (a recipe, experiments or a query) into ``directory``.
 
     Returns the path of ``index.html``. ``metric`` defaults to the test metric the results table shows.
+    ``studies``: searches to add a section for (Optuna's plots and a table of the trials); default: the studies
+    that search around the experiments of a recipe or experiments ``source``.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -79,6 +84,10 @@ def write_report(source: Any, directory: str | os.PathLike, title: str | None = 
         sections.append("<h2>Errors</h2>")
         failed = frame[frame["error"].astype(bool)][["name", "seed", "step", "error"]]
         sections.append(_table(failed))
+    if studies is None and isinstance(source, (str, os.PathLike, Mapping)):  # a recipe or experiments
+        studies = search_studies(source)
+    for study in studies or ():
+        sections += search_section(study, directory, _e)
     page = ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>{_e(title)}</title><style>{STYLE}</style></head><body>\n"
             + "\n".join(sections) + "\n</body></html>\n")

@@ -1,7 +1,17 @@
 """Worker commands of the CLI: worker, status, errors, clear-errors, clear-checkpoints."""
 from __future__ import annotations
 
-from .common import add_local_worker_options, recipe_options, targets, train_locally, worker_settings
+from .common import (
+    add_local_worker_options,
+    add_slurm_options,
+    recipe_options,
+    report_submitted,
+    slurm_options,
+    targets,
+    targets_and_trials,
+    train_locally,
+    worker_settings,
+)
 
 
 def _worker(args) -> int:
@@ -14,40 +24,11 @@ def _worker(args) -> int:
     if args.gpus:
         raise ConfigError("--gpus chooses local GPUs; for Slurm jobs use --gpus-per-job N")
     from ..orchestration.plan import states
-    from ..orchestration.slurm import EXPERIMENT_INDEX, is_slurm_job, submit_workers, wait_for_workers
+    from ..orchestration.slurm import submit_workers
 
     before = states(planned)
-    jobs = submit_workers(planned, worker_settings(args), jobs=args.jobs, folder=args.folder, cluster=args.cluster,
-                          partition=args.partition, gpus=args.gpus_per_job, cpus=args.cpus, time_min=args.time,
-                          mem_gb=args.mem_gb, allow_local_store=args.allow_local_store,
-                          signal_delay_s=args.signal_delay, max_requeues=args.max_requeues,
-                          single_node=args.single_node)
-    print("submitted:", " ".join(str(j.job_id) for j in jobs))
-    for job in jobs:
-        print(f"job {job.job_id}: log {job.paths.stderr}")
-    on_slurm = bool(jobs) and is_slurm_job(jobs[0])
-    if on_slurm:
-        print(f"which job trains which experiment: {jobs[0].paths.folder / EXPERIMENT_INDEX}; progress: "
-              f"nntransfer status {args.recipe}")
-    if not args.wait:
-        return 0
-    if not on_slurm:  # submitit's local executor: its result is the one attempt's
-        for job in jobs:
-            result = job.result()
-            print(f"job {job.job_id}: {result['trained']} trained, {len(result['errors'])} error(s)")
-        return 0
-    waited = wait_for_workers(jobs, planned, before, poll=args.poll_slurm,
-                              timeout=None if args.wait_timeout is None else args.wait_timeout * 60)
-    for job_id, state in waited.jobs.items():
-        print(f"job {job_id}: {state}, log {waited.logs[job_id]}")
-    print(f"{'stopped waiting' if waited.timed_out else 'all jobs finished'}: {waited.trained} trained, "
-          f"{len(waited.errors)} error(s), {len(waited.open)} not done")
-    for label in waited.errors:
-        print(f"error: {label} (nntransfer errors {args.recipe})")
-    if waited.open and not waited.timed_out:
-        print(f"{len(waited.open)} experiment(s) are still pending (cancelled jobs release theirs): submit workers "
-              "again to train them")
-    return 1 if waited.errors or waited.open or waited.timed_out else 0
+    jobs = submit_workers(planned, worker_settings(args), jobs=args.jobs, **slurm_options(args))
+    return report_submitted(jobs, args, planned, before)
 
 
 def _first_line(text: str | None) -> str:
@@ -57,13 +38,16 @@ def _first_line(text: str | None) -> str:
 
 def _status(args) -> int:
     from ..analysis import format_table
+    from ..analysis.search import search_line
     from ..orchestration.plan import states
 
-    planned = targets(args, fill=False)
+    planned, trials = targets_and_trials(args)
     current = states(planned, workers=True)
     rows = []
     for t in planned:
         s = current[t]
+        if t.description in trials and trials[t.description].state == "pruned" and s["state"] != "done":
+            s = {"state": "pruned"}  # stopped by its search's pruner; its job waits with its checkpoint
         where = ""
         if s["state"] in ("reserved", "error"):
             where = f"{s.get('host')}:{s.get('pid')}" if s["state"] == "reserved" else s.get("host") or ""
@@ -81,6 +65,8 @@ def _status(args) -> int:
     print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     if counts.get("error"):
         print(f"full tracebacks: nntransfer errors {args.recipe}")
+    for study in dict.fromkeys(record.study for record in trials.values()):
+        print(search_line(study, args.recipe))
     return 0
 
 
@@ -121,33 +107,7 @@ def add_commands(sub) -> None:
                                    "(--workers N: N local processes). With --slurm, submits JOBS such workers "
                                    "through submitit instead. SIGTERM/Ctrl-C: checkpoint, release the job, exit 0.")
     add_local_worker_options(p)
-    p.add_argument("--slurm", action="store_true", help="submit workers with submitit (pip install nntransfer[slurm])")
-    p.add_argument("--jobs", type=int, default=1, help="number of Slurm workers to submit")
-    p.add_argument("--cluster", default=None, choices=["slurm", "local", "debug"],
-                   help="submitit cluster (default: slurm when available, else local)")
-    p.add_argument("--folder", default="nntransfer_jobs", help="folder for submitit logs")
-    p.add_argument("--partition", help="Slurm partition")
-    p.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per Slurm job")
-    p.add_argument("--cpus", type=int, default=4, help="CPU cores per Slurm job")
-    p.add_argument("--mem-gb", type=int, default=16, help="memory per Slurm job in GB")
-    p.add_argument("--time", type=int, default=24 * 60, help="time limit per Slurm job in minutes")
-    p.add_argument("--allow-local-store", action="store_true",
-                   help="submit even though the 'nntransfer' store is the local default (only if every node "
-                        "shares this machine's $NNTRANSFER_HOME)")
-    p.add_argument("--signal-delay", type=int, default=90, metavar="S",
-                   help="seconds before the time limit at which Slurm warns a job (USR2): it checkpoints and is "
-                        "requeued (default 90)")
-    p.add_argument("--max-requeues", type=int, default=3, help="how often a job that reaches its time limit is "
-                                                               "requeued (default 3)")
-    p.add_argument("--single-node", action="store_true",
-                   help="every Slurm node is this machine: the jobs use its embedded database and default store")
-    p.add_argument("--wait", action="store_true",
-                   help="wait until every submitted job has finished for good (requeues included), then report "
-                        "the experiments trained and failed")
-    p.add_argument("--wait-timeout", type=float, default=None, metavar="MIN",
-                   help="with --wait: stop waiting after MIN minutes (the jobs go on)")
-    p.add_argument("--poll-slurm", type=float, default=10.0, metavar="S",
-                   help="with --wait: seconds between looks at squeue (default 10)")
+    add_slurm_options(p)
     p.set_defaults(handler=_worker)
 
     p = sub.add_parser("status", parents=[common], help="state of every experiment of a recipe",

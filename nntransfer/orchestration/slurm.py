@@ -52,10 +52,14 @@ GONE = "GONE"
 
 
 class RemoteWorker:
-    """The callable submitit runs in a Slurm job; checkpointable, so submitit requeues it after a time limit."""
+    """The callable submitit runs in a Slurm job; checkpointable, so submitit requeues it after a time limit.
 
-    def __init__(self, targets: list[Target], settings: WorkerSettings, submit_host: str | None = None):
-        self.targets, self.settings = targets, settings
+    It runs :func:`~nntransfer.orchestration.workers.work` on ``targets``, or ``task(settings, stop)`` when given
+    (e.g. a search worker, which finds its targets as it goes)."""
+
+    def __init__(self, targets: list[Target], settings: WorkerSettings, submit_host: str | None = None,
+                 task: Callable | None = None):
+        self.targets, self.settings, self.task = targets, settings, task
         #: set for single-node submissions: the jobs must run on the machine whose embedded database they use
         self.submit_host = submit_host
 
@@ -83,7 +87,8 @@ class RemoteWorker:
         if usr2 is not None and callable(submitit_handler):
             signal.signal(usr2, time_limit)
         import_user_code(self.settings.user_code)
-        result = work(self.targets, self.settings, stop, on_start=_record_start)
+        result = self.task(self.settings, stop) if self.task is not None \
+            else work(self.targets, self.settings, stop, on_start=_record_start)
         if requeue and result.stopped:
             requeue["handler"](requeue["signum"], None)  # checkpoint() below, scontrol requeue, exit
         return {"trained": result.trained, "errors": [(name, str(err)) for name, err in result.errors],
@@ -92,7 +97,8 @@ class RemoteWorker:
     def checkpoint(self, *args, **kwargs):
         import submitit
 
-        return submitit.helpers.DelayedSubmission(RemoteWorker(self.targets, self.settings, self.submit_host))
+        return submitit.helpers.DelayedSubmission(RemoteWorker(self.targets, self.settings, self.submit_host,
+                                                                self.task))
 
 
 def _log_to_stderr() -> None:
@@ -139,14 +145,16 @@ def check_shared_store(allow_local_store: bool = False) -> None:
 def submit_workers(targets: list[Target], settings: WorkerSettings, jobs: int = 1, folder: str = "nntransfer_jobs",
                    cluster: str | None = None, partition: str | None = None, gpus: int = 0, cpus: int = 4,
                    time_min: int = 24 * 60, mem_gb: int = 16, allow_local_store: bool = False,
-                   signal_delay_s: int = 90, max_requeues: int = 3, single_node: bool = False):
+                   signal_delay_s: int = 90, max_requeues: int = 3, single_node: bool = False,
+                   task: Callable | None = None, name: str = "nntransfer-worker"):
     """Submit ``jobs`` workers; returns the submitit jobs (follow them with :func:`wait_for_workers`).
 
     ``gpus``: GPUs per job; ``time_min``: each job's time limit; ``signal_delay_s``: how long before it the worker is
     told to checkpoint (USR2); ``max_requeues``: how often a job that reaches its limit is requeued. ``single_node``:
     every node of the cluster is this machine, so the jobs may use its embedded database and default store (a job
     that lands elsewhere stops with an error). Every worker imports ``settings.recipe`` and ``settings.imports``
-    before it takes a job.
+    before it takes a job. ``task``: what each job runs instead of training ``targets`` (see :class:`RemoteWorker`);
+    ``name``: the jobs' name.
     """
     try:
         import submitit
@@ -172,14 +180,14 @@ def submit_workers(targets: list[Target], settings: WorkerSettings, jobs: int = 
                                   "machine (if every Slurm node is this machine, pass --single-node / "
                                   "single_node=True)")
             check_shared_store(allow_local_store)
-    params = {"timeout_min": time_min, "cpus_per_task": cpus, "mem_gb": mem_gb, "name": "nntransfer-worker",
+    params = {"timeout_min": time_min, "cpus_per_task": cpus, "mem_gb": mem_gb, "name": name,
               "slurm_signal_delay_s": signal_delay_s}
     if gpus:
         params["gpus_per_node"] = gpus
     if partition:
         params["slurm_partition"] = partition
     executor.update_parameters(**params)
-    return [executor.submit(RemoteWorker(targets, settings, submit_host)) for _ in range(jobs)]
+    return [executor.submit(RemoteWorker(targets, settings, submit_host, task)) for _ in range(jobs)]
 
 
 # -- following submitted jobs ------------------------------------------------------------------

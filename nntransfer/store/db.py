@@ -416,14 +416,35 @@ def open_connections() -> list:
     return [conn for conn in (ref() for ref in _opened) if conn is not None]
 
 
-def _open_connection():
-    dj = _dj()
-    if server_configured():
-        return _connect_server(dj)
+def embedded_server() -> Postmaster:
+    """The embedded server of this data directory, started if it is not running (its socket folder and port)."""
     info = _postmaster()
     if info is None:
         start()
         info = _postmaster()
+    if info is None:
+        raise DatabaseUnavailable(f"the embedded PostgreSQL in {data_dir()} is not running; see {data_dir() / 'log'}")
+    return info
+
+
+def server_login() -> dict:
+    """How to reach the configured server: backend, host, port, user, password, database (PostgreSQL's, from
+    ``database.name``; DataJoint's default ``postgres``) and use_tls, from DataJoint's settings. The password is for
+    opening connections only: never log or store it."""
+    cfg = _dj().config
+    password = cfg["database.password"]
+    if hasattr(password, "get_secret_value"):
+        password = password.get_secret_value()
+    return {"backend": cfg["database.backend"], "host": cfg["database.host"], "port": cfg["database.port"],
+            "user": cfg["database.user"], "password": password or "", "database": cfg.get("database.name"),
+            "use_tls": cfg["database.use_tls"]}
+
+
+def _open_connection():
+    dj = _dj()
+    if server_configured():
+        return _connect_server(dj)
+    info = embedded_server()
     dj.config["database.backend"] = "postgresql"
     dj.config["database.host"] = str(info.socket_dir)
     dj.config["database.port"] = info.port
@@ -551,6 +572,6 @@ def transaction():
 
 
 __all__ = ["DatabaseUnavailable", "Postmaster", "RECONNECT_DELAYS", "STORE", "advisory_lock", "connection", "data_dir",
-           "home", "is_connection_error", "lock", "new_connection", "open_connections", "private_dir", "reconnect", "retrying",
-           "schema_name", "server_configured", "start", "status", "stop", "store_is_default", "store_location",
-           "transaction", "user_name"]
+           "embedded_server", "home", "is_connection_error", "lock", "new_connection", "open_connections", "private_dir",
+           "reconnect", "retrying", "schema_name", "server_configured", "server_login", "start", "status", "stop",
+           "store_is_default", "store_location", "transaction", "user_name"]

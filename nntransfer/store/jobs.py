@@ -113,6 +113,20 @@ def _process_alive(pid: int, start: float) -> bool:
     return found is not None and abs(found - start) < 0.05
 
 
+def this_process() -> dict:
+    """Which process this is, so that others can tell later whether it still runs (:func:`process_gone`)."""
+    return {"host": platform.node(), "pid": os.getpid(), "namespace": _namespace(),
+            "proc_start": _start_time(os.getpid()) or 0.0}
+
+
+def process_gone(identity: dict) -> bool:
+    """True if ``identity`` (from :func:`this_process`) is a process on this machine that no longer runs; False if it
+    runs, or if it is elsewhere (another machine or PID namespace: only its heartbeat can tell)."""
+    if identity.get("namespace") != _namespace() or identity.get("host") != platform.node():
+        return False
+    return not _process_alive(int(identity.get("pid", 0)), float(identity.get("proc_start", 0.0)))
+
+
 def job_hash(pk: dict) -> str:
     return make_hash({k: pk[k] for k in sorted(pk)})
 
@@ -205,6 +219,9 @@ class JobSession:
     stored ones (progress bars, TensorBoard, loader workers, checkpoint cadence, ...); ``names``: per result key, how
     messages name it; ``heartbeat``: this worker's row in :class:`Worker`; ``on_start``: called with a job's name
     when this worker takes it (a Slurm worker records which experiment its log holds).
+    messages name it; ``heartbeat``: this worker's row in :class:`Worker`; ``on_evaluation``: called as
+    ``on_evaluation(key, info)`` after every validation of a job this worker trains (``info``: ``epoch``, ``step``,
+    ``score``, ``validation``; see the trainer's ``cb``), e.g. by a search that prunes trials.
     """
 
     stop: StopToken = field(default_factory=StopToken)
@@ -214,6 +231,7 @@ class JobSession:
     names: dict = field(default_factory=dict)
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     on_start: Callable[[str], None] | None = None
+    on_evaluation: Callable[[dict, dict], None] | None = None
     #: the job this worker holds now (its primary key) and the table instance it is populating, or None
     holding: dict | None = None
     holding_table: object = None
@@ -406,6 +424,18 @@ def keep_alive(table, key: dict, every: float = 5.0):
     return cb
 
 
+def reporting_evaluations(cb, on_evaluation: Callable[[dict, dict], None], key: dict):
+    """``cb`` that also hands every evaluation the trainer reports (``info`` with a ``score``) to ``on_evaluation``."""
+
+    def composed(*args, **kwargs):
+        cb(*args, **kwargs)
+        info = kwargs.get("info")
+        if isinstance(info, dict) and info.get("score") is not None:
+            on_evaluation(dict(key), dict(info, epoch=kwargs.get("epoch")))
+
+    return composed
+
+
 # -- reclaiming the jobs of dead workers ---------------------------------------------------------
 def reclaim(table, keys: list[dict] | None = None) -> int:
     """Put back the reserved jobs (of ``keys``, or all) whose holder is dead; returns how many.
@@ -472,5 +502,6 @@ def worker_rows() -> dict:
     return {(r["host"], r["pid"]): {"gpu": r["gpu"], "fresh": bool(r["fresh"])} for r in rows}
 
 
-__all__ = ["Heartbeat", "JobAttempt", "JobSession", "LostReservation", "ReservedJobs", "Worker", "keep_alive", "reclaim",
+__all__ = ["Heartbeat", "JobAttempt", "JobSession", "LostReservation", "ReservedJobs", "Worker", "keep_alive",
+           "process_gone", "reclaim", "reporting_evaluations", "this_process",
            "worker_rows"]

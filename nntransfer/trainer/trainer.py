@@ -122,6 +122,7 @@ class Trainer:
         self._writer = BackgroundWriter(checkpoints, config.keep_last_n, config.keep_best_n) \
             if checkpoints is not None else None
         self._training_pass: _Pass | None = None  # accumulators of the training pass in progress (checkpointed)
+        self._last_validation: dict | None = None  # objectives of the latest validation pass, for cb's info
         self._checkpoint_to_resume: dict | None = None  # a mid-epoch checkpoint, loaded when its pass is reached
         self._lr_per_step = bool(config.warmup_steps or config.milestone_steps)
 
@@ -162,10 +163,11 @@ class Trainer:
         self._seed_epoch()
         self._set_lr()
         self.run_epoch(TRAIN, self.loaders["train"])
-        if self.loaders.get("validation") and self.progress.evaluation_due_after_epoch(self.config):
+        evaluated = bool(self.loaders.get("validation")) and self.progress.evaluation_due_after_epoch(self.config)
+        if evaluated:
             self._validate()
         self._log_epoch()
-        self._callback()  # before the checkpoint: a copy whose job was taken over stops without writing one
+        self._callback(evaluated)  # before the checkpoint: a copy whose job was taken over stops without writing one
         if self._writer is not None and self.progress.checkpoint_due_after_epoch(self.config):
             self._checkpoint()
 
@@ -343,14 +345,16 @@ class Trainer:
             logger.info("epoch %d step %d | %s", progress.epoch, progress.steps,
                         self.tracker.epoch_line(progress.epoch))
         if evaluate or save:
-            self._callback()
+            self._callback(evaluate)
         if save:
             self._checkpoint()
 
     def _validate(self) -> None:
         """A validation pass and the early-stopping decision (improved / wait / decay: restore best, lower LR /
         stop)."""
-        score = self.evaluate(VALIDATION)
+        results = self.run_epoch(VALIDATION, self.loaders.get("validation") or {})
+        score = self._stop_sign * self._metric(results, "validation")
+        self._last_validation = results
         self.progress.last_score, self.progress.evaluated_at_step = score, self.progress.steps
         decision = self.stopper.update(score, self.progress.epoch, self.model, self.progress.steps)
         if decision == "decay":
@@ -545,9 +549,16 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self._autocast_dtype)
 
     # -- helpers ------------------------------------------------------------------------------------
-    def _callback(self) -> None:
-        if self.cb is not None:
-            self.cb()
+    def _callback(self, evaluated: bool) -> None:
+        """``cb`` with nnfabrik's keywords: ``uid``, ``epoch``, ``model`` and ``info``, which holds the optimizer
+        ``step`` count and, right after an evaluation, its validation ``score`` (the stop_metric, as the result's
+        score reports it) and ``validation`` objectives (``{task: {objective: value}}``)."""
+        if self.cb is None:
+            return
+        info = {"step": self.progress.steps}
+        if evaluated:
+            info.update(score=self._stop_sign * self.progress.last_score, validation=self._last_validation)
+        self.cb(uid=self.uid, epoch=self.progress.epoch, model=self.model, info=info)
 
     def _progress_bar(self):
         steps = self.config.max_steps is not None
