@@ -96,7 +96,8 @@ def tensors(arrays: dict, like: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     for name, array in arrays.items():
         target = like.get(name)
         if target is not None and tuple(np.shape(array)) == tuple(target.shape):
-            out[name] = torch.as_tensor(np.asarray(array)).to(device=target.device, dtype=target.dtype)
+            # a copy: arrays read from the tables are read-only, and tensors must not share read-only memory
+            out[name] = torch.from_numpy(np.array(array)).to(device=target.device, dtype=target.dtype)
     return out
 
 
