@@ -1,5 +1,6 @@
 """Representation-level transfer: RDL, online knowledge distillation, and RepresentationMatching's layers, second
 noise draw, only_for_clean and learned layer weights."""
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -131,3 +132,29 @@ def test_layer_weights_scale_each_layer_and_learned_weights_are_trained_with_the
     assert any(module.log_variances is p for group in trainer.optimizer.param_groups for p in group["params"])
     trainer.train()
     assert float(module.log_variances.detach().abs().min()) > 0  # moved from 0 by the optimizer
+
+
+def test_a_teacher_step_hands_over_layer_outputs_per_example_for_rdl_from_transfer_data():
+    from nntransfer import Experiment, TransferExperiment, train
+    from nntransfer.configs import ImageDatasetConfig, ModelConfig, TrainerConfig
+
+    digits = ImageDatasetConfig(dataset_cls="digits", filter_classes=[0, 1, 2], examples_per_class=30, in_memory=True)
+    quick = dict(max_iter=2, verbose=False, save_every_n=0, num_threads=1)
+    teacher = TrainerConfig(data_transfer=True, transfer_layers=["readout.4"], **quick)
+    student = TrainerConfig(transfer_parameters=False, main_loop_modules=["RDL"],
+                            module_options={"RDL": {"layers": ["readout.4"], "source": "transfer_data"}}, **quick)
+    chain = train(TransferExperiment([Experiment(digits, ModelConfig(type="lenet"), teacher, 1),
+                                      Experiment(digits, ModelConfig(type="lenet"), student, 1)]))
+    handed = chain[0].transfer_data["train"]
+    assert handed["readout.4"].shape == (len(handed["example_indices"]), 84)  # flattened per example
+    model, loader = chain[0].model.eval(), chain[0].dataloaders["train"]["img_classification"]
+    x, _ = next(iter(loader.unshuffled()))
+    with torch.no_grad():
+        second_linear = model.readout[:5](model.core(x))  # readout.4: the output of the second linear layer
+    rows = {int(i): r for i, r in zip(handed["example_indices"], handed["readout.4"])}
+    first = loader.dataset.example_indices[: len(x)]  # aligned by example index, like the logits
+    torch.testing.assert_close(torch.as_tensor(np.stack([rows[int(i)] for i in first])), second_linear,
+                               rtol=1e-5, atol=1e-6)
+    assert len(chain.last.history["Training"]["img_classification"]["rdl"]) == 2
+    with pytest.raises(ConfigError, match="set data_transfer=True too"):
+        TrainerConfig(transfer_layers=["readout.4"])

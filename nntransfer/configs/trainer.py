@@ -83,6 +83,10 @@ class TrainerConfig(BaseConfig):
     module_options: dict = field(default={}, help="entry of main_loop_modules -> that module's options")
     data_transfer: bool = field(default=False, help="hand this step's logits per example (and what its modules produce "
                                                     "per parameter, e.g. EWC's Fisher) to later steps")
+    transfer_layers: list[str] = field(
+        default=[], since="0.3",
+        help="with data_transfer: also hand over these layers' outputs per example (flattened, named by layer), "
+             "e.g. for RDL with source='transfer_data'")
     transfer_strict: bool = field(default=True, help="parameter transfer needs identical names and shapes")
     transfer_parameters: bool = field(
         default=True, since="0.2",
@@ -106,6 +110,9 @@ class TrainerConfig(BaseConfig):
         for name in ("max_steps", "eval_every_steps", "save_every_steps", "num_threads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"TrainerConfig.{name} must be at least 1 (or None), got {getattr(self, name)}")
+        if self.transfer_layers and not self.data_transfer:
+            raise ConfigError("TrainerConfig.transfer_layers names layers whose outputs data_transfer hands over; "
+                              "set data_transfer=True too")
         if any(level < 0 for level in self.noise_robustness):
             raise ConfigError(f"TrainerConfig.noise_robustness levels are noise standard deviations (pixel units), "
                               f"so >= 0; got {self.noise_robustness}")

@@ -152,21 +152,23 @@ def train_step(spec: StepSpec, handover: Handover | None = None, *, checkpoints=
     if keep_transfer_data and isinstance(output, dict) and (data_transfer or output.get("transfer_data")):
         output = dict(output)
         transfer_data = _step_transfer_data(output.pop("transfer_data", None), data_transfer, handover, model,
-                                            dataloaders)
+                                            dataloaders, spec.trainer_config.get("transfer_layers") or ())
     return StepResult(dict(spec.key), float(score), output, model_state, transfer_data,
                       provenance.collect(model, wall_time, recipe), model, dataloaders)
 
 
-def _step_transfer_data(own: dict | None, data_transfer: bool, handover: Handover, model, dataloaders) -> dict | None:
+def _step_transfer_data(own: dict | None, data_transfer: bool, handover: Handover, model, dataloaders,
+                        layers=()) -> dict | None:
     """What a step hands to later steps. Per example: with ``data_transfer``, the trainer's per-example sections,
-    else the model's logits (:func:`~nntransfer.runner.transfer.generate_transfer_data`); without it, in a step whose
+    else the model's logits and the outputs of ``layers`` (``transfer_layers``;
+    :func:`~nntransfer.runner.transfer.generate_transfer_data`); without it, in a step whose
     modules produced per-parameter data, the per-example data it received, passed on (so the nearest earlier step's
     logits still reach later steps). Per parameter: the trainer's ``"parameters"`` section (its modules' data)."""
     own = own or {}
     parameters = own.get(PARAMETERS)
     if data_transfer:
         per_example = {name: block for name, block in own.items() if name != PARAMETERS}
-        per_example = per_example or generate_transfer_data(model, dataloaders)
+        per_example = per_example or generate_transfer_data(model, dataloaders, layers=layers)
     elif parameters:
         per_example = handover.per_example_data() or {}
     else:

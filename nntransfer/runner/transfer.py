@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -62,9 +63,11 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def generate_transfer_data(model: nn.Module, dataloaders: dict, device: str | torch.device | None = None) -> dict:
+def generate_transfer_data(model: nn.Module, dataloaders: dict, device: str | torch.device | None = None,
+                           layers: Sequence[str] = ()) -> dict:
     """Logits of the trained model for every example it can name, computed on ``device`` (the model's) and
-    stored on the CPU.
+    stored on the CPU; with ``layers``, also those layers' outputs, flattened per example and named by layer
+    (``"readout.4": array[N, features]``), e.g. a teacher's representations for RDL.
 
     For each training task, the training and validation splits (and the test split) whose datasets declare
     ``example_indices`` and ``source_split`` (see :func:`nntransfer.dataset.example_indices`) are run in
@@ -93,18 +96,34 @@ def generate_transfer_data(model: nn.Module, dataloaders: dict, device: str | to
             located = example_indices(loader)
             if located is None and split != "train":
                 continue  # without indices, only the training split's order is known
-            batches = [model(batch[0].to(device)).float().cpu().numpy() for batch in unshuffled(loader)]
+            batches = [_outputs(model, batch[0].to(device), layers) for batch in unshuffled(loader)]
             if not batches:  # an empty split (e.g. valid_size=0)
                 continue
-            logits = np.concatenate(batches)
-            source_split, indices = located if located is not None else ("train", np.arange(len(logits)))
-            rows.setdefault(source_split, []).append((logits, indices))
+            arrays = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+            source_split, indices = located if located is not None else ("train", np.arange(len(arrays["logits"])))
+            rows.setdefault(source_split, []).append((arrays, indices))
         for source_split, parts in rows.items():
             block = out.setdefault(source_split, {})
-            block[f"{prefix}logits"] = np.concatenate([logits for logits, _ in parts])
+            for name in parts[0][0]:
+                block[f"{prefix}{name}"] = np.concatenate([arrays[name] for arrays, _ in parts])
             block[f"{prefix}example_indices"] = np.concatenate([indices for _, indices in parts]).astype(np.int64)
     model.train(was_training)
     return out
+
+
+def _outputs(model: nn.Module, inputs: torch.Tensor, layers: Sequence[str]) -> dict[str, np.ndarray]:
+    """The logits (and the outputs of ``layers``, flattened per example) of one batch, as float32 arrays."""
+    if not layers:
+        return {"logits": model(inputs).float().cpu().numpy()}
+    from ..models.representations import capture
+
+    try:
+        with capture(model, list(layers)) as reps:
+            logits = model(inputs)
+    except KeyError as err:
+        raise ConfigError(f"TrainerConfig.transfer_layers: {err.args[0]}") from None
+    return {"logits": logits.float().cpu().numpy(),
+            **{layer: reps[layer].flatten(1).float().cpu().numpy() for layer in layers}}
 
 
 __all__ = ["generate_transfer_data", "load_transferred_state", "model_device"]

@@ -67,8 +67,8 @@ class RDL(MainLoopModule):
     The teacher is the previous step's trained model, run on the same (e.g. augmented) inputs as the student, in
     eval mode and without gradients (``source="model"``; the step may start from a fresh initialisation:
     ``transfer_parameters=False``); or representations handed over per example as transfer data, which training
-    batches carry as ``extra`` (``source="transfer_data"``, e.g. the teacher's ``"logits"`` of a step with
-    ``data_transfer=True``).
+    batches carry as ``extra`` (``source="transfer_data"``: the ``"logits"`` of a step with ``data_transfer=True``,
+    or the outputs of the layers it names in ``transfer_layers``, under the layers' names).
 
     Options (``module_options["RDL"]``):
 
