@@ -218,6 +218,9 @@ def test_a_ticket_is_handed_to_a_later_step_and_retrained_there():
     _, out, retrained = later.train()
     assert out["tracker"]["log"]["Training"]["all"]["sparsity"] == pytest.approx([0.75, 0.75])
     assert torch.all(retrained["0.weight"][~module.masks["0.weight"].cpu()] == 0)
+    with pytest.raises(ConfigError, match="rounds=0 retrains a ticket an earlier step found, but none was handed"):
+        Trainer(net(), points(), 5, TrainerConfig(loss_functions={"t": "CrossEntropyLoss"},
+                                                   main_loop_modules=["LotteryTicket"]))
     with pytest.raises(ConfigError, match="set early_stopping=False"):
         Trainer(net(), points(), 5, TrainerConfig(loss_functions={"t": "CrossEntropyLoss"}, max_iter=5,
                                                    main_loop_modules=["LotteryTicket"],

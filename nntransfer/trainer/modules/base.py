@@ -197,9 +197,8 @@ class MainLoopModule:
     def hand_over(self, model) -> dict | None:
         """Per-parameter data this module hands to later steps (None: nothing). Called once, after training and the
         final evaluation, on the returned parameters (whatever ``data_transfer`` says: producing it is what the module
-        is for); the result (plain dicts of numpy arrays, numbers and strings) is stored with the step's transfer data
-        as section
-        :meth:`handover_name` of ``transfer_data["parameters"]``, which later steps' modules read with
+        is for). The result (plain dicts of numpy arrays, numbers and strings) is stored with the step's transfer data
+        as the section :meth:`handover_name` of ``transfer_data["parameters"]``, which later steps' modules read with
         ``self.handover.parameter_data(name)``. A producer accumulates: it includes what it received."""
         return None
 

@@ -88,9 +88,10 @@ class LotteryTicket(MainLoopModule):
                     named[name].copy_(value)
             for name, mask in tensors(ticket["mask"], self.prunable).items():
                 self.masks[name] = mask.bool()
-        elif self.handover.from_earlier_step and self.option("use_handover") and not self.option("rounds"):
+        elif not self.option("rounds"):
             raise ConfigError(f"{self.name} with rounds=0 retrains a ticket an earlier step found, but none was handed "
-                              "over: add LotteryTicket to an earlier step of the chain, or set rounds")
+                              "over (or use_handover=False): add LotteryTicket to an earlier step of the chain, or set "
+                              "rounds and round_epochs to find one here")
         self._apply_masks()
         self.rewind_state = self._snapshot() if self.option("rewind_epoch") == 0 else None
         self.rounds_done = 0
