@@ -21,8 +21,10 @@ class SeesBatches(MainLoopModule):
     def pre_forward(self, model, inputs, task_key, shared_memory):
         if self.mode == "Training":
             std = shared_memory.get("noise_std")
-            SEEN.append({"inputs": inputs.detach().clone(), "std": None if std is None else std.clone(),
-                         "clean": shared_memory.get("clean_inputs"), "mixup": shared_memory.get("mixup")})
+            clean, mixup = shared_memory.get("clean_inputs"), shared_memory.get("mixup")
+            SEEN.append({"inputs": inputs.detach().cpu().clone(), "std": None if std is None else std.cpu(),
+                         "clean": None if clean is None else clean.cpu(),
+                         "mixup": None if mixup is None else (mixup[0], mixup[1].cpu())})
         return model, inputs
 
 
@@ -59,8 +61,9 @@ class SeesRandomState(MainLoopModule):
     """Records the inputs and torch's RNG state before the next module draws (it runs before the module under test)."""
 
     def pre_forward(self, model, inputs, task_key, shared_memory):
-        if self.mode == "Training":
-            SEEN.append({"before": inputs.detach().clone(), "rng": torch.get_rng_state()})
+        if self.mode == "Training":  # the generator of the inputs' device: NoiseAugmentation draws there
+            rng = torch.cuda.get_rng_state(inputs.device) if inputs.is_cuda else torch.get_rng_state()
+            SEEN.append({"before": inputs.detach().clone(), "rng": rng})
         return model, inputs
 
 
@@ -70,8 +73,9 @@ def test_noise_augmentation_keeps_its_earlier_behaviour_and_refuses_unclear_leve
         main_loop_modules=["SeesRandomState", "NoiseAugmentation", "SeesBatches"],
         module_options={"NoiseAugmentation": {"std": 0.5}})
     before, after = SEEN[0], SEEN[1]
-    generator = torch.Generator().set_state(before["rng"])
-    expected = before["before"] + torch.randn(before["before"].shape, generator=generator) * 0.5
+    inputs = before["before"]
+    generator = torch.Generator(device=inputs.device).set_state(before["rng"])
+    expected = (inputs + torch.randn(inputs.shape, generator=generator, device=inputs.device) * 0.5).cpu()
     assert torch.equal(after["inputs"], expected)  # the draws of the module before its new options
     with pytest.raises(ConfigError, match="negative level -1.0: use 0 for clean"):
         fit(main_loop_modules=["NoiseAugmentation"], module_options={"NoiseAugmentation": {"std": {-1: 0.5, 0.1: 0.5}}})
@@ -91,8 +95,8 @@ def test_mixup_loss_is_the_convex_combination_of_the_two_targets_losses():
     lam, partner = SEEN[0]["mixup"]
     assert 0 < lam < 1
     torch.testing.assert_close(SEEN[0]["inputs"], lam * x + (1 - lam) * x[partner])
-    with torch.no_grad():
-        out = model(SEEN[0]["inputs"])
+    with torch.no_grad():  # lr 0: the model as it was for that batch (on the device the trainer chose)
+        out = model(SEEN[0]["inputs"].to(next(model.parameters()).device)).cpu()
     expected = lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y[partner])
     assert output["tracker"]["iterations"]["Training"]["t"][0] == pytest.approx(float(expected), rel=1e-6)
 
@@ -133,8 +137,8 @@ def test_noise_adversarial_trains_a_discriminator_whose_reversed_gradient_reache
     module = trainer.modules[1]
     before = {n: p.detach().clone() for n, p in module.discriminator.named_parameters()}
     # the gradient at the representation from the module's term is -reversal * weight * d(discriminator loss)
-    rep = torch.randn(8, 8, requires_grad=True)
-    levels = torch.tensor([0.0, 1.0] * 4)
+    rep = torch.randn(8, 8, device=module.device, requires_grad=True)
+    levels = torch.tensor([0.0, 1.0] * 4, device=module.device)
     classes = levels.long()
     (towards,) = torch.autograd.grad(2.0 * F.cross_entropy(module.discriminator(rep), classes), rep)
     (through,) = torch.autograd.grad(
@@ -158,11 +162,11 @@ class SeesWeights(MainLoopModule):
 
     def pre_epoch(self, model, mode, **options):
         if mode == "Training":
-            WEIGHTS.append(("start", self.epoch, model[0].weight.detach().clone()))
+            WEIGHTS.append(("start", self.epoch, model[0].weight.detach().cpu().clone()))
 
     def post_epoch(self, model):
         if self.mode == "Training":
-            WEIGHTS.append(("end", self.epoch, model[0].weight.detach().clone()))
+            WEIGHTS.append(("end", self.epoch, model[0].weight.detach().cpu().clone()))
 
 
 def lottery(rounds=3, fraction=0.5, max_iter=None, data_transfer=False, **options):
@@ -235,11 +239,13 @@ READOUT = []
 class SeesReadout(MainLoopModule):
     def pre_epoch(self, model, mode, **options):
         if mode == "Training":
-            READOUT.append(("start", self.epoch, model[2].weight.detach().clone(), model[0].weight.detach().clone()))
+            READOUT.append(("start", self.epoch, model[2].weight.detach().cpu().clone(),
+                            model[0].weight.detach().cpu().clone()))
 
     def post_epoch(self, model):
         if self.mode == "Training":
-            READOUT.append(("end", self.epoch, model[2].weight.detach().clone(), model[0].weight.detach().clone()))
+            READOUT.append(("end", self.epoch, model[2].weight.detach().cpu().clone(),
+                            model[0].weight.detach().cpu().clone()))
 
 
 def test_random_readout_reset_reinitialises_the_chosen_layers_every_n_epochs():

@@ -17,7 +17,7 @@ from bias_helpers import fit, handover_from, image_net, pixel_batches, points, s
 
 @register_module("StopsOnce")
 class StopsOnce(MainLoopModule):
-    """Asks the run to stop after training batch ``batch`` of epoch ``epoch`` (a checkpoint is written exactly there)."""
+    """Asks the run to stop after training batch ``batch`` of epoch ``epoch`` (a checkpoint is written there)."""
 
     options_declared = {"epoch": Option(2, int), "batch": Option(1, int)}
 

@@ -135,7 +135,8 @@ GRADIENTS = []
 @register_module("RecordsGradients")
 class RecordsGradients(MainLoopModule):
     def pre_optimizer(self, model):
-        GRADIENTS.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        GRADIENTS.append({n: p.grad.detach().cpu().clone() for n, p in model.named_parameters()
+                          if p.grad is not None})
 
 
 class WithUnused(nn.Module):

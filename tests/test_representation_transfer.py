@@ -149,8 +149,8 @@ def test_a_teacher_step_hands_over_layer_outputs_per_example_for_rdl_from_transf
     assert handed["readout.4"].shape == (len(handed["example_indices"]), 84)  # flattened per example
     model, loader = chain[0].model.eval(), chain[0].dataloaders["train"]["img_classification"]
     x, _ = next(iter(loader.unshuffled()))
-    with torch.no_grad():
-        second_linear = model.readout[:5](model.core(x))  # readout.4: the output of the second linear layer
+    with torch.no_grad():  # readout.4: the output of the second linear layer (on the device the trainer chose)
+        second_linear = model.readout[:5](model.core(x.to(next(model.parameters()).device))).cpu()
     rows = {int(i): r for i, r in zip(handed["example_indices"], handed["readout.4"])}
     first = loader.dataset.example_indices[: len(x)]  # aligned by example index, like the logits
     torch.testing.assert_close(torch.as_tensor(np.stack([rows[int(i)] for i in first])), second_linear,

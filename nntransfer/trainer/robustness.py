@@ -37,8 +37,9 @@ def robustness_tasks(trainer) -> dict:
 def check_noise_robustness(trainer) -> None:
     """ConfigError before training when the robustness evaluation could not run (called by the trainer)."""
     if not robustness_tasks(trainer):
-        raise ConfigError(f"{OWNER} needs test sets of the training tasks ({sorted(trainer.loaders.get('train', {}))}); "
-                          f"the test split has {sorted(trainer.loaders.get('test') or {})}")
+        raise ConfigError(f"{OWNER} needs test sets of the training tasks "
+                          f"({sorted(trainer.loaders.get('train', {}))}); the test split has "
+                          f"{sorted(trainer.loaders.get('test') or {})}")
     for loader in robustness_tasks(trainer).values():
         pixel_space(loader, OWNER)
     from .modules.noise_augmentation import NoiseAugmentation

@@ -20,8 +20,8 @@ class EWC(MainLoopModule):
     """Penalty ``strength / 2 * sum_t sum_i F_t,i * (w_i - w*_t,i)^2`` over the earlier tasks ``t``.
 
     After training, the module estimates the diagonal Fisher information of the returned parameters ``w*`` on the
-    step's training data, ``F_i = E_x E_y [(d log p(y|x) / d w_i)^2]``, and
-    hands it over with ``w*`` (transfer data, section ``"EWC"``). A later step with EWC adds the penalty for every
+    step's training data, ``F_i = E_x E_y [(d log p(y|x) / d w_i)^2]``, and hands it over with ``w*`` (transfer
+    data, section ``"EWC"``). A later step with EWC adds the penalty for every
     task it received: parameters are matched by name and shape (a new classifier is not penalised). Earlier steps
     accumulate: a step that receives Fisher information and produces its own hands over both.
 
@@ -148,9 +148,10 @@ def _first_examples(loader, limit: int | None):
 def diagonal_fisher(model: torch.nn.Module, batches, labels: str, generator: torch.Generator | None,
                     device: torch.device) -> dict[str, torch.Tensor]:
     """The mean over examples of the squared gradient of ``-log p(y|x)`` for every parameter of a classifier (frozen
-    ones too: the task depends on them as well; the model in eval mode). ``labels="empirical"``: y is the target; ``"sampled"``: y is drawn from
-    ``softmax(model(x))`` with ``generator``. Per-example gradients come from ``torch.func`` (one vectorised pass per
-    batch), or one backward pass per example for models that ``vmap`` cannot run."""
+    ones too: the task depends on them as well; the model in eval mode). ``labels="empirical"``: y is the target;
+    ``"sampled"``: y is drawn from ``softmax(model(x))`` with ``generator``. Per-example gradients come from
+    ``torch.func`` (one vectorised pass per batch), or one backward pass per example for models that ``vmap`` cannot
+    run."""
     from torch.func import functional_call, grad, vmap
 
     was_training, grad_mode = model.training, torch.is_grad_enabled()

@@ -21,9 +21,10 @@ class LotteryTicket(MainLoopModule):
     weights stay zero (their gradients are masked and the weights re-masked after every optimizer step). The
     epochs after the last round train the final ticket: ``max_iter`` must exceed ``rounds * round_epochs``.
 
-    After training, the ticket (masks and rewind weights) is handed over (section ``"LotteryTicket"``); a later step with LotteryTicket starts from it (``use_handover``): matching parameters
-    (name and shape) take the ticket's rewind weights and masks, e.g. a ticket found on task A retrained on task B
-    (with ``rounds=0``) or pruned further.
+    After training, the ticket (masks and rewind weights) is handed over (section ``"LotteryTicket"``); a later step
+    with LotteryTicket starts from it (``use_handover``): matching parameters (name and shape) take the ticket's
+    rewind weights and masks, e.g. a ticket found on task A retrained on task B (with ``rounds=0``) or pruned
+    further.
 
     Options (``module_options["LotteryTicket"]``):
 

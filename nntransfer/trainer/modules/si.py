@@ -17,12 +17,13 @@ class SI(MainLoopModule):
 
     While training, after every optimizer step the module adds ``-g_i * dw_i`` to a running sum ``omega_i``, where
     ``g`` is the step's gradient of the loss without SI's own penalty and ``dw`` the parameter change the step made:
-    the path integral of the loss's decrease attributed to each parameter. After training it hands over the importance ``Omega_i = max(omega_i, 0) / (Delta_i^2 + damping)`` (``Delta`` the
-    parameter's total change during the step; a negative path integral would reward moving away and is cut at 0)
-    added to the importance it received, and the returned parameters ``w~`` (section ``"SI"``). A later step with SI
-    adds the penalty's gradient ``2 * strength * Omega * (w - w~)`` to every optimizer step's gradient (after clipping,
-    before the step: SI's path integral must see the gradient without its own penalty); its mean per training pass is
-    logged as ``si``. Parameters are matched by name and shape; untouched and frozen parameters have importance 0.
+    the path integral of the loss's decrease attributed to each parameter. After training it hands over the
+    importance ``Omega_i = max(omega_i, 0) / (Delta_i^2 + damping)`` (``Delta`` the parameter's total change during
+    the step; a negative path integral would reward moving away and is cut at 0) added to the importance it
+    received, and the returned parameters ``w~`` (section ``"SI"``). A later step with SI adds the penalty's
+    gradient ``2 * strength * Omega * (w - w~)`` to every optimizer step's gradient (after clipping, before the
+    step: SI's path integral must see the gradient without its own penalty); its mean per training pass is logged as
+    ``si``. Parameters are matched by name and shape; untouched and frozen parameters have importance 0.
 
     Options (``module_options["SI"]``): ``strength`` (c, default 1.0), ``damping`` (xi, default 1e-3), ``parameters``
     (glob patterns of the parameters the penalty applies to; default: all that have an importance).
