@@ -340,7 +340,7 @@ def test_slurm_search_workers_are_requeued_with_their_task():
 
     spec = make_spec({Description("tune", 3): digits()}, {"trainer.optimizer_options.lr": loguniform(1e-3, 1e-1)},
                      n_trials=4)
-    worker = RemoteWorker([], WorkerSettings(), functools.partial(search_worker, spec))
+    worker = RemoteWorker([], WorkerSettings(), task=functools.partial(search_worker, spec))
     again = worker.checkpoint()
     assert isinstance(again, submitit.helpers.DelayedSubmission) and again.function.task.args == (spec,)
     assert pickle.loads(pickle.dumps(spec)) == spec  # every worker process gets it

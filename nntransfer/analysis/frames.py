@@ -203,10 +203,26 @@ def differing_configs(found: list[Entry]) -> list[str]:
 
 
 # -- frames ---------------------------------------------------------------------------------------
+def robustness_metrics(output: Any) -> dict:
+    """``output["robustness"]["noise"]`` (``TrainerConfig.noise_robustness``: ``{task: {level: {metric: value}}}``) as
+    ``noise/<task>/<level>/<metric>`` columns, levels in the order tested."""
+    robustness = output.get("robustness") if isinstance(output, dict) else None
+    if not isinstance(robustness, dict) or not isinstance(robustness.get("noise"), dict):
+        return {}
+    flat = {}
+    for task, levels in robustness["noise"].items():
+        for level, metrics in levels.items():
+            for metric, value in metrics.items():
+                if isinstance(value, (int, float)):
+                    flat[f"noise/{task}/{level}/{metric}"] = value
+    return flat
+
+
 def results_frame(source: Any):
     """One row per trained entry and step (pandas DataFrame).
 
-    Columns: ``name, seed, step, state, score``, every test metric (``test/<task>/<metric>``),
+    Columns: ``name, seed, step, state, score``, every test metric (``test/<task>/<metric>``), the test metrics
+    under noise of the robustness evaluation (``noise/<task>/<level>/<metric>``, ``TrainerConfig.noise_robustness``),
     ``epochs, best_epoch, wall_time`` (seconds), the config fields that differ between the rows (dotted
     names such as ``trainer.optimizer_options.lr``), the provenance (versions, ``git_commit``,
     ``git_dirty``, ``host``, ``device`` ...), ``error`` when a row failed, and ``table`` and ``key_hash``
@@ -216,10 +232,12 @@ def results_frame(source: Any):
 
     found = entries(source)
     differing = differing_configs(found)
-    rows, metric_columns = [], {}
+    rows, test_columns, noise_columns = [], {}, {}
     for e in found:
-        metrics = test_metrics(e.output)
-        metric_columns.update(dict.fromkeys(metrics))
+        tests, noise = test_metrics(e.output), robustness_metrics(e.output)
+        test_columns.update(dict.fromkeys(tests))
+        noise_columns.update(dict.fromkeys(noise))
+        metrics = {**tests, **noise}
         output = e.output if isinstance(e.output, dict) else {}
         row = {"name": e.name, "seed": e.seed, "step": e.step, "state": e.state, "score": e.score, **metrics,
                "epochs": output.get("epochs"), "best_epoch": output.get("best_epoch"),
@@ -228,8 +246,8 @@ def results_frame(source: Any):
         row.update({c: e.provenance.get(c) for c in PROVENANCE_COLUMNS if c != "wall_time"})
         row.update(error=e.error, table=e.table, key_hash=e.key_hash)
         rows.append(row)
-    columns = (["name", "seed", "step", "state", "score", *metric_columns, "epochs", "best_epoch", "wall_time",
-                *differing, *(c for c in PROVENANCE_COLUMNS if c != "wall_time")]
+    columns = (["name", "seed", "step", "state", "score", *test_columns, *noise_columns, "epochs", "best_epoch",
+                "wall_time", *differing, *(c for c in PROVENANCE_COLUMNS if c != "wall_time")]
                + (["error"] if any(e.error for e in found) else []) + ["table", "key_hash"])
     frame = pd.DataFrame(rows, columns=columns)
     for name in ("epochs", "best_epoch"):
@@ -354,4 +372,4 @@ def comparison(rows: list[dict], metric: str | None = None) -> list[dict]:
 
 
 __all__ = ["Entry", "compare", "comparison", "default_metric", "differing_configs", "entries", "history_frame",
-           "last_steps", "results_frame", "summary", "target_entries", "test_metrics"]
+           "last_steps", "results_frame", "robustness_metrics", "summary", "target_entries", "test_metrics"]
