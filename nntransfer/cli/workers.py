@@ -22,7 +22,7 @@ def _worker(args) -> int:
     if args.wait:
         for job in jobs:
             result = job.result()
-            print(f"job {job.job_id}: {result['trained']} trained, {len(result['errors'])} error(s)")
+            print(f"job {job.job_id}: {result['trained']} job(s) trained, {len(result['errors'])} failed")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Workers on a cluster through submitit (``pip install nntransfer[slurm]``).
 
-Every submitted worker imports the recipe and ``--import`` modules, then runs
-:func:`nntransfer.orchestration.workers.work` on the same plan against the same database. The nodes must
+Every submitted worker puts the recipe's folder on ``sys.path``, imports the recipe and ``--import`` modules,
+then runs :func:`nntransfer.orchestration.workers.work` on the same plan against the same database. The nodes must
 reach a shared server (``DJ_HOST``/``DJ_USER``/``DJ_PASS``/``DJ_BACKEND`` in the environment the jobs
 inherit) and a shared ``nntransfer`` store: submitting Slurm workers with the default store, a folder
 under ``$NNTRANSFER_HOME`` on this machine, is refused unless ``allow_local_store=True``.
@@ -19,7 +19,7 @@ from ..core.stop import StopToken
 from ..errors import ConfigError
 from ..store import db
 from .plan import Target
-from .workers import WorkerSettings, import_user_code, work
+from .workers import WorkerSettings, prepare_worker, work
 
 
 class RemoteWorker:
@@ -44,7 +44,7 @@ class RemoteWorker:
         submitit_handler = signal.getsignal(usr2) if usr2 is not None else None
         if usr2 is not None and callable(submitit_handler):
             signal.signal(usr2, time_limit)
-        import_user_code(self.settings.user_code)
+        prepare_worker(self.settings)
         result = work(self.targets, self.settings, stop)
         if requeue:
             requeue["handler"](requeue["signum"], None)  # checkpoint() below, requeue, exit

@@ -47,6 +47,16 @@ from .schema import schema
 
 logger = logging.getLogger(__name__)
 
+class _StopsAreNotErrors(logging.Filter):
+    """DataJoint's ``populate`` logs every exception it suppresses at ERROR, a requested stop too; a stop is not an
+    error, and :meth:`ReservedJobs.error` has said it once, at INFO, with the experiment's name."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not isinstance(record.msg, (TrainingInterrupted, KeyboardInterrupt))
+
+
+logging.getLogger("datajoint").addFilter(_StopsAreNotErrors())
+
 HEARTBEAT_INTERVAL = float(os.environ.get("NNTRANSFER_HEARTBEAT_INTERVAL", "10"))
 HEARTBEAT_TIMEOUT = float(os.environ.get("NNTRANSFER_HEARTBEAT_TIMEOUT", "120"))
 
