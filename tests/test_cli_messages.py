@@ -288,6 +288,21 @@ def test_ctrl_c_is_said_once_at_info_with_names_and_counts(tmp_path, clean_db, w
     assert len(clean_db.TrainedModel.jobs.errors) == 0  # released, not failed
 
 
+def test_a_retried_job_is_named_by_its_experiment(clean_db, tmp_path, caplog):
+    import logging
+
+    from nntransfer import Description, Experiment, run
+    from toy_pipeline import ToyData, ToyModel, ToyTrainer
+
+    counter = write(tmp_path / "fails", "1")
+    with caplog.at_level(logging.WARNING, logger="nntransfer"):
+        rows = run({Description("flaky", 3): Experiment(ToyData(), ToyModel(), ToyTrainer(
+            max_iter=1, fail_times_file=str(counter)), 3)}, quiet=True, max_retries=1)
+    assert [r["state"] for r in rows] == ["done"]
+    assert "flaky (seed 3, step 0) failed (attempt 1 of 2): RuntimeError: toy failure, 0 more to come; retrying in 5 s" \
+        in caplog.text
+
+
 # -- 17: --name takes a literal name first ---------------------------------------------------------------------
 def test_clear_name_takes_a_grid_name_literally_then_as_a_glob(tmp_path, clean_db, capsys):
     recipe = write(tmp_path / "grid.py", TOY + """

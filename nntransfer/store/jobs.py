@@ -337,7 +337,7 @@ class ReservedJobs(Job):
             JobAttempt.update1(dict(ident, failures=failures))
         delay = min(300, 5 * 2 ** (failures - 1))
         if self.release(key, delay=delay):
-            logger.warning("job %s failed (attempt %d of %d): %s; retrying in %d s", internals.job_key(self, key), failures,
+            logger.warning("%s failed (attempt %d of %d): %s; retrying in %d s", self.session.describe(key), failures,
                            self.session.max_retries + 1, error_message.splitlines()[0] if error_message else "", delay)
         return True
 
@@ -352,7 +352,7 @@ class ReservedJobs(Job):
             if error_stack is not None:
                 self.update1({**internals.job_key(self, key), "error_stack": error_stack})
         else:
-            logger.error("job %s failed but is no longer held by this worker: %s", internals.job_key(self, key), error_message)
+            logger.error("%s failed but is no longer held by this worker: %s", self.session.describe(key), error_message)
 
     # -- for the keep-alive callback ------------------------------------------------------------
     def still_held(self, key: dict) -> bool:
