@@ -35,6 +35,7 @@ def check_config(cfg: BaseConfig) -> None:
 def check_experiments(experiments: Iterable[Experiment | TransferExperiment]) -> None:
     """:func:`check_config` for every distinct config of these experiments (each once), then the ``freeze`` and
     ``reset`` patterns of every step against its model (:func:`check_step_patterns`, each combination once)."""
+    experiments = list(experiments)
     seen, steps = set(), set()
     for exp in experiments:
         for step in exp.steps:
@@ -58,7 +59,12 @@ def check_step_patterns(step: Experiment) -> None:
     """ConfigError if a ``freeze``/``reset`` pattern of the step's trainer names nothing in the step's model, listing
     the names there are. The model is built without data (:func:`nntransfer.models.skeleton.skeleton`: on the meta
     device); one that only its data can size is checked by the trainer when the job starts."""
-    model = skeleton(step.model, step.dataset)
+    try:
+        model = skeleton(step.model, step.dataset)
+    except ConfigError:
+        raise
+    except Exception:  # noqa: BLE001 - it needs its data after all: the trainer checks when the job starts
+        return
     if model is not None:
         name = f"{type(step.model).__name__}(type={step.model.type!r})"
         check_patterns(model, step.trainer.freeze, step.trainer.reset, name)
