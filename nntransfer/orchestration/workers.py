@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.keys import key_ident
-from ..core.stop import StopToken
+from ..core.stop import StopToken, signals_deferred
 from ..errors import ConfigError, TrainingInterrupted
 from ..store import bind, db
 from ..store.jobs import JobSession, reclaim
@@ -231,8 +231,9 @@ def work(targets: list[Target], settings: WorkerSettings = WorkerSettings(), sto
                     except KeyboardInterrupt:
                         break
     finally:
-        _release_held(session)
-        session.close()
+        with signals_deferred():  # a second Ctrl-C here comes after the job in hand is back in the queue
+            _release_held(session)
+            session.close()
     result.stopped = stop.requested  # said by whoever started the worker (the released job was logged)
     return result
 
@@ -309,14 +310,14 @@ def parse_gpus(gpus) -> tuple[str, ...] | None:
 
 
 def _worker_process(targets: list[Target], settings: WorkerSettings, threads: int, sys_path: list[str],
-                    environ: dict, gpu: str | None, log_level: int, results) -> None:
+                    environ: dict, gpu: str | None, log_levels: dict, results) -> None:
     # the caller's environment now, not the fork server's from its start (a notebook may have changed it since)
     os.environ.clear()
     os.environ.update(environ)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before anything starts CUDA in this process
     sys.path[:] = sys_path
-    _log_like_the_parent(log_level)
+    _log_like_the_parent(log_levels)
     import torch
 
     torch.set_num_threads(threads)
@@ -331,30 +332,46 @@ def _worker_process(targets: list[Target], settings: WorkerSettings, threads: in
                                   for name, e in result.errors], result.stopped))
 
 
-def _log_like_the_parent(level: int) -> None:
+#: the loggers whose levels a worker process takes from its parent (the command line sets both)
+_PARENT_LOGGERS = ("nntransfer", "nntransfer.trainer")
+
+
+def _parent_log_levels() -> dict[str, int]:
+    return {name: logging.getLogger(name).getEffectiveLevel() for name in _PARENT_LOGGERS}
+
+
+def _log_like_the_parent(levels: dict[str, int]) -> None:
     """A worker process shows nntransfer's messages as its parent does (the command line shows INFO: released jobs,
     reconnects), except the stop request itself, which the parent, whose signal it passes on, says once."""
     root = logging.getLogger("nntransfer")
-    if level <= logging.INFO and not any(isinstance(h, logging.StreamHandler) for h in root.handlers):
+    if levels["nntransfer"] <= logging.INFO and not any(isinstance(h, logging.StreamHandler) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("nntransfer: %(message)s"))
         root.addHandler(handler)
-    root.setLevel(level)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
     logging.getLogger("nntransfer.runner.signals").setLevel(logging.WARNING)
 
 
+#: seconds between a stop request here and passing it on to the worker processes that are still running: a Ctrl-C
+#: in a terminal reaches them too (one process group), and they are then releasing their jobs
+PASS_ON_AFTER = 2.0
+
+
 def _wait(procs, stop: StopToken) -> None:
-    """Wait for the worker processes; a stop request (SIGTERM/SIGINT here) is passed on to them once."""
+    """Wait for the worker processes; a stop request (SIGTERM/SIGINT here) is passed on to them once (SIGTERM)."""
     from ..runner.signals import stop_on_signals
 
-    passed_on = False
+    passed_on, requested_at = False, None
     with stop_on_signals(stop):
         while any(p.is_alive() for p in procs):
             if stop.requested and not passed_on:
-                for p in procs:
-                    if p.is_alive():
-                        os.kill(p.pid, signal.SIGTERM)
-                passed_on = True
+                requested_at = requested_at or time.monotonic()
+                if time.monotonic() - requested_at >= PASS_ON_AFTER:
+                    for p in procs:
+                        if p.is_alive():
+                            os.kill(p.pid, signal.SIGTERM)
+                    passed_on = True
             try:
                 for p in procs:
                     p.join(timeout=0.2)
@@ -440,9 +457,8 @@ def run_workers(targets: list[Target], settings: WorkerSettings, stop: StopToken
     devices = visible_gpus() if settings.gpus is None else list(settings.gpus)
     threads = max(1, (os.cpu_count() or 1) // settings.workers)
     children = range(settings.workers) if devices else range(1, settings.workers)
-    log_level = logging.getLogger("nntransfer").getEffectiveLevel()
     procs_args = [(f"nntransfer-worker-{i}", (targets, settings, threads, _own_sys_path(), dict(os.environ),
-                                              devices[i % len(devices)] if devices else None, log_level))
+                                              devices[i % len(devices)] if devices else None, _parent_log_levels()))
                   for i in children]
     context = mp.get_context("forkserver")
     context.set_forkserver_preload(["torch", "nntransfer.store.trained_model", "nntransfer.store.transfer",

@@ -39,13 +39,14 @@ from datajoint.jobs import Job
 
 from ..core.compat import make_hash
 from ..core.keys import key_ident
-from ..core.stop import StopToken
+from ..core.stop import StopToken, signals_deferred
 from ..errors import ConfigError, TrainingInterrupted
 from . import internals
 from .codec import delete_files
 from .schema import schema
 
 logger = logging.getLogger(__name__)
+
 
 class _StopsAreNotErrors(logging.Filter):
     """DataJoint's ``populate`` logs every exception it suppresses at ERROR, a requested stop too; a stop is not an
@@ -299,6 +300,13 @@ class ReservedJobs(Job):
         (JobAttempt & {"job_table": self.target.table_name, "job_hash": job_hash(internals.job_key(self, key))}).delete_quick()
 
     def error(self, key: dict, error_message: str, error_stack: str | None = None) -> None:
+        # a second signal (Ctrl-C again, a parent passing the stop on) waits until the job is settled: cut short, a
+        # stopped job would stay reserved and a failure unrecorded
+        with signals_deferred():
+            self._settle(key, error_message, error_stack)
+
+    def _settle(self, key: dict, error_message: str, error_stack: str | None) -> None:
+        """Release a stopped job, or retry or record a failed one (``error``'s work; the exception is being handled)."""
         from . import db
 
         error = sys.exc_info()[1]
