@@ -28,6 +28,7 @@ A recipe's folder is put on ``sys.path`` before it runs, as Python does for a sc
 """
 from __future__ import annotations
 
+import functools
 import os
 import runpy
 import sys
@@ -146,6 +147,7 @@ def load_recipe(path: str | os.PathLike) -> Experiments:
 
 
 # -- errors in user code -----------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
 def _library_folders() -> tuple[str, ...]:
     """Folders whose files are not the user's: the standard library, installed packages, nntransfer itself."""
     paths = sysconfig.get_paths()
