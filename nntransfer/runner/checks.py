@@ -48,8 +48,9 @@ def check_experiments(experiments: Iterable[Experiment | TransferExperiment]) ->
         for step in exp.steps:
             if not (step.trainer.freeze or step.trainer.reset):
                 continue
-            identity = tuple((type(c), c.to_json()) for c in (step.model, step.dataset)) + (
-                tuple(step.trainer.freeze), tuple(step.trainer.reset))
+            # what the names depend on: the model config and, for neural models, the sessions (one readout each)
+            identity = (type(step.model), step.model.to_json(), tuple(getattr(step.dataset, "sessions", None) or ()),
+                        tuple(step.trainer.freeze), tuple(step.trainer.reset))
             if identity not in steps:
                 steps.add(identity)
                 check_step_patterns(step)
