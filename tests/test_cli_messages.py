@@ -116,6 +116,7 @@ def test_import_names_a_package_next_to_the_recipe(tmp_path, clean_db, own_impor
     assert "1 pending" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a fresh Python process (submitit's local executor) imports torch and trains
 def test_a_slurm_worker_in_a_fresh_process_imports_the_package_next_to_the_recipe(tmp_path, clean_db, own_imports):
     from nntransfer.orchestration.fill import fill_tables
     from nntransfer.orchestration.recipes import load_recipe

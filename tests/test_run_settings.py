@@ -90,6 +90,7 @@ def test_python_run_after_apply_overrides_uses_the_overridden_run_fields(toy_rec
     _check_second_run(toy_recipe, clean_db)
 
 
+@pytest.mark.slow  # a fresh Python process (submitit's local executor) imports torch and trains
 def test_submitit_workers_use_the_run_fields_of_the_submitting_call(toy_recipe, clean_db, tmp_path):
     from nntransfer.orchestration.slurm import submit_workers
     from nntransfer.orchestration.workers import WorkerSettings
