@@ -58,8 +58,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.handler(args) or 0
-    except (ConfigError, DatabaseUnavailable, FileNotFoundError) as err:
+    except KeyboardInterrupt:  # a second Ctrl-C outside training (inside, the job in hand is released)
+        print("nntransfer: stopped at once; jobs in hand resume from their last checkpoint on the next run",
+              file=sys.stderr)
+        return 130
+    except (ConfigError, DatabaseUnavailable) as err:
         print(f"nntransfer: error: {_scrub(str(err))}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:  # "no such file: PATH", not "[Errno 2] No such file or directory: 'PATH'"
+        what = f"no such file or folder: {err.filename}" if err.filename else str(err)
+        print(f"nntransfer: error: {_scrub(what)}", file=sys.stderr)
         return 2
     except Exception as err:
         from ..store.db import is_connection_error

@@ -31,9 +31,20 @@ def _command_line(pairs: list[tuple[str, str]], option: str, parse) -> dict:
 
 def experiments(args: argparse.Namespace) -> dict:
     """The recipe's experiments with --config, then --set and --grid applied (the command line wins over the file)."""
-    from ..orchestration.recipes import apply_overrides, load_recipe, overrides_from_file, parse_value, parse_values
+    from ..orchestration.recipes import (
+        apply_overrides,
+        load_recipe,
+        overrides_from_file,
+        parse_value,
+        parse_values,
+        recipe_folder_on_path,
+    )
     from ..orchestration.workers import import_user_code
 
+    if args.config and not Path(args.config).is_file():
+        raise ConfigError(f"--config {args.config}: no such file")
+    if Path(args.recipe).is_file():
+        recipe_folder_on_path(args.recipe)  # as for a script: --import may name a package next to the recipe
     import_user_code(getattr(args, "imports", []))  # before the recipe: it may name what they register
     experiments = load_recipe(args.recipe)
     sets, grid = overrides_from_file(args.config) if args.config else ({}, {})
@@ -90,6 +101,28 @@ def worker_settings(args):
                           recipe=str(args.recipe), imports=tuple(args.imports))
 
 
+def plan_line(found: dict, planned, workers: int) -> str:
+    """What ``run`` is about to do, in jobs: a step shared by several experiments (the same key) is one job."""
+    from ..core.keys import key_ident
+    from ..orchestration.plan import states
+
+    current = states(planned)
+    jobs: dict = {}
+    for t in planned:
+        jobs.setdefault((t.table, key_ident(t.key)), current[t]["state"])
+    count = {state: sum(1 for s in jobs.values() if s == state) for state in set(jobs.values())}
+    shared = " (steps with the same key are one job)" if len(jobs) < len(planned) else ""
+    parts = [f"{count.get('done', 0)} done", f"{count.get('pending', 0)} to train"]
+    if count.get("reserved"):
+        parts.append(f"{count['reserved']} in training elsewhere")
+    if count.get("error") or count.get("blocked"):
+        parts.append(f"{count.get('error', 0)} failed earlier and {count.get('blocked', 0)} after them "
+                     "(`nntransfer clear-errors` retries them)")
+    who = f"{workers} workers" if workers > 1 else "1 worker"
+    return (f"{len(found)} experiment(s) with {len(planned)} step(s): {len(jobs)} training job(s){shared}; "
+            f"{', '.join(parts)}; training with {who}")
+
+
 def train_locally(planned, args) -> bool:
     """Train ``planned`` in this process, or in ``--workers`` local processes (``--gpus``: one GPU each), and say
     what happened. Returns whether training stopped on request (SIGTERM/Ctrl-C: the job in hand was checkpointed
@@ -102,7 +135,7 @@ def train_locally(planned, args) -> bool:
     who = f"{args.workers} workers" if args.workers > 1 else "worker"
     state = "stopped on request" if result.stopped else "done"
     died = f"; {len(result.dead)} worker process(es) died" if result.dead else ""
-    print(f"{who} {state}: {result.trained} step(s) trained, {len(result.errors)} error(s){died}")
+    print(f"{who} {state}: {result.trained} job(s) trained, {len(result.errors)} failed{died}")
     return result.stopped
 
 
@@ -225,8 +258,8 @@ def show_results(experiments: dict, args) -> int:
 
     found = entries(experiments)  # states, outputs, provenance and configs, read once
     rows = summary(found)
+    compared = comparison(rows, args.metric)  # a --metric no finished step reports: a ConfigError before any output
     print(format_table(rows))
-    compared = comparison(rows, args.metric)  # a --metric no finished step reports is a ConfigError here
     if len({r["name"] for r in rows}) > 1 and compared:
         print(f"\nComparison: {compared[0]['metric']} of each experiment's last step "
               "(mean, sample std with ddof=1, n seeds):")
@@ -300,6 +333,6 @@ def add_result_options(p: argparse.ArgumentParser, report_by_default: bool) -> N
 
 
 
-__all__ = ["add_local_worker_options", "add_result_options", "add_slurm_options", "experiments", "recipe_options",
-           "report_submitted", "show_results", "slurm_options", "targets", "targets_and_trials", "train_locally",
-           "worker_settings"]
+__all__ = ["add_local_worker_options", "add_result_options", "add_slurm_options", "experiments", "plan_line",
+           "recipe_options", "report_submitted", "show_results", "slurm_options", "targets", "targets_and_trials",
+           "train_locally", "worker_settings"]

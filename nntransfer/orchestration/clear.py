@@ -29,12 +29,23 @@ class Clearing:
         return len(self.chosen) + len(self.later)
 
 
+def matching_names(targets: list[Target], pattern: str) -> list[str]:
+    """The experiment names ``pattern`` selects: the name itself if an experiment has it (grid names contain
+    ``[...]``, which a glob reads as a character class), else every name the glob matches."""
+    names = list(dict.fromkeys(t.description.name for t in targets))
+    if pattern in names:
+        return [pattern]
+    return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+
+
 def select(targets: list[Target], step: int | None = None, name: str | None = None) -> list[Target]:
-    """Finished targets of step ``step`` (all steps if None) whose name matches the glob ``name``."""
+    """Finished targets of step ``step`` (all steps if None) of the experiments ``name`` selects
+    (:func:`matching_names`; all if None)."""
     current = states(targets)
+    names = set(matching_names(targets, name)) if name is not None else None
     return [t for t in targets if current[t]["state"] == "done"
             and (step is None or t.step == step)
-            and (name is None or fnmatch.fnmatchcase(t.description.name, name))]
+            and (names is None or t.description.name in names)]
 
 
 def plan_clearing(targets: list[Target], step: int | None = None, name: str | None = None) -> Clearing:
@@ -68,4 +79,4 @@ def clear_results(clearing: Clearing) -> int:
     return len(clearing)
 
 
-__all__ = ["Clearing", "clear_results", "plan_clearing", "select"]
+__all__ = ["Clearing", "clear_results", "matching_names", "plan_clearing", "select"]

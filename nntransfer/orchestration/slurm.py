@@ -1,7 +1,7 @@
 """Workers on a Slurm cluster through submitit (``pip install nntransfer[slurm]``).
 
-Every submitted worker imports the recipe and ``--import`` modules, then runs
-:func:`nntransfer.orchestration.workers.work` on the same plan against the same database. The nodes must
+Every submitted worker puts the recipe's folder on ``sys.path``, imports the recipe and ``--import`` modules,
+then runs :func:`nntransfer.orchestration.workers.work` on the same plan against the same database. The nodes must
 reach a shared server (``DJ_HOST``/``DJ_USER``/``DJ_PASS``/``DJ_BACKEND`` in the environment the jobs
 inherit) and a shared ``nntransfer`` store. Where every node is this machine (a workstation with Slurm),
 ``single_node=True`` lets the jobs use this machine's embedded database and default store instead.
@@ -38,7 +38,7 @@ from ..core.stop import StopToken
 from ..errors import ConfigError
 from ..store import db
 from .plan import Target, states
-from .workers import WorkerSettings, import_user_code, work
+from .workers import WorkerSettings, prepare_worker, work
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class RemoteWorker:
         submitit_handler = signal.getsignal(usr2) if usr2 is not None else None
         if usr2 is not None and callable(submitit_handler):
             signal.signal(usr2, time_limit)
-        import_user_code(self.settings.user_code)
+        prepare_worker(self.settings)
         result = self.task(self.settings, stop) if self.task is not None \
             else work(self.targets, self.settings, stop, on_start=_record_start)
         if requeue and result.stopped:

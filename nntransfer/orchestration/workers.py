@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Callable
 
 from ..core.keys import key_ident
-from ..core.stop import StopToken
+from ..core.stop import StopToken, signals_deferred
 from ..errors import ConfigError, TrainingInterrupted
 from ..store import bind, db
 from ..store.jobs import JobSession, reclaim
 from .plan import Target, by_table, states
+from .recipes import recipe_folder_on_path, user_code_error
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class WorkerSettings:
         if self.gpus is not None:
             object.__setattr__(self, "gpus", parse_gpus(self.gpus))
         object.__setattr__(self, "imports", tuple(self.imports))
+        if self.recipe is not None:  # the same file for workers that start elsewhere (a Slurm node's folder)
+            object.__setattr__(self, "recipe", os.path.abspath(self.recipe))
 
     @property
     def user_code(self) -> list[str]:
@@ -118,7 +121,17 @@ def import_user_code(imports: list[str] | tuple[str, ...] = ()) -> None:
                 importlib.import_module(item)
             except ImportError as err:
                 raise ConfigError(f"cannot import module {item!r} ({err}); check --import / imports= and "
-                                  "PYTHONPATH") from err
+                                  "PYTHONPATH (the recipe's folder is on it)") from err
+            except Exception as err:  # noqa: BLE001 - an error in the user's module, reported at its line
+                raise user_code_error(err) from err
+
+
+def prepare_worker(settings: "WorkerSettings") -> None:
+    """What every worker does before it takes a job (local, ``nntransfer worker``, Slurm): the recipe's folder on
+    ``sys.path`` as for a script, then the recipe (if Python) and the ``imports``, so their registrations exist."""
+    if settings.recipe:
+        recipe_folder_on_path(settings.recipe)
+    import_user_code(settings.user_code)
 
 
 def _import_file(path: Path) -> None:
@@ -135,6 +148,9 @@ def _import_file(path: Path) -> None:
         spec.loader.exec_module(module)
     except _ScriptStopped:
         pass
+    except Exception as err:  # noqa: BLE001 - reported at the file's line, as when the recipe is loaded
+        sys.modules.pop(name, None)
+        raise user_code_error(err, path) from err
     finally:
         _importing_script.reset(token)
 
@@ -225,11 +241,10 @@ def work(targets: list[Target], settings: WorkerSettings = WorkerSettings(), sto
                     except KeyboardInterrupt:
                         break
     finally:
-        _release_held(session)
-        session.close()
-    result.stopped = stop.requested
-    if result.stopped:
-        logger.info("worker stopped on request (%s); %d trained", stop.reason, result.trained)
+        with signals_deferred():  # a second Ctrl-C here comes after the job in hand is back in the queue
+            _release_held(session)
+            session.close()
+    result.stopped = stop.requested  # said by whoever started the worker (the released job was logged)
     return result
 
 
@@ -305,38 +320,75 @@ def parse_gpus(gpus) -> tuple[str, ...] | None:
 
 
 def _worker_process(task: Callable, settings: WorkerSettings, threads: int, sys_path: list[str],
-                    environ: dict, gpu: str | None) -> None:
+                    environ: dict, gpu: str | None, log_levels: dict, results) -> None:
     # the caller's environment now, not the fork server's from its start (a notebook may have changed it since)
     os.environ.clear()
     os.environ.update(environ)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before anything starts CUDA in this process
     sys.path[:] = sys_path
+    _log_like_the_parent(log_levels)
     import torch
 
     torch.set_num_threads(threads)
     try:
-        import_user_code(settings.user_code)
-        task(settings)
+        prepare_worker(settings)
+        result = task(settings)
     except (ConfigError, db.DatabaseUnavailable) as err:
         print(f"nntransfer worker {os.getpid()}: error: {err}", file=sys.stderr)
         sys.exit(2)
+    # what it did, for the parent's summary (exceptions as text: not every exception pickles)
+    results.put((result.trained, [(name, f"{type(e).__name__}: {e}" if isinstance(e, BaseException) else str(e))
+                                  for name, e in result.errors], result.stopped))
+
+
+#: the loggers whose levels a worker process takes from its parent (the command line sets both)
+_PARENT_LOGGERS = ("nntransfer", "nntransfer.trainer")
+
+
+def _parent_log_levels() -> dict[str, int]:
+    return {name: logging.getLogger(name).getEffectiveLevel() for name in _PARENT_LOGGERS}
+
+
+def _log_like_the_parent(levels: dict[str, int]) -> None:
+    """A worker process shows nntransfer's messages as its parent does (the command line shows INFO: released jobs,
+    reconnects), except the stop request itself, which the parent, whose signal it passes on, says once."""
+    root = logging.getLogger("nntransfer")
+    if levels["nntransfer"] <= logging.INFO and not any(isinstance(h, logging.StreamHandler) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("nntransfer: %(message)s"))
+        root.addHandler(handler)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    logging.getLogger("nntransfer.runner.signals").setLevel(logging.WARNING)
+
+
+#: seconds between a stop request here and passing it on to the worker processes that are still running: a Ctrl-C
+#: in a terminal reaches them too (one process group), and they are then releasing their jobs
+PASS_ON_AFTER = 2.0
 
 
 def _wait(procs, stop: StopToken) -> None:
-    """Wait for the worker processes; a stop request (SIGTERM/SIGINT here) is passed on to them once."""
+    """Wait for the worker processes; a stop request (SIGTERM/SIGINT here) is passed on to them once (SIGTERM)."""
     from ..runner.signals import stop_on_signals
 
-    passed_on = False
+    passed_on, requested_at = False, None
     with stop_on_signals(stop):
         while any(p.is_alive() for p in procs):
             if stop.requested and not passed_on:
+                requested_at = requested_at or time.monotonic()
+                if time.monotonic() - requested_at >= PASS_ON_AFTER:
+                    for p in procs:
+                        if p.is_alive():
+                            os.kill(p.pid, signal.SIGTERM)
+                    passed_on = True
+            try:
                 for p in procs:
-                    if p.is_alive():
-                        os.kill(p.pid, signal.SIGTERM)
-                passed_on = True
-            for p in procs:
-                p.join(timeout=0.2)
+                    p.join(timeout=0.2)
+            except KeyboardInterrupt:
+                # a second Ctrl-C: this process trains nothing now; the workers (in the terminal's process group,
+                # they got it too) release their jobs, and this one waits for them rather than leave them orphaned
+                continue
 
 
 @contextlib.contextmanager
@@ -374,12 +426,21 @@ def _safe_path():
             os.environ["PYTHONSAFEPATH"] = saved
 
 
-def _start(procs_args: list[tuple], context) -> list:
-    procs = [context.Process(target=_worker_process, name=name, args=args) for name, args in procs_args]
+def _start(procs_args: list[tuple], context) -> tuple[list, object]:
+    """Start the worker processes; returns them and the queue on which each says what it did."""
+    results = context.SimpleQueue()
+    procs = [context.Process(target=_worker_process, name=name, args=(*args, results)) for name, args in procs_args]
     with _safe_path(), _children_skip_main():
         for p in procs:
             p.start()
-    return procs
+    return procs, results
+
+
+def _collect(results, into: "WorkResult") -> None:
+    """Add what the finished worker processes said (a process that died said nothing: see ``dead``)."""
+    while not results.empty():
+        trained, errors, stopped = results.get()
+        into.add(WorkResult(trained, list(errors), stopped))
 
 
 def run_workers(targets: list[Target], settings: WorkerSettings, stop: StopToken | None = None) -> WorkResult:
@@ -405,6 +466,8 @@ def run_processes(task: Callable, settings: WorkerSettings, stop: StopToken | No
 
     stop = stop or StopToken()
     imports = settings.user_code
+    if settings.recipe:
+        recipe_folder_on_path(settings.recipe)
     import_user_code([m for m in imports if not (m.endswith(".py") or Path(m).is_file())])  # fail here, once
     missing = [m for m in imports if m.endswith(".py") and not Path(m).is_file()]
     if missing:
@@ -413,16 +476,17 @@ def run_processes(task: Callable, settings: WorkerSettings, stop: StopToken | No
     threads = max(1, (os.cpu_count() or 1) // settings.workers)
     children = range(settings.workers) if devices else range(1, settings.workers)
     procs_args = [(f"nntransfer-worker-{i}", (task, settings, threads, _own_sys_path(), dict(os.environ),
-                                              devices[i % len(devices)] if devices else None)) for i in children]
+                                              devices[i % len(devices)] if devices else None, _parent_log_levels()))
+                  for i in children]
     context = mp.get_context("forkserver")
     context.set_forkserver_preload(["torch", "nntransfer.store.trained_model", "nntransfer.store.transfer",
                                     "nntransfer.runner"])
     try:
-        procs = _start(procs_args, context)
+        procs, results = _start(procs_args, context)
     except (EOFError, ConnectionError, OSError) as err:  # the fork server died while starting
         logger.warning("the fork server could not start the workers (%s: %s); starting them with spawn instead",
                        type(err).__name__, err)
-        procs = _start(procs_args, mp.get_context("spawn"))
+        procs, results = _start(procs_args, mp.get_context("spawn"))
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     result = WorkResult()
@@ -433,6 +497,7 @@ def run_processes(task: Callable, settings: WorkerSettings, stop: StopToken | No
     finally:
         torch.set_num_threads(previous_threads)
         _stop_children(procs)
+        _collect(results, result)
     result.dead = [f"worker process {p.name} (pid {p.pid}) exited with code {p.exitcode}; its job is re-queued, see "
                    "its output above" for p in procs if p.exitcode != 0]
     for line in result.dead:
@@ -472,5 +537,5 @@ def run_locally(task: Callable, settings: WorkerSettings, stop: StopToken | None
 
 
 __all__ = ["WorkResult", "WorkerSettings", "caller_code", "import_user_code", "importing_script", "parse_gpus",
-           "reclaim_dead_reservations", "run_locally", "run_processes", "run_workers", "session_for",
-           "stop_script_import", "train_locally", "visible_gpus", "work"]
+           "prepare_worker", "reclaim_dead_reservations", "run_locally", "run_processes", "run_workers",
+           "session_for", "stop_script_import", "train_locally", "visible_gpus", "work"]

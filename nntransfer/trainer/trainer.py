@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import logging
 import math
 import os
@@ -28,6 +27,7 @@ from .losses import evaluation_loss, make_loss
 from .metrics import METRICS
 from .modules import CancelBatch, CancelEpoch, MainLoopModule, module_class
 from .optim import EarlyStopping, make_optimizer, scheduled_lr
+from .patterns import frozen_parameters, reset_modules
 from .progress import Progress
 from .robustness import check_noise_robustness, noise_robustness
 from .tensorboard import open_log
@@ -701,20 +701,14 @@ class Trainer:
     def _reset_and_freeze(self) -> None:
         cfg = self.config
         for pattern in cfg.reset:
-            matched = [m for name, m in self.model.named_modules() if name and _matches(name, pattern)]
-            if not matched:
-                raise ConfigError(f"reset pattern {pattern!r} matches no module of the model")
+            matched = reset_modules(self.model, pattern)
             torch.manual_seed(self.seed)
             for module in matched:
                 for sub in module.modules():
                     if hasattr(sub, "reset_parameters"):
                         sub.reset_parameters()
         for pattern in cfg.freeze:
-            matched = [p for name, p in self.model.named_parameters() if _matches(name, pattern)]
-            if not matched:
-                raise ConfigError(f"freeze pattern {pattern!r} matches no parameter of the model "
-                                  f"(parameters: {', '.join(n for n, _ in list(self.model.named_parameters())[:12])}, …)")
-            for p in matched:
+            for p in frozen_parameters(self.model, pattern):
                 p.requires_grad_(False)
 
     def _set_modes(self, training: bool) -> None:
@@ -862,13 +856,6 @@ def _total_batches(loaders: dict, cycle: bool) -> int | None:
     if not lengths:
         return 0
     return len(lengths) * max(lengths) if cycle and len(lengths) > 1 else sum(lengths)
-
-
-def _matches(name: str, pattern: str) -> bool:
-    """Glob pattern (``"core.*"``), or a regular expression after ``re:`` (``"re:core\\.[0-2]\\..*"``), full match."""
-    if pattern.startswith("re:"):
-        return re.fullmatch(pattern[3:], name) is not None
-    return fnmatch.fnmatchcase(name, pattern)
 
 
 __all__ = ["Trainer", "TrainingDiverged", "TrainingInterrupted", "TrainingOutOfMemory", "trainer"]
