@@ -573,11 +573,14 @@ def reconnect(conn, what: str = "the database") -> None:
     again first, under the server lock, so that of many workers that lost it at once one starts it and the others
     find it running. A server stopped on purpose (``nntransfer db stop``) stays stopped."""
     last = None
-    for delay in (0.0, *RECONNECT_DELAYS):
+    restarting = False  # once the server is found dead, each attempt starts it (a start may fail, e.g. while the
+    for delay in (0.0, *RECONNECT_DELAYS):  # dead server's processes still exit)
         time.sleep(delay)
         try:
-            if not server_configured() and _server_died():
-                logger.warning("the embedded database server died; starting it again")
+            if not server_configured() and (restarting or _server_died()):
+                if not restarting:
+                    logger.warning("the embedded database server died; starting it again")
+                restarting = True
                 start()
             conn.connect()
             conn.ping()
@@ -659,6 +662,6 @@ def transaction():
 
 
 __all__ = ["DatabaseUnavailable", "Postmaster", "RECONNECT_DELAYS", "STORE", "advisory_lock", "connection", "data_dir",
-           "home", "is_connection_error", "lock", "new_connection", "open_connections", "private_dir", "reconnect", "retrying",
-           "schema_name", "server_configured", "start", "status", "stop", "store_is_default", "store_location",
-           "transaction", "user_name"]
+           "home", "incomplete_cluster", "is_connection_error", "lock", "new_connection", "open_connections",
+           "private_dir", "reconnect", "retrying", "schema_name", "server_configured", "start", "status", "stop",
+           "store_is_default", "store_location", "transaction", "user_name"]
