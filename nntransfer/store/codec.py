@@ -109,12 +109,16 @@ def write_state(state, path: str, store_name: str, config=None) -> dict:
     backend = _backend(store_name, config)
     if backend.protocol == "file":
         full = Path(internals.backend_path(backend, path))
-        _make_parents(full, Path(internals.backend_path(backend, "")))
         mode = 0o600 if _private() else 0o666
         try:
-            # through a Python file (a new name, with its mode): a failed write then raises the OSError that says
-            # why (torch's own file writer reports a full disk as "unexpected pos")
-            with os.fdopen(os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as file:
+            _make_parents(full, Path(internals.backend_path(backend, "")))
+            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)  # a new name, with its mode
+        except OSError as err:
+            raise _store_full(err, path, store_name) or err
+        try:
+            # through a Python file: a failed write then raises the OSError that says why (torch's own file
+            # writer reports a full disk as "unexpected pos")
+            with os.fdopen(fd, "wb") as file:
                 torch.save(state, file)
         except BaseException as err:
             full.unlink(missing_ok=True)  # no half-written file left behind (a full disk, an interrupt)
