@@ -473,7 +473,7 @@ if os.environ.get("KILL_FORKSERVER"):
 
 FORKSERVER_SCRIPT = """
 import multiprocessing.forkserver as forkserver
-from nntransfer import Experiment, run
+from nntransfer import Description, Experiment, run
 from toy_pipeline import ToyData, ToyModel, ToyTrainer
 
 _preload = forkserver.set_forkserver_preload
