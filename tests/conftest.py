@@ -29,6 +29,7 @@ def pytest_sessionfinish(session, exitstatus):
     from nntransfer.store import db
     if BACKEND == "mysql":
         db.connection().query("DROP DATABASE IF EXISTS nntransfer_test")
+        db.connection().query("DROP DATABASE IF EXISTS nntransfer_test_optuna")  # the searches' studies
         return
     data = db.data_dir()
     db.stop()
@@ -54,6 +55,12 @@ def clean_db():
 
         for section in ("_schema", "_hash"):  # the files of the deleted rows
             shutil.rmtree(os.path.join(db.store_location(), section, "nntransfer_test"), ignore_errors=True)
+        # the searches' studies (Optuna's tables are created again when a search opens them)
+        conn = db.connection()
+        if conn.adapter.backend == "postgresql":
+            conn.query("DROP SCHEMA IF EXISTS nntransfer_test_optuna CASCADE")
+        else:
+            conn.query("DROP DATABASE IF EXISTS nntransfer_test_optuna")
 
     wipe()
     yield tables

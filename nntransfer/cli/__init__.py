@@ -14,12 +14,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from . import analysis, common, database, recipes, registries, workers
+    from . import analysis, common, database, recipes, registries, search, workers
 
     database.add_commands(sub)
     recipes.add_commands(sub)
     workers.add_commands(sub)
     analysis.add_commands(sub, common.recipe_options())
+    search.add_commands(sub, common.recipe_options())
     registries.add_commands(sub)
     return parser
 

@@ -7,7 +7,7 @@ call, not from whoever stored the config first).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from ..configs.experiment import Description, Experiment
 from ..core.keys import key_ident
@@ -102,6 +102,21 @@ def states(targets: list[Target], outputs: bool = False, workers: bool = False) 
     return out
 
 
+def test_metrics(output: Any) -> dict:
+    """``output["test"]`` (``{test_key: {metric: value}}``) as ``test/<key>/<metric>`` columns."""
+    if not isinstance(output, dict) or not isinstance(output.get("test"), dict):
+        return {}
+    flat = {}
+    for test_key, metrics in output["test"].items():
+        if isinstance(metrics, dict):
+            for metric, value in metrics.items():
+                if isinstance(value, (int, float)):
+                    flat[f"test/{test_key}/{metric}"] = value
+        elif isinstance(metrics, (int, float)):
+            flat[f"test/{test_key}"] = metrics
+    return flat
+
+
 def clear_errors(targets: list[Target]) -> int:
     """Delete the error records (and retry counts) of these targets so that the next run trains them again."""
     count = 0
@@ -130,4 +145,4 @@ def clear_checkpoints(targets: list[Target]) -> int:
 
 
 __all__ = ["TABLES", "TRAINED", "TRANSFERRED", "Target", "by_table", "clear_checkpoints", "clear_errors",
-           "error_details", "plan", "states"]
+           "error_details", "plan", "states", "test_metrics"]

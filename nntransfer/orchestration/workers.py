@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import importlib
 import importlib.util
 import logging
@@ -19,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ..core.keys import key_ident
 from ..core.stop import StopToken
@@ -166,26 +168,34 @@ def reclaim_dead_reservations(targets: list[Target]) -> int:
     return sum(reclaim(table, [t.key for t in chosen]) for table, chosen in by_table(targets))
 
 
-def session_for(targets: list[Target], settings: WorkerSettings, stop: StopToken) -> JobSession:
-    """The job session of a worker: its stop token, retries, recipe, and each target's run settings and name."""
+def session_for(targets: list[Target], settings: WorkerSettings, stop: StopToken,
+                on_start: Callable[[str], None] | None = None,
+                on_evaluation: Callable[[dict, dict], None] | None = None) -> JobSession:
+    """The job session of a worker: its stop token, retries, recipe, each target's run settings and name, what to
+    call with a target's name when the worker takes it (``on_start``), and who hears of every evaluation of the jobs
+    it trains (``on_evaluation``, see :class:`~nntransfer.store.jobs.JobSession`)."""
     return JobSession(stop=stop, max_retries=settings.max_retries, recipe=settings.recipe,
                       run_settings={key_ident(t.key): t.run_settings for t in targets},
-                      names={key_ident(t.key): t.label for t in targets})
+                      names={key_ident(t.key): t.label for t in targets}, on_start=on_start,
+                      on_evaluation=on_evaluation)
 
 
-def work(targets: list[Target], settings: WorkerSettings = WorkerSettings(), stop: StopToken | None = None
-         ) -> WorkResult:
+def work(targets: list[Target], settings: WorkerSettings = WorkerSettings(), stop: StopToken | None = None,
+         on_start: Callable[[str], None] | None = None,
+         on_evaluation: Callable[[dict, dict], None] | None = None) -> WorkResult:
     """Train pending targets in this process until none is left that this or another live worker can train.
 
     Safe to run in many processes at once: DataJoint's job reservation hands each key to one worker. A step whose
     predecessor is still training is picked up as soon as the predecessor is done. SIGTERM/SIGINT (or ``stop``)
     stop it gracefully: the job in hand is checkpointed and released, and the result says ``stopped``.
+    ``on_start(name)`` is called whenever this worker takes a job; ``on_evaluation(key, info)`` hears of every
+    validation of the jobs trained here (a search prunes with it).
     """
     from ..runner.signals import stop_on_signals  # the runner (torch) is needed only where a worker trains
 
     stop = stop or StopToken()
     bind()
-    session = session_for(targets, settings, stop)
+    session = session_for(targets, settings, stop, on_start, on_evaluation)
     started = time.time()
     result = WorkResult()
     tables = [(table(), chosen) for table, chosen in by_table(targets)]
@@ -296,7 +306,7 @@ def parse_gpus(gpus) -> tuple[str, ...] | None:
     return parsed
 
 
-def _worker_process(targets: list[Target], settings: WorkerSettings, threads: int, sys_path: list[str],
+def _worker_process(task: Callable, settings: WorkerSettings, threads: int, sys_path: list[str],
                     environ: dict, gpu: str | None) -> None:
     # the caller's environment now, not the fork server's from its start (a notebook may have changed it since)
     os.environ.clear()
@@ -309,7 +319,7 @@ def _worker_process(targets: list[Target], settings: WorkerSettings, threads: in
     torch.set_num_threads(threads)
     try:
         import_user_code(settings.user_code)
-        work(targets, settings)
+        task(settings)
     except (ConfigError, db.DatabaseUnavailable) as err:
         print(f"nntransfer worker {os.getpid()}: error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -388,7 +398,15 @@ def _start(procs_args: list[tuple], context, fallback) -> list:
 
 
 def run_workers(targets: list[Target], settings: WorkerSettings, stop: StopToken | None = None) -> WorkResult:
-    """Train with ``settings.workers`` local processes sharing the database, each with its share of the cores.
+    """Train with ``settings.workers`` local processes sharing the database, each with its share of the cores
+    (:func:`run_processes` running :func:`work` on ``targets``)."""
+    return run_processes(functools.partial(work, targets), settings, stop)
+
+
+def run_processes(task: Callable, settings: WorkerSettings, stop: StopToken | None = None) -> WorkResult:
+    """Run ``task(settings, stop)`` (a picklable callable returning a :class:`WorkResult`, e.g. :func:`work` on a
+    plan, or a search worker) in ``settings.workers`` local processes sharing the database, each with its share of
+    the cores.
 
     Without GPUs this process is one of the workers. With GPUs (``settings.gpus``, default: all visible) worker i
     gets GPU ``gpus[i % len(gpus)]`` through ``CUDA_VISIBLE_DEVICES``, set before CUDA starts in it; this process
@@ -409,7 +427,7 @@ def run_workers(targets: list[Target], settings: WorkerSettings, stop: StopToken
     devices = visible_gpus() if settings.gpus is None else list(settings.gpus)
     threads = max(1, (os.cpu_count() or 1) // settings.workers)
     children = range(settings.workers) if devices else range(1, settings.workers)
-    procs_args = [(f"nntransfer-worker-{i}", (targets, settings, threads, _own_sys_path(), dict(os.environ),
+    procs_args = [(f"nntransfer-worker-{i}", (task, settings, threads, _own_sys_path(), dict(os.environ),
                                               devices[i % len(devices)] if devices else None)) for i in children]
     context = mp.get_context("forkserver")
     context.set_forkserver_preload(["torch", "nntransfer.store.trained_model", "nntransfer.store.transfer",
@@ -420,7 +438,7 @@ def run_workers(targets: list[Target], settings: WorkerSettings, stop: StopToken
     result = WorkResult()
     try:
         if not devices:
-            result.add(work(targets, settings, stop))
+            result.add(task(settings, stop))
         _wait(procs, stop)
     finally:
         torch.set_num_threads(previous_threads)
@@ -453,11 +471,16 @@ def _stop_children(procs, grace: float = 300.0) -> None:
 def train_locally(targets: list[Target], settings: WorkerSettings, stop: StopToken | None = None) -> WorkResult:
     """The one local dispatch of ``run()`` and the command line: this process alone (one worker, no GPU list), or
     :func:`run_workers`."""
+    return run_locally(functools.partial(work, targets), settings, stop)
+
+
+def run_locally(task: Callable, settings: WorkerSettings, stop: StopToken | None = None) -> WorkResult:
+    """``task(settings, stop)`` in this process alone (one worker, no GPU list), or in :func:`run_processes`."""
     if settings.workers == 1 and not settings.gpus:
-        return work(targets, settings, stop)
-    return run_workers(targets, settings, stop)
+        return task(settings, stop)
+    return run_processes(task, settings, stop)
 
 
 __all__ = ["WorkResult", "WorkerSettings", "caller_code", "import_user_code", "importing_script", "parse_gpus",
-           "reclaim_dead_reservations", "run_workers", "session_for", "stop_script_import", "train_locally",
-           "visible_gpus", "work"]
+           "reclaim_dead_reservations", "run_locally", "run_processes", "run_workers", "session_for",
+           "stop_script_import", "train_locally", "visible_gpus", "work"]

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.settings import home
+from ..errors import TrainingInterrupted
 from . import internals
 
 logger = logging.getLogger(__name__)
@@ -479,6 +480,17 @@ class _DropJobTableTypeWarnings(logging.Filter):
 logging.getLogger("datajoint").addFilter(_DropJobTableTypeWarnings())
 
 
+class _DropStopsLoggedAsErrors(logging.Filter):
+    """DataJoint logs every exception of a ``make`` at ERROR, a stop request (``TrainingInterrupted``: SIGTERM, a
+    Slurm time limit or preemption) too; stopping is not failing: the job table releases the job and says so."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not isinstance(record.msg, TrainingInterrupted)
+
+
+logging.getLogger("datajoint").addFilter(_DropStopsLoggedAsErrors())
+
+
 def connection():
     """The process's DataJoint connection (created on first call)."""
     global _connection
@@ -508,16 +520,37 @@ def open_connections() -> list:
     return [conn for conn in (ref() for ref in _opened) if conn is not None]
 
 
-def _open_connection():
-    dj = _dj()
-    if server_configured():
-        return _connect_server(dj)
+def embedded_server() -> Postmaster:
+    """The embedded server of this data directory, started if it is not running (its socket folder and port)."""
     info = _postmaster()
     if info is None:
         start()
         info = _postmaster()
     else:
         _check_complete(data_dir(), running=True)
+    if info is None:
+        raise DatabaseUnavailable(f"the embedded PostgreSQL in {data_dir()} is not running; see {data_dir() / 'log'}")
+    return info
+
+
+def server_login() -> dict:
+    """How to reach the configured server: backend, host, port, user, password, database (PostgreSQL's, from
+    ``database.name``; DataJoint's default ``postgres``) and use_tls, from DataJoint's settings. The password is for
+    opening connections only: never log or store it."""
+    cfg = _dj().config
+    password = cfg["database.password"]
+    if hasattr(password, "get_secret_value"):
+        password = password.get_secret_value()
+    return {"backend": cfg["database.backend"], "host": cfg["database.host"], "port": cfg["database.port"],
+            "user": cfg["database.user"], "password": password or "", "database": cfg.get("database.name"),
+            "use_tls": cfg["database.use_tls"]}
+
+
+def _open_connection():
+    dj = _dj()
+    if server_configured():
+        return _connect_server(dj)
+    info = embedded_server()
     dj.config["database.backend"] = "postgresql"
     dj.config["database.host"] = str(info.socket_dir)
     dj.config["database.port"] = info.port
@@ -662,6 +695,7 @@ def transaction():
 
 
 __all__ = ["DatabaseUnavailable", "Postmaster", "RECONNECT_DELAYS", "STORE", "advisory_lock", "connection", "data_dir",
-           "home", "incomplete_cluster", "is_connection_error", "lock", "new_connection", "open_connections",
-           "private_dir", "reconnect", "retrying", "schema_name", "server_configured", "start", "status", "stop",
+           "embedded_server", "home", "incomplete_cluster", "is_connection_error", "lock", "new_connection",
+           "open_connections", "private_dir", "reconnect", "retrying", "schema_name", "server_configured",
+           "server_login", "start", "status", "stop",
            "store_is_default", "store_location", "transaction", "user_name"]

@@ -32,6 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import datajoint as dj
 from datajoint.condition import make_condition
@@ -110,6 +111,20 @@ def _start_time(pid: int) -> float | None:
 def _process_alive(pid: int, start: float) -> bool:
     found = _start_time(pid)
     return found is not None and abs(found - start) < 0.05
+
+
+def this_process() -> dict:
+    """Which process this is, so that others can tell later whether it still runs (:func:`process_gone`)."""
+    return {"host": platform.node(), "pid": os.getpid(), "namespace": _namespace(),
+            "proc_start": _start_time(os.getpid()) or 0.0}
+
+
+def process_gone(identity: dict) -> bool:
+    """True if ``identity`` (from :func:`this_process`) is a process on this machine that no longer runs; False if it
+    runs, or if it is elsewhere (another machine or PID namespace: only its heartbeat can tell)."""
+    if identity.get("namespace") != _namespace() or identity.get("host") != platform.node():
+        return False
+    return not _process_alive(int(identity.get("pid", 0)), float(identity.get("proc_start", 0.0)))
 
 
 def job_hash(pk: dict) -> str:
@@ -202,7 +217,11 @@ class JobSession:
     ``recipe``: the file the experiments came from (provenance); ``run_settings``: per result key
     (:func:`~nntransfer.core.keys.key_ident`), the run fields of each config part this run uses instead of the
     stored ones (progress bars, TensorBoard, loader workers, checkpoint cadence, ...); ``names``: per result key, how
-    messages name it; ``heartbeat``: this worker's row in :class:`Worker`.
+    messages name it; ``heartbeat``: this worker's row in :class:`Worker`; ``on_start``: called with a job's name
+    when this worker takes it (a Slurm worker records which experiment its log holds).
+    messages name it; ``heartbeat``: this worker's row in :class:`Worker`; ``on_evaluation``: called as
+    ``on_evaluation(key, info)`` after every validation of a job this worker trains (``info``: ``epoch``, ``step``,
+    ``score``, ``validation``; see the trainer's ``cb``), e.g. by a search that prunes trials.
     """
 
     stop: StopToken = field(default_factory=StopToken)
@@ -211,6 +230,8 @@ class JobSession:
     run_settings: dict = field(default_factory=dict)
     names: dict = field(default_factory=dict)
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    on_start: Callable[[str], None] | None = None
+    on_evaluation: Callable[[dict, dict], None] | None = None
     #: the job this worker holds now (its primary key) and the table instance it is populating, or None
     holding: dict | None = None
     holding_table: object = None
@@ -288,6 +309,8 @@ class ReservedJobs(Job):
         if not super().reserve(key):
             return False
         self.session.hold(self.target, internals.job_key(self, key))
+        if self.session.on_start is not None:
+            self.session.on_start(self.session.describe(key))
         return True
 
     def complete(self, key: dict, duration: float | None = None) -> None:
@@ -409,6 +432,18 @@ def keep_alive(table, key: dict, every: float = 5.0):
     return cb
 
 
+def reporting_evaluations(cb, on_evaluation: Callable[[dict, dict], None], key: dict):
+    """``cb`` that also hands every evaluation the trainer reports (``info`` with a ``score``) to ``on_evaluation``."""
+
+    def composed(*args, **kwargs):
+        cb(*args, **kwargs)
+        info = kwargs.get("info")
+        if isinstance(info, dict) and info.get("score") is not None:
+            on_evaluation(dict(key), dict(info, epoch=kwargs.get("epoch")))
+
+    return composed
+
+
 # -- reclaiming the jobs of dead workers ---------------------------------------------------------
 def _reservations(table, keys: list[dict] | None) -> list[tuple[dict, dict, bool]]:
     """``(job key, job row, alive)`` of the reserved jobs of ``table`` (of ``keys``, or all).
@@ -494,4 +529,4 @@ def worker_rows() -> dict:
 
 
 __all__ = ["Heartbeat", "JobAttempt", "JobSession", "LostReservation", "ReservedJobs", "Worker", "dead_reservations",
-           "keep_alive", "reclaim", "worker_rows"]
+           "keep_alive", "process_gone", "reclaim", "reporting_evaluations", "this_process", "worker_rows"]

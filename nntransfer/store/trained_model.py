@@ -29,7 +29,7 @@ from .codec import (
     written_on_insert,
 )
 from .db import STORE
-from .jobs import JobSession, _JobsDescriptor, keep_alive
+from .jobs import JobSession, _JobsDescriptor, keep_alive, reporting_evaluations
 from .nnfabrik import Dataset, Fabrikant, Model, Seed, Trainer  # noqa: F401  (Seed: referenced by the definition)
 from .schema import schema
 
@@ -218,8 +218,11 @@ class TrainedModelBase:
 
         session = self.session
         spec = StepSpec(dict(key), **configs).with_run_settings(session.run_settings.get(key_ident(key)))
+        cb = keep_alive(self, key)
+        if session.on_evaluation is not None:
+            cb = reporting_evaluations(cb, session.on_evaluation, key)
         result = train_step(spec, self.handover(spec, previous, data_source),
-                            checkpoints=TableCheckpointStore(self.table_name, key), cb=keep_alive(self, key),
+                            checkpoints=TableCheckpointStore(self.table_name, key), cb=cb,
                             stop=session.stop, keep_transfer_data=self.stores_transfer_data, recipe=session.recipe)
         output = result.output
         if isinstance(output, dict) and session.run_settings.get(key_ident(key)):
