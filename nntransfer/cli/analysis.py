@@ -28,6 +28,12 @@ def _clear(args) -> int:
     print(f"{len(clearing.chosen)} result(s) to delete:")
     print(format_table([{"name": t.description.name, "seed": t.description.seed, "step": t.step}
                         for t in clearing.chosen]))
+    if clearing.shared:
+        names = sorted({t.description.name for t in clearing.shared})
+        print(f"the same result row(s) belong to {len(names)} other experiment name(s) of this recipe (same "
+              "configuration and seed: one row each), which become pending too:")
+        print(format_table([{"name": t.description.name, "seed": t.description.seed, "step": t.step}
+                            for t in clearing.shared]))
     if clearing.later:
         print(f"and {len(clearing.later)} later step(s) trained from them (in this or other recipes), which "
               "would otherwise keep results of parameters that no longer exist:")

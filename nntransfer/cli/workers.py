@@ -48,14 +48,16 @@ def _status(args) -> int:
         s = current[t]
         if t.description in trials and trials[t.description].state == "pruned" and s["state"] != "done":
             s = {"state": "pruned"}  # stopped by its search's pruner; its job waits with its checkpoint
-        where = ""
-        if s["state"] in ("reserved", "error"):
-            where = f"{s.get('host')}:{s.get('pid')}" if s["state"] == "reserved" else s.get("host") or ""
-        if s.get("gpu"):
-            where += f" gpu {s['gpu']}"
+        state, where = s["state"], ""
+        if state == "reserved" and s.get("stale"):  # its worker is gone: not training, whatever the row says
+            state, where = "stale", f"{s.get('host')}:{s.get('pid')} gone; re-queued by the next worker"
+        elif state in ("reserved", "error"):
+            where = f"{s.get('host')}:{s.get('pid')}" if state == "reserved" else s.get("host") or ""
+            if s.get("gpu"):
+                where += f" gpu {s['gpu']}"
         error = _first_line(s.get("error"))
         kind, _, message = error.partition(": ")
-        rows.append({"name": t.description.name, "seed": t.description.seed, "step": t.step, "state": s["state"],
+        rows.append({"name": t.description.name, "seed": t.description.seed, "step": t.step, "state": state,
                      "score": s.get("score"), "where": where.strip(),
                      "error": f"{kind}: {message[:70]}" if error else ""})
     print(format_table(rows))
@@ -65,6 +67,9 @@ def _status(args) -> int:
     print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     if counts.get("error"):
         print(f"full tracebacks: nntransfer errors {args.recipe}")
+    if counts.get("stale"):
+        print(f"stale: reserved by a worker that is gone; `nntransfer run {args.recipe}` (or a worker) re-queues and "
+              "resumes them from their last checkpoint")
     for study in dict.fromkeys(record.study for record in trials.values()):
         print(search_line(study, args.recipe))
     return 0
@@ -111,8 +116,9 @@ def add_commands(sub) -> None:
     p.set_defaults(handler=_worker)
 
     p = sub.add_parser("status", parents=[common], help="state of every experiment of a recipe",
-                       description="pending / reserved (training, with host:pid and GPU) / done / error (type, "
-                                   "host, first line) / blocked per experiment and step, with scores.")
+                       description="pending / reserved (training, with host:pid and GPU) / stale (reserved by a "
+                                   "worker that is gone: re-queued by the next worker) / done / error (type, host, "
+                                   "first line) / blocked per experiment and step, with scores.")
     p.set_defaults(handler=_status)
 
     p = sub.add_parser("errors", parents=[common], help="full tracebacks of a recipe's failed jobs",

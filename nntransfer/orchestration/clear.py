@@ -20,13 +20,19 @@ from .plan import TRAINED, TRANSFERRED, Target, states
 
 @dataclass
 class Clearing:
-    """What :func:`clear_results` deletes: the chosen results and the later steps trained from them."""
+    """What :func:`clear_results` deletes: the chosen results and the later steps trained from them.
+
+    ``shared``: the other targets of the plan whose result is one of those rows. Experiments with the same
+    configuration (and seed) share one result row, whatever their names: deleting it makes all of them pending.
+    """
 
     chosen: list[Target]
     later: list[dict] = field(default_factory=list)  # keys of TransferredTrainedModel rows trained from them
+    shared: list[Target] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.chosen) + len(self.later)
+        """The number of result rows deleted."""
+        return len({(t.table, key_ident(t.key)) for t in self.chosen}) + len(self.later)
 
 
 def matching_names(targets: list[Target], pattern: str) -> list[str]:
@@ -63,7 +69,9 @@ def plan_clearing(targets: list[Target], step: int | None = None, name: str | No
                 seen.add(key_ident(row))
                 later.append(row)
                 frontier.append(row)
-    return Clearing(chosen, later)
+    deleted = {(t.table, key_ident(t.key)) for t in chosen} | {(TRANSFERRED, key_ident(k)) for k in later}
+    shared = [t for t in dict.fromkeys(targets) if t not in chosen and (t.table, key_ident(t.key)) in deleted]
+    return Clearing(chosen, later, shared)
 
 
 def clear_results(clearing: Clearing) -> int:

@@ -274,15 +274,17 @@ def _recover_lost_connection(table, session: JobSession, err: Exception) -> None
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     logger.warning("lost the connection to the database during a job (%s); reconnecting", first)
     db.reconnect(table.connection)
-    session.aborted()
-    held = session.holding
-    if held is None:
+    key = session.holding
+    if key is None:
+        session.aborted()
         return
-    key = held
-    if table & key:
-        table.jobs.complete(key)
+    if table & key:  # the COMMIT went through before the connection broke
+        table.jobs.complete(key)  # ... and deletes the files of the checkpoints it dropped
         logger.info("%s: its result had committed", session.describe(key))
-    elif table.jobs.release(key):
+        return
+    session.aborted()  # rolled back: the checkpoint rows, so their files, are still there
+    session.hold(table, None)
+    if table.jobs.release(key):
         logger.info("%s released after the lost connection; it resumes from its last checkpoint",
                     session.describe(key))
 
@@ -426,13 +428,26 @@ def _safe_path():
             os.environ["PYTHONSAFEPATH"] = saved
 
 
-def _start(procs_args: list[tuple], context) -> tuple[list, object]:
-    """Start the worker processes; returns them and the queue on which each says what it did."""
+def _start(procs_args: list[tuple], context, fallback) -> tuple[list, object]:
+    """Start the worker processes through ``context`` (the fork server); once that fails (the fork server died while
+    starting, e.g. killed for memory), start this one and the rest through ``fallback`` (spawn), and say so. Returns
+    the processes and the queue on which each says what it did."""
     results = context.SimpleQueue()
-    procs = [context.Process(target=_worker_process, name=name, args=(*args, results)) for name, args in procs_args]
+    procs = []
     with _safe_path(), _children_skip_main():
-        for p in procs:
-            p.start()
+        for name, args in procs_args:
+            proc = context.Process(target=_worker_process, name=name, args=(*args, results))
+            try:
+                proc.start()
+            except (EOFError, ConnectionError, OSError) as err:
+                if context is fallback:
+                    raise
+                logger.warning("the fork server could not start worker processes (%s: %s); starting them with "
+                               "spawn instead (slower to start, same result)", type(err).__name__, err)
+                context = fallback
+                proc = context.Process(target=_worker_process, name=name, args=(*args, results))
+                proc.start()
+            procs.append(proc)
     return procs, results
 
 
@@ -481,12 +496,7 @@ def run_processes(task: Callable, settings: WorkerSettings, stop: StopToken | No
     context = mp.get_context("forkserver")
     context.set_forkserver_preload(["torch", "nntransfer.store.trained_model", "nntransfer.store.transfer",
                                     "nntransfer.runner"])
-    try:
-        procs, results = _start(procs_args, context)
-    except (EOFError, ConnectionError, OSError) as err:  # the fork server died while starting
-        logger.warning("the fork server could not start the workers (%s: %s); starting them with spawn instead",
-                       type(err).__name__, err)
-        procs, results = _start(procs_args, mp.get_context("spawn"))
+    procs, results = _start(procs_args, context, fallback=mp.get_context("spawn"))
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     result = WorkResult()

@@ -247,6 +247,7 @@ class JobSession:
     holding: dict | None = None
     holding_table: object = None
     _after_commit: list = field(default_factory=list)
+    _after_rollback: list = field(default_factory=list)
 
     def __post_init__(self):
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
@@ -265,12 +266,19 @@ class JobSession:
         """Store files to delete once the job's result has committed (checkpoints of a finished job)."""
         self._after_commit.extend(paths)
 
+    def delete_on_rollback(self, paths: list) -> None:
+        """Store files the job's insert wrote: deleted if its transaction rolls back (no row references them then)."""
+        self._after_rollback.extend(paths)
+
     def committed(self) -> None:
-        paths, self._after_commit = self._after_commit, []
+        paths, self._after_commit, self._after_rollback = self._after_commit, [], []
         delete_files(paths)
 
     def aborted(self) -> None:
-        self._after_commit = []  # the transaction rolled back: its rows, so their files, are still there
+        # the transaction rolled back: the rows it dropped, so their files, are still there; the files it wrote for
+        # its own rows are referenced by none
+        paths, self._after_commit, self._after_rollback = self._after_rollback, [], []
+        delete_files(paths)
 
     def close(self) -> None:
         self.heartbeat.close()
@@ -455,11 +463,11 @@ def reporting_evaluations(cb, on_evaluation: Callable[[dict, dict], None], key: 
 
 
 # -- reclaiming the jobs of dead workers ---------------------------------------------------------
-def reclaim(table, keys: list[dict] | None = None) -> int:
-    """Put back the reserved jobs (of ``keys``, or all) whose holder is dead; returns how many.
+def _reservations(table, keys: list[dict] | None) -> list[tuple[dict, dict, bool]]:
+    """``(job key, job row, alive)`` of the reserved jobs of ``table`` (of ``keys``, or all).
 
-    Dead: on this machine, the holding process is gone; anywhere, its heartbeat is older than
-    ``HEARTBEAT_TIMEOUT`` (or it never beat and the reservation is older than that).
+    Alive: on this machine, the holding process still runs and names the job (or reserved it less than
+    ``HEARTBEAT_TIMEOUT`` ago); elsewhere, its heartbeat is fresh and names the job, or the reservation is that young.
     """
     jobs = table.jobs
     conn = jobs.connection
@@ -474,17 +482,14 @@ def reclaim(table, keys: list[dict] | None = None) -> int:
     if keys is not None:
         wanted = {job_hash({k: key[k] for k in pk}) for key in keys}
         reserved = [r for r in reserved if job_hash({k: r[k] for k in pk}) in wanted]
-    # rows of processes that died without cleaning up (SIGKILL) are dropped after a day
-    conn.query(f"DELETE FROM {Worker.full_table_name} WHERE heartbeat < CURRENT_TIMESTAMP(3) - "
-               f"{jobs.adapter.interval_expr(1, 'day')}")
     if not reserved:
-        return 0
+        return []
     workers = {(w["host"], w["pid"]): w for w in conn.query(
         f"SELECT host, pid, namespace, proc_start, job_table, job_hash, "
         f"(heartbeat >= CURRENT_TIMESTAMP(3) - {timeout}) AS fresh FROM {Worker.full_table_name}",
         as_dict=True).fetchall()}
     here = _namespace()
-    count = 0
+    out = []
     for row in reserved:
         key = {k: row[k] for k in pk}
         worker = workers.get((row["host"], row["pid"]))
@@ -493,6 +498,27 @@ def reclaim(table, keys: list[dict] | None = None) -> int:
             alive = _process_alive(row["pid"], worker["proc_start"]) and (holds or bool(row["fresh"]))
         else:
             alive = (holds and bool(worker["fresh"])) or bool(row["fresh"])
+        out.append((key, row, alive))
+    return out
+
+
+def dead_reservations(table, keys: list[dict] | None = None) -> list[dict]:
+    """Keys of the reserved jobs (of ``keys``, or all) whose holder is dead: the next :func:`reclaim` re-queues them."""
+    return [key for key, _, alive in _reservations(table, keys) if not alive]
+
+
+def reclaim(table, keys: list[dict] | None = None) -> int:
+    """Put back the reserved jobs (of ``keys``, or all) whose holder is dead; returns how many.
+
+    Dead: on this machine, the holding process is gone; anywhere, its heartbeat is older than
+    ``HEARTBEAT_TIMEOUT`` (or it never beat and the reservation is older than that).
+    """
+    jobs = table.jobs
+    # rows of processes that died without cleaning up (SIGKILL) are dropped after a day
+    jobs.connection.query(f"DELETE FROM {Worker.full_table_name} WHERE heartbeat < CURRENT_TIMESTAMP(3) - "
+                          f"{jobs.adapter.interval_expr(1, 'day')}")
+    count = 0
+    for key, row, alive in _reservations(table, keys):
         if alive:
             continue
         holder = {"host": row["host"], "pid": row["pid"], "reserved_time": row["reserved_time"]}
@@ -520,6 +546,5 @@ def worker_rows() -> dict:
     return {(r["host"], r["pid"]): {"gpu": r["gpu"], "fresh": bool(r["fresh"])} for r in rows}
 
 
-__all__ = ["Heartbeat", "JobAttempt", "JobSession", "LostReservation", "ReservedJobs", "Worker", "keep_alive",
-           "process_gone", "reclaim", "reporting_evaluations", "this_process",
-           "worker_rows"]
+__all__ = ["Heartbeat", "JobAttempt", "JobSession", "LostReservation", "ReservedJobs", "Worker", "dead_reservations",
+           "keep_alive", "process_gone", "reclaim", "reporting_evaluations", "this_process", "worker_rows"]
