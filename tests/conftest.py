@@ -45,6 +45,7 @@ def pytest_sessionfinish(session, exitstatus):
     from nntransfer.store import db
     if BACKEND == "mysql":
         db.connection().query("DROP DATABASE IF EXISTS nntransfer_test")
+        db.connection().query("DROP DATABASE IF EXISTS nntransfer_test_optuna")  # the searches' studies
         return
     data = db.data_dir()
     db.stop()
@@ -75,6 +76,11 @@ def _wipe_tables():
         tables.table(name).jobs.delete_quick()
     for section in ("_schema", "_hash"):  # the files of the deleted rows
         shutil.rmtree(os.path.join(db.store_location(), section, "nntransfer_test"), ignore_errors=True)
+    # the searches' studies (Optuna's tables are created again when a search opens them)
+    if conn.adapter.backend == "postgresql":
+        conn.query("DROP SCHEMA IF EXISTS nntransfer_test_optuna CASCADE")
+    else:
+        conn.query("DROP DATABASE IF EXISTS nntransfer_test_optuna")
     return tables
 
 

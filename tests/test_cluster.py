@@ -287,11 +287,12 @@ def test_slurm_workers_are_requeued_through_submitits_checkpointing():
     from nntransfer.orchestration.workers import WorkerSettings
 
     settings = WorkerSettings(recipe="recipe.py", imports=("mylab.models",), max_retries=2)
-    worker = RemoteWorker(["target"], settings)
+    worker = RemoteWorker(["target"], settings, submit_host="workstation")
     again = worker.checkpoint()
     assert isinstance(again, submitit.helpers.DelayedSubmission)
     assert isinstance(again.function, RemoteWorker)
     assert again.function.targets == ["target"] and again.function.settings == settings
+    assert again.function.submit_host == "workstation"  # a requeued single-node job still checks where it runs
     assert settings.user_code == [os.path.abspath("recipe.py"), "mylab.models"]
 
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from nntransfer import Experiment, TransferExperiment
 from nntransfer.configs import BaseConfig, ConfigError, ImageDatasetConfig, ModelConfig, TrainerConfig
+from nntransfer.configs.experiment import grid_points
 from nntransfer.orchestration.recipes import (apply_overrides, experiments_from_file, parse_value, parse_values,
                                              step_of)
 
@@ -195,6 +196,15 @@ typed_grids = st.fixed_dictionaries({}, optional={
     "1.trainer.patience": st.lists(st.integers(1, 9), min_size=1, max_size=2)})
 
 
+typed_sets_paths = {"trainer.max_iter", "dataset.batch_size", "trainer.optimizer_options.lr", "1.trainer.max_iter",
+                    "model.type"}
+
+
+def frozen_keys(exp):
+    keys = keys_of(exp)
+    return tuple(tuple(sorted(k.items())) for k in (keys if isinstance(keys, list) else [keys]))
+
+
 def held_at(exp, path):
     """The value ``path`` (``[step.]section.field[.key...]``) addresses in every step it addresses."""
     parts = path.split(".")
@@ -221,8 +231,12 @@ def test_overrides_give_experiments_or_config_error(sets, grid):
     out = only_config_errors(apply_overrides, experiments, sets, grid)
     if out is None:
         return
-    if all(not step_of(path) for path in grid):  # accepted: one experiment per grid point and experiment
-        assert len(out) == len(experiments) * math.prod(len(values) for values in grid.values())
+    if grid and all(step_of(path) is None for path in grid):
+        # accepted: one experiment per distinct grid point and experiment (equal points make one experiment)
+        with_sets = apply_overrides(experiments, sets)  # the --set part alone (checked on its own below)
+        wanted = {frozen_keys(exp.replace(**point)) for exp in with_sets.values() for point in grid_points(grid)}
+        assert {frozen_keys(exp) for exp in out.values()} == wanted
+        assert len(out) <= len(experiments) * math.prod(len(values) for values in grid.values())
     for desc, exp in out.items():
         assert desc.seed == exp.seed
         back = type(exp).from_json(exp.to_json())
@@ -235,10 +249,6 @@ def test_overrides_give_experiments_or_config_error(sets, grid):
         for path, values in grid.items():
             if path in typed_sets_paths | {"1.trainer.patience"}:
                 assert all(any(same_value(v, held) for v in values) for held in held_at(exp, path)), path
-
-
-typed_sets_paths = {"trainer.max_iter", "dataset.batch_size", "trainer.optimizer_options.lr", "1.trainer.max_iter",
-                    "model.type"}
 
 
 @FAST
@@ -256,9 +266,9 @@ def test_yaml_recipes_give_experiments_or_config_error(tmp_path_factory, doc, ra
             assert isinstance(exp, (Experiment, TransferExperiment)) and desc.seed == exp.seed
             assert isinstance(desc.name, str) and desc.name
         if found is not None and name == "doc.yaml" and isinstance(doc, dict) and "seed_" in doc:
-            # a grid document: one experiment per point of the seed and trainer axes
+            # a grid document: one experiment per distinct point of the seed and trainer axes, every seed in it
             axes = [doc["seed_"]] + [v for k, v in doc["trainer"].items() if k.endswith("_")]
-            assert len(found) == math.prod(len(values) for values in axes)
+            assert len(found) <= math.prod(len(values) for values in axes)
             assert {exp.seed for exp in found.values()} == set(doc["seed_"])
 
 

@@ -51,7 +51,7 @@ def toy_model(dataloaders, seed, hidden=8, **_):
 
 
 def toy_trainer(model, dataloaders, seed, uid=None, cb=None, checkpoints=None, lr=0.1, max_iter=2, fail_if_exists="",
-                sleep=0.0, fail_times_file="", config_error=False, **_):
+                sleep=0.0, fail_times_file="", config_error=False, verbose=True, save_every_n=1, **_):
     log = os.environ.get("TOY_TRAIN_LOG")
     if log:
         with open(log, "a") as f:
@@ -86,7 +86,9 @@ def toy_trainer(model, dataloaders, seed, uid=None, cb=None, checkpoints=None, l
     with torch.no_grad():
         x, y = dataloaders["test"]["toy"].dataset.tensors
         acc = float((model(x).argmax(1) == y).float().mean())
-    output = {"initial_state": initial, "test": {"toy": {"accuracy": acc}}}
+    # run fields as this call got them (they come from whoever trains, not from the stored config)
+    output = {"initial_state": initial, "test": {"toy": {"accuracy": acc}},
+              "received": {"verbose": verbose, "save_every_n": save_every_n}}
     if received:
         output["received_transfer_data"] = np.concatenate(received)
     return acc, output, model.state_dict()

@@ -3,7 +3,8 @@
 Both frames take any of
 
 * a recipe file (``"recipes/sweep.py"``, YAML/JSON too) or experiments (dict ``Description -> experiment``,
-  a list, one experiment): rows in the recipe's order, with their names and seeds, pending ones too;
+  a list, one experiment): rows in the recipe's order, with their names and seeds, pending ones too, then the
+  trials of searches around them (``<name> trial <n>``; a pruned trial's state is ``pruned``);
 * a DataJoint query of ``TrainedModel`` or ``TransferredTrainedModel``, e.g. ``TrainedModel & "seed = 1"``
   or the table class itself: every trained entry it holds. These rows are named by their comment (the
   configs' comments joined by ".") or, without one, by the start of their key hash.
@@ -23,8 +24,9 @@ from ..core.compat import make_hash
 from ..core.config import BaseConfig, is_key_field
 from ..core.keys import key_ident
 from ..errors import ConfigError
-from ..orchestration.plan import TRAINED, TRANSFERRED, Target, by_table, plan, states
+from ..orchestration.plan import TRAINED, TRANSFERRED, Target, by_table, plan, states, test_metrics
 from ..orchestration.recipes import load_recipe, normalize
+from ..orchestration.search import trial_experiments
 from ..store import table as store_table
 from ..store.trained_model import PROVENANCE_COLUMNS
 from .stats import spread
@@ -66,6 +68,8 @@ def entries(source: Any) -> list[Entry]:
     if isinstance(source, list) and source and all(isinstance(t, Target) for t in source):
         return target_entries(source)
     experiments = load_recipe(source) if isinstance(source, (str, os.PathLike)) else normalize(source)
+    trials, records = trial_experiments(experiments)  # the trials of searches around these experiments
+    experiments = {**experiments, **trials}
     steps = {}
     for desc, exp in experiments.items():
         for level, step in enumerate(exp.steps):
@@ -75,6 +79,9 @@ def entries(source: Any) -> list[Entry]:
     for target, entry in zip(targets, found):
         entry.configs = _flat_configs({part: _key_values(cfg) for part, cfg in
                                        steps[(target.description, target.step)].configs.items()})
+        record = records.get(target.description)
+        if record is not None and record.state == "pruned" and entry.state != "done":
+            entry.state = "pruned"  # stopped by the search's pruner: its job waits, released with its checkpoint
     return found
 
 
@@ -196,25 +203,26 @@ def differing_configs(found: list[Entry]) -> list[str]:
 
 
 # -- frames ---------------------------------------------------------------------------------------
-def test_metrics(output: Any) -> dict:
-    """``output["test"]`` (``{test_key: {metric: value}}``) as ``test/<key>/<metric>`` columns."""
-    if not isinstance(output, dict) or not isinstance(output.get("test"), dict):
+def robustness_metrics(output: Any) -> dict:
+    """``output["robustness"]["noise"]`` (``TrainerConfig.noise_robustness``: ``{task: {level: {metric: value}}}``) as
+    ``noise/<task>/<level>/<metric>`` columns, levels in the order tested."""
+    robustness = output.get("robustness") if isinstance(output, dict) else None
+    if not isinstance(robustness, dict) or not isinstance(robustness.get("noise"), dict):
         return {}
     flat = {}
-    for test_key, metrics in output["test"].items():
-        if isinstance(metrics, dict):
+    for task, levels in robustness["noise"].items():
+        for level, metrics in levels.items():
             for metric, value in metrics.items():
                 if isinstance(value, (int, float)):
-                    flat[f"test/{test_key}/{metric}"] = value
-        elif isinstance(metrics, (int, float)):
-            flat[f"test/{test_key}"] = metrics
+                    flat[f"noise/{task}/{level}/{metric}"] = value
     return flat
 
 
 def results_frame(source: Any):
     """One row per trained entry and step (pandas DataFrame).
 
-    Columns: ``name, seed, step, state, score``, every test metric (``test/<task>/<metric>``),
+    Columns: ``name, seed, step, state, score``, every test metric (``test/<task>/<metric>``), the test metrics
+    under noise of the robustness evaluation (``noise/<task>/<level>/<metric>``, ``TrainerConfig.noise_robustness``),
     ``epochs, best_epoch, wall_time`` (seconds), the config fields that differ between the rows (dotted
     names such as ``trainer.optimizer_options.lr``), the provenance (versions, ``git_commit``,
     ``git_dirty``, ``host``, ``device`` ...), ``error`` when a row failed, and ``table`` and ``key_hash``
@@ -224,10 +232,12 @@ def results_frame(source: Any):
 
     found = entries(source)
     differing = differing_configs(found)
-    rows, metric_columns = [], {}
+    rows, test_columns, noise_columns = [], {}, {}
     for e in found:
-        metrics = test_metrics(e.output)
-        metric_columns.update(dict.fromkeys(metrics))
+        tests, noise = test_metrics(e.output), robustness_metrics(e.output)
+        test_columns.update(dict.fromkeys(tests))
+        noise_columns.update(dict.fromkeys(noise))
+        metrics = {**tests, **noise}
         output = e.output if isinstance(e.output, dict) else {}
         row = {"name": e.name, "seed": e.seed, "step": e.step, "state": e.state, "score": e.score, **metrics,
                "epochs": output.get("epochs"), "best_epoch": output.get("best_epoch"),
@@ -236,8 +246,8 @@ def results_frame(source: Any):
         row.update({c: e.provenance.get(c) for c in PROVENANCE_COLUMNS if c != "wall_time"})
         row.update(error=e.error, table=e.table, key_hash=e.key_hash)
         rows.append(row)
-    columns = (["name", "seed", "step", "state", "score", *metric_columns, "epochs", "best_epoch", "wall_time",
-                *differing, *(c for c in PROVENANCE_COLUMNS if c != "wall_time")]
+    columns = (["name", "seed", "step", "state", "score", *test_columns, *noise_columns, "epochs", "best_epoch",
+                "wall_time", *differing, *(c for c in PROVENANCE_COLUMNS if c != "wall_time")]
                + (["error"] if any(e.error for e in found) else []) + ["table", "key_hash"])
     frame = pd.DataFrame(rows, columns=columns)
     for name in ("epochs", "best_epoch"):
@@ -362,4 +372,4 @@ def comparison(rows: list[dict], metric: str | None = None) -> list[dict]:
 
 
 __all__ = ["Entry", "compare", "comparison", "default_metric", "differing_configs", "entries", "history_frame",
-           "last_steps", "results_frame", "summary", "target_entries", "test_metrics"]
+           "last_steps", "results_frame", "robustness_metrics", "summary", "target_entries", "test_metrics"]

@@ -324,6 +324,69 @@ def chain_plot(source: Any, metric: str | None = None):
     return fig
 
 
+_NOISE_COLUMN = re.compile(r"^noise/(?P<task>.+)/(?P<level>[^/]+)/(?P<metric>[^/]+)$")
+
+
+def noise_columns(frame, metric: str = "accuracy", task: str | None = None) -> dict[float, str]:
+    """The robustness columns (``noise/<task>/<level>/<metric>``) of ``metric`` for ``task`` (default: the first task
+    that has them), as ``{level: column}`` in ascending order of the level."""
+    found: dict[str, dict[float, str]] = {}
+    for column in frame.columns:
+        match = _NOISE_COLUMN.match(str(column))
+        if match and match["metric"] == metric:
+            found.setdefault(match["task"], {})[float(match["level"])] = column
+    if not found:
+        raise ValueError(f"no robustness results of {metric!r} to plot: set TrainerConfig.noise_robustness, "
+                         "e.g. [0.0, 0.1, 0.2, 0.3]")
+    if task is None:
+        task = next(iter(found))
+    if task not in found:
+        raise ValueError(f"no robustness results for task {task!r}; tasks: {', '.join(found)}")
+    return dict(sorted(found[task].items()))
+
+
+def robustness_plot(source: Any, metric: str = "accuracy", task: str | None = None):
+    """``metric`` of each experiment's last step against the standard deviation of the Gaussian noise added to the
+    test inputs (pixel units, ``TrainerConfig.noise_robustness``): one line per experiment, the mean over seeds
+    with a band of ± one sample std, the seeds as points. ``task``: whose test set (default: the first).
+    """
+    frame = _results(source)
+    columns = noise_columns(frame, metric, task)
+    rows = last_steps(frame)
+    rows = rows[rows[list(columns.values())].notna().any(axis=1)]
+    if rows.empty:
+        raise ValueError(f"no finished experiment has robustness results of {metric!r} to plot")
+    names = list(dict.fromkeys(rows["name"]))
+    colors = dict(zip(names, _colors(len(names))))
+    levels = list(columns)
+    fig = _figure(8.5, 4.5)
+    ax = fig.subplots()
+    extent = []
+    for name in names:
+        group = rows[rows["name"] == name]
+        stats = [spread(group[columns[level]].astype(float)) for level in levels]
+        means = [s.mean for s in stats]
+        ax.plot(levels, means, marker="o", color=colors[name], label=_wrap(name))
+        bands = [s.std if s.count > 1 else 0.0 for s in stats]
+        if any(bands):
+            ax.fill_between(levels, [m - b for m, b in zip(means, bands)], [m + b for m, b in zip(means, bands)],
+                            color=colors[name], alpha=0.2, linewidth=0)
+        for level in levels:
+            values = group[columns[level]].astype(float).tolist()
+            ax.scatter([level] * len(values), values, color=colors[name], s=10, alpha=0.5, zorder=3)
+            extent += values
+        extent += [m - b for m, b in zip(means, bands)] + [m + b for m, b in zip(means, bands)]
+    ax.set_xticks(levels, [f"{level:g}" for level in levels])
+    ax.set_ylim(*_fit_axis(extent))
+    ax.set_xlabel("std of Gaussian noise on the test inputs (pixel units, clamped)")
+    ax.set_ylabel(metric)
+    ax.set_title("robustness of each experiment's last step (mean ± std over seeds; points: seeds)",
+                 fontsize="medium")
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside right upper", fontsize="small")
+    return fig
+
+
 def plot(source: Any, path: str | os.PathLike, metric: str | None = None) -> Path:
     """Save :func:`transfer_comparison` to ``path`` (format from the suffix: .png, .svg, .pdf ...)."""
     path = Path(path)
@@ -331,5 +394,5 @@ def plot(source: Any, path: str | os.PathLike, metric: str | None = None) -> Pat
     return path
 
 
-__all__ = ["chain_plot", "learning_curves", "plot", "sweep_fields", "sweep_line_name", "sweep_plot",
-           "transfer_comparison"]
+__all__ = ["chain_plot", "learning_curves", "noise_columns", "plot", "robustness_plot", "sweep_fields",
+           "sweep_line_name", "sweep_plot", "transfer_comparison"]

@@ -4,7 +4,9 @@
 relative path and carries its own styles: no server, no network, no scripts. It holds the comparison
 of the experiments (mean ± sample std, n), the comparison plot, a sweep plot for every config field that
 the experiment names sweep over (grid labels ``name[field=value]``), the chain view of transfer
-experiments, learning curves, the results table, the provenance of every result and any errors.
+experiments, learning curves, the robustness evaluation (metric against test-time noise level, corruption test
+sets), the results table, the provenance of every result and any errors, and a section per search around the
+experiments (Optuna's plots and a table of the trials).
 """
 from __future__ import annotations
 
@@ -12,10 +14,13 @@ import datetime
 import html
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from .frames import default_metric, entries, history_frame, last_steps, results_frame
-from .plots import chain_plot, learning_curves, sweep_fields, sweep_line_name, sweep_plot, transfer_comparison
+from .plots import (chain_plot, learning_curves, robustness_plot, sweep_fields, sweep_line_name, sweep_plot,
+                    transfer_comparison)
+from .search import report_section as search_section
+from .search import studies as search_studies
 from .stats import format_spread, spread
 
 STYLE = """
@@ -35,10 +40,12 @@ PROVENANCE_COLUMNS = ["name", "seed", "step", "nntransfer_version", "torch_versi
 
 
 def write_report(source: Any, directory: str | os.PathLike, title: str | None = None,
-                 metric: str | None = None) -> Path:
+                 metric: str | None = None, studies: Sequence[str] | None = None) -> Path:
     """Write figures and ``index.html`` for ``source`` (a recipe, experiments or a query) into ``directory``.
 
     Returns the path of ``index.html``. ``metric`` defaults to the test metric the results table shows.
+    ``studies``: searches to add a section for (Optuna's plots and a table of the trials); default: the studies
+    that search around the experiments of a recipe or experiments ``source``.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -69,6 +76,7 @@ def write_report(source: Any, directory: str | os.PathLike, title: str | None = 
                                "learning curves of each experiment's last step"))
     sections.append("<h2>Figures</h2>")
     sections += figures
+    sections += _robustness_section(directory, frame, found)
     sections.append("<h2>Results</h2>")
     shown = [c for c in frame.columns if c not in PROVENANCE_COLUMNS[3:] and c not in ("recipe", "git_repository",
                                                                                          "python_version", "table")]
@@ -79,6 +87,10 @@ def write_report(source: Any, directory: str | os.PathLike, title: str | None = 
         sections.append("<h2>Errors</h2>")
         failed = frame[frame["error"].astype(bool)][["name", "seed", "step", "error"]]
         sections.append(_table(failed))
+    if studies is None and isinstance(source, (str, os.PathLike, Mapping)):  # a recipe or experiments
+        studies = search_studies(source)
+    for study in studies or ():
+        sections += search_section(study, directory, _e)
     page = ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>{_e(title)}</title><style>{STYLE}</style></head><body>\n"
             + "\n".join(sections) + "\n</body></html>\n")
@@ -95,6 +107,34 @@ def _comparison_section(frame, metric: str) -> list[str]:
     body = "".join(f"<tr><td>{_e(n)}</td><td>{_e(v)}</td></tr>" for n, v in data)
     return ["<h2>Comparison</h2>",
             f"<table><tr><th>experiment (last step)</th><th>{_e(metric)}</th></tr>{body}</table>"]
+
+
+def _robustness_section(directory: Path, frame, found) -> list[str]:
+    """The robustness evaluation (``TrainerConfig.noise_robustness``): a plot of test accuracy (else the first metric)
+    against the noise level per task, and the corruption test sets of the last steps (mean ± std over seeds)."""
+    out = []
+    metrics = list(dict.fromkeys(str(c).rsplit("/", 1)[-1] for c in frame.columns if str(c).startswith("noise/")))
+    if metrics:
+        metric = "accuracy" if "accuracy" in metrics else metrics[0]
+        tasks = list(dict.fromkeys(str(c).split("/")[1] for c in frame.columns if str(c).startswith("noise/")))
+        for task in tasks:
+            label = f" ({task})" if len(tasks) > 1 else ""
+            out.append(_figure(directory, f"robustness_{_slug(task)}.png",
+                               lambda t=task: robustness_plot(frame, metric, t),
+                               f"{metric} of each experiment's last step under Gaussian noise on the test inputs"
+                               f"{label}"))
+    corrupted = list(dict.fromkeys(name for e in found if isinstance(e.output, dict)
+                                   for name in ((e.output.get("robustness") or {}).get("corruptions") or {})))
+    rows = last_steps(frame)
+    columns = [c for name in corrupted for c in frame.columns if str(c).startswith(f"test/{name}/")]
+    if columns and not rows.empty:
+        header = "".join(f"<th>{_e(c[len('test/'):])}</th>" for c in columns)
+        body = "".join(f"<tr><td>{_e(name)}</td>" + "".join(
+            f"<td>{_e(format_spread(spread(group[c])))}</td>" for c in columns) + "</tr>"
+                       for name, group in rows.groupby("name", sort=False))
+        out.append(f"<p class='note'>Corruption test sets (last steps; mean ± sample std over seeds)</p>"
+                   f"<div class='scroll'><table><tr><th>experiment</th>{header}</tr>{body}</table></div>")
+    return (["<h2>Robustness</h2>"] + out) if out else []
 
 
 def _figure(directory: Path, filename: str, make, caption: str) -> str:

@@ -14,12 +14,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from . import analysis, common, database, recipes, registries, workers
+    from . import analysis, common, database, recipes, registries, search, workers
 
     database.add_commands(sub)
     recipes.add_commands(sub)
     workers.add_commands(sub)
     analysis.add_commands(sub, common.recipe_options())
+    search.add_commands(sub, common.recipe_options())
     registries.add_commands(sub)
     return parser
 
@@ -57,8 +58,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.handler(args) or 0
-    except (ConfigError, DatabaseUnavailable, FileNotFoundError) as err:
+    except KeyboardInterrupt:  # a second Ctrl-C outside training (inside, the job in hand is released)
+        print("nntransfer: stopped at once; jobs in hand resume from their last checkpoint on the next run",
+              file=sys.stderr)
+        return 130
+    except (ConfigError, DatabaseUnavailable) as err:
         print(f"nntransfer: error: {_scrub(str(err))}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:  # "no such file: PATH", not "[Errno 2] No such file or directory: 'PATH'"
+        what = f"no such file or folder: {err.filename}" if err.filename else str(err)
+        print(f"nntransfer: error: {_scrub(what)}", file=sys.stderr)
         return 2
     except Exception as err:
         from ..store.db import is_connection_error

@@ -13,15 +13,27 @@ def _results(args) -> int:
 
 def _clear(args) -> int:
     from ..analysis import format_table
-    from ..orchestration.clear import clear_results, plan_clearing
+    from ..errors import ConfigError
+    from ..orchestration.clear import clear_results, matching_names, plan_clearing
 
-    clearing = plan_clearing(targets(args, fill=False), step=args.step, name=args.name)
+    planned = targets(args, fill=False)
+    if args.name is not None and not matching_names(planned, args.name):
+        names = list(dict.fromkeys(t.description.name for t in planned))
+        raise ConfigError(f"--name {args.name!r} is no experiment name of {args.recipe} and matches none as a glob; "
+                          f"its names: {', '.join(names)}")
+    clearing = plan_clearing(planned, step=args.step, name=args.name)
     if not clearing.chosen:
         print("nothing to clear: no finished result matches")
         return 0
     print(f"{len(clearing.chosen)} result(s) to delete:")
     print(format_table([{"name": t.description.name, "seed": t.description.seed, "step": t.step}
                         for t in clearing.chosen]))
+    if clearing.shared:
+        names = sorted({t.description.name for t in clearing.shared})
+        print(f"the same result row(s) belong to {len(names)} other experiment name(s) of this recipe (same "
+              "configuration and seed: one row each), which become pending too:")
+        print(format_table([{"name": t.description.name, "seed": t.description.seed, "step": t.step}
+                            for t in clearing.shared]))
     if clearing.later:
         print(f"and {len(clearing.later)} later step(s) trained from them (in this or other recipes), which "
               "would otherwise keep results of parameters that no longer exist:")
@@ -52,6 +64,8 @@ def add_commands(sub, recipe_options: argparse.ArgumentParser) -> None:
                                    "pattern) and the later transfer steps trained from them, so that the next "
                                    "run trains them again. Asks before deleting unless --yes.")
     p.add_argument("--step", type=int, help="only this step of each experiment (0 is the first)")
-    p.add_argument("--name", metavar="PATTERN", help="only experiments whose name matches this glob, e.g. 'baseline*'")
+    p.add_argument("--name", metavar="PATTERN",
+                   help="only this experiment, or those whose name matches this glob, e.g. 'baseline*' (a name the "
+                        "recipe has is taken literally: grid names contain [...])")
     p.add_argument("--yes", action="store_true", help="delete without asking")
     p.set_defaults(handler=_clear)

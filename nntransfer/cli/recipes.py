@@ -5,6 +5,7 @@ from .common import (
     add_local_worker_options,
     add_result_options,
     experiments,
+    plan_line,
     recipe_options,
     show_results,
     train_locally,
@@ -16,8 +17,7 @@ def _run(args) -> int:
 
     found = experiments(args)
     planned = fill_tables(found)
-    print(f"{len(planned)} step(s) of {len(found)} experiment(s) in the plan; training what is missing with "
-          f"{args.workers} worker(s)")
+    print(plan_line(found, planned, args.workers))
     stopped = train_locally(planned, args)
     code = show_results(found, args)
     if stopped:

@@ -1,7 +1,17 @@
 """Worker commands of the CLI: worker, status, errors, clear-errors, clear-checkpoints."""
 from __future__ import annotations
 
-from .common import add_local_worker_options, recipe_options, targets, train_locally, worker_settings
+from .common import (
+    add_local_worker_options,
+    add_slurm_options,
+    recipe_options,
+    report_submitted,
+    slurm_options,
+    targets,
+    targets_and_trials,
+    train_locally,
+    worker_settings,
+)
 
 
 def _worker(args) -> int:
@@ -13,17 +23,12 @@ def _worker(args) -> int:
         return 0
     if args.gpus:
         raise ConfigError("--gpus chooses local GPUs; for Slurm jobs use --gpus-per-job N")
+    from ..orchestration.plan import states
     from ..orchestration.slurm import submit_workers
 
-    jobs = submit_workers(planned, worker_settings(args), jobs=args.jobs, folder=args.folder, cluster=args.cluster,
-                          partition=args.partition, gpus=args.gpus_per_job, cpus=args.cpus, time_min=args.time,
-                          mem_gb=args.mem_gb, allow_local_store=args.allow_local_store)
-    print("submitted:", " ".join(str(j.job_id) for j in jobs))
-    if args.wait:
-        for job in jobs:
-            result = job.result()
-            print(f"job {job.job_id}: {result['trained']} trained, {len(result['errors'])} error(s)")
-    return 0
+    before = states(planned)
+    jobs = submit_workers(planned, worker_settings(args), jobs=args.jobs, **slurm_options(args))
+    return report_submitted(jobs, args, planned, before)
 
 
 def _first_line(text: str | None) -> str:
@@ -33,21 +38,26 @@ def _first_line(text: str | None) -> str:
 
 def _status(args) -> int:
     from ..analysis import format_table
+    from ..analysis.search import search_line
     from ..orchestration.plan import states
 
-    planned = targets(args, fill=False)
+    planned, trials = targets_and_trials(args)
     current = states(planned, workers=True)
     rows = []
     for t in planned:
         s = current[t]
-        where = ""
-        if s["state"] in ("reserved", "error"):
-            where = f"{s.get('host')}:{s.get('pid')}" if s["state"] == "reserved" else s.get("host") or ""
-        if s.get("gpu"):
-            where += f" gpu {s['gpu']}"
+        if t.description in trials and trials[t.description].state == "pruned" and s["state"] != "done":
+            s = {"state": "pruned"}  # stopped by its search's pruner; its job waits with its checkpoint
+        state, where = s["state"], ""
+        if state == "reserved" and s.get("stale"):  # its worker is gone: not training, whatever the row says
+            state, where = "stale", f"{s.get('host')}:{s.get('pid')} gone; re-queued by the next worker"
+        elif state in ("reserved", "error"):
+            where = f"{s.get('host')}:{s.get('pid')}" if state == "reserved" else s.get("host") or ""
+            if s.get("gpu"):
+                where += f" gpu {s['gpu']}"
         error = _first_line(s.get("error"))
         kind, _, message = error.partition(": ")
-        rows.append({"name": t.description.name, "seed": t.description.seed, "step": t.step, "state": s["state"],
+        rows.append({"name": t.description.name, "seed": t.description.seed, "step": t.step, "state": state,
                      "score": s.get("score"), "where": where.strip(),
                      "error": f"{kind}: {message[:70]}" if error else ""})
     print(format_table(rows))
@@ -57,6 +67,11 @@ def _status(args) -> int:
     print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     if counts.get("error"):
         print(f"full tracebacks: nntransfer errors {args.recipe}")
+    if counts.get("stale"):
+        print(f"stale: reserved by a worker that is gone; `nntransfer run {args.recipe}` (or a worker) re-queues and "
+              "resumes them from their last checkpoint")
+    for study in dict.fromkeys(record.study for record in trials.values()):
+        print(search_line(study, args.recipe))
     return 0
 
 
@@ -97,25 +112,13 @@ def add_commands(sub) -> None:
                                    "(--workers N: N local processes). With --slurm, submits JOBS such workers "
                                    "through submitit instead. SIGTERM/Ctrl-C: checkpoint, release the job, exit 0.")
     add_local_worker_options(p)
-    p.add_argument("--slurm", action="store_true", help="submit workers with submitit (pip install nntransfer[slurm])")
-    p.add_argument("--jobs", type=int, default=1, help="number of Slurm workers to submit")
-    p.add_argument("--cluster", default=None, choices=["slurm", "local", "debug"],
-                   help="submitit cluster (default: slurm when available, else local)")
-    p.add_argument("--folder", default="nntransfer_jobs", help="folder for submitit logs")
-    p.add_argument("--partition", help="Slurm partition")
-    p.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per Slurm job")
-    p.add_argument("--cpus", type=int, default=4, help="CPU cores per Slurm job")
-    p.add_argument("--mem-gb", type=int, default=16, help="memory per Slurm job in GB")
-    p.add_argument("--time", type=int, default=24 * 60, help="time limit per Slurm job in minutes")
-    p.add_argument("--allow-local-store", action="store_true",
-                   help="submit even though the 'nntransfer' store is the local default (only if every node "
-                        "shares this machine's $NNTRANSFER_HOME)")
-    p.add_argument("--wait", action="store_true", help="wait for the submitted workers and report")
+    add_slurm_options(p)
     p.set_defaults(handler=_worker)
 
     p = sub.add_parser("status", parents=[common], help="state of every experiment of a recipe",
-                       description="pending / reserved (training, with host:pid and GPU) / done / error (type, "
-                                   "host, first line) / blocked per experiment and step, with scores.")
+                       description="pending / reserved (training, with host:pid and GPU) / stale (reserved by a "
+                                   "worker that is gone: re-queued by the next worker) / done / error (type, host, "
+                                   "first line) / blocked per experiment and step, with scores.")
     p.set_defaults(handler=_status)
 
     p = sub.add_parser("errors", parents=[common], help="full tracebacks of a recipe's failed jobs",

@@ -49,10 +49,19 @@ METRICS = Registry(
 MODULES = Registry(
     "main-loop module", "TrainerConfig.main_loop_modules",
     builtins={
+        "EWC": "nntransfer.trainer.modules.ewc",
+        "KnowledgeDistillation": "nntransfer.trainer.modules.knowledge_distillation",
+        "L2SP": "nntransfer.trainer.modules.l2sp",
+        "LotteryTicket": "nntransfer.trainer.modules.lottery_ticket",
+        "Mixup": "nntransfer.trainer.modules.mixup",
         "ModelWrapper": "nntransfer.trainer.modules.model_wrapper",
+        "NoiseAdversarial": "nntransfer.trainer.modules.noise_adversarial",
         "NoiseAugmentation": "nntransfer.trainer.modules.noise_augmentation",
+        "RandomReadoutReset": "nntransfer.trainer.modules.random_readout_reset",
+        "RDL": "nntransfer.trainer.modules.rdl",
         "RepresentationMatching": "nntransfer.trainer.modules.representation_matching",
         "RepresentationMonitor": "nntransfer.trainer.modules.representation_monitor",
+        "SI": "nntransfer.trainer.modules.si",
     },
     how="Register one with @register_module('Name') (see docs/trainer.md).")
 

@@ -81,12 +81,22 @@ class TrainerConfig(BaseConfig):
     # modules and transfer
     main_loop_modules: list[str] = field(default=[], help="module names (built-in) or import paths")
     module_options: dict = field(default={}, help="entry of main_loop_modules -> that module's options")
-    data_transfer: bool = field(default=False, help="hand this step's logits on the training set to later steps")
+    data_transfer: bool = field(default=False, help="hand this step's logits per example (and what its modules produce "
+                                                    "per parameter, e.g. EWC's Fisher) to later steps")
+    transfer_layers: list[str] = field(
+        default=[], since="0.3",
+        help="with data_transfer: also hand over these layers' outputs per example (flattened, named by layer), "
+             "e.g. for RDL with source='transfer_data'")
     transfer_strict: bool = field(default=True, help="parameter transfer needs identical names and shapes")
     transfer_parameters: bool = field(
         default=True, since="0.2",
         help="a transfer step starts from the previous step's parameters (False: fresh initialisation, e.g. a "
              "student of another architecture distilling the previous step's logits)")
+    # evaluation of the final model
+    noise_robustness: list[float] = field(
+        default=[], since="0.3",
+        help="Gaussian noise std levels (pixel units, clamped to the valid range) at which the final model is also "
+             "tested, e.g. [0.0, 0.1, 0.2, 0.3, 0.5]: output['robustness'], results_frame's noise/... columns")
     # output
     verbose: bool = field(default=True, key=False, help="progress bars")
     track_iterations: bool = field(default=False, key=False, help="also record the loss of every batch")
@@ -100,6 +110,12 @@ class TrainerConfig(BaseConfig):
         for name in ("max_steps", "eval_every_steps", "save_every_steps", "num_threads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"TrainerConfig.{name} must be at least 1 (or None), got {getattr(self, name)}")
+        if self.transfer_layers and not self.data_transfer:
+            raise ConfigError("TrainerConfig.transfer_layers names layers whose outputs data_transfer hands over; "
+                              "set data_transfer=True too")
+        if any(level < 0 for level in self.noise_robustness):
+            raise ConfigError(f"TrainerConfig.noise_robustness levels are noise standard deviations (pixel units), "
+                              f"so >= 0; got {self.noise_robustness}")
         for name in ("warmup_epochs", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"TrainerConfig.{name} must be >= 0, got {getattr(self, name)}")

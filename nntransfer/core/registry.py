@@ -23,16 +23,25 @@ from ..errors import ConfigError
 _NOT_GIVEN = object()
 
 
+def _dotted_names(text: str) -> bool:
+    """``a.b.c`` where every part is a Python identifier (no relative ``..``, no slashes, no spaces)."""
+    return bool(text) and all(part.isidentifier() for part in text.split("."))
+
+
 def split_import_path(path: str, what: str = "fn") -> tuple[str, str]:
-    """``"package.module:Name"`` (or ``"package.module.Name"``) -> ``("package.module", "Name")``."""
+    """``"package.module:Name"`` (or ``"package.module.Name"``) -> ``("package.module", "Name")``.
+
+    Both parts must be dotted Python identifiers: a file path (``../../etc/passwd``) or a relative module is a
+    ``ConfigError`` naming ``what``, never an error of the import machinery."""
     if not isinstance(path, str) or not ("." in path or ":" in path):
         raise ConfigError(f"{what} must be an import path like 'package.module:name', got {path!r}")
     if ":" in path:
         module_path, _, attribute = path.partition(":")
     else:
         module_path, _, attribute = path.rpartition(".")
-    if not module_path or not attribute:
-        raise ConfigError(f"{what}={path!r} is not an import path like 'package.module:name'")
+    if not _dotted_names(module_path) or not _dotted_names(attribute):
+        raise ConfigError(f"{what}={path!r} is not an import path like 'package.module:name' (dotted Python names; "
+                          "not a file path)")
     return module_path, attribute
 
 
@@ -154,7 +163,13 @@ class Registry(Mapping):
         fallback could tell; False otherwise."""
         if not isinstance(name, str) or not name:
             return False
-        if name in self._entries or name in self.builtins or is_import_path(name) and not self._family_of(name):
+        if name in self._entries or name in self.builtins:
+            return True
+        if is_import_path(name) and not self._family_of(name):
+            try:
+                split_import_path(name, what=self.option)
+            except ConfigError:
+                return False
             return True
         if self._family_of(name):
             return True
@@ -165,6 +180,8 @@ class Registry(Mapping):
         if not isinstance(name, str):
             raise ConfigError(f"{self.option} must name a {self.kind} (a string), got {name!r}")
         if self.knows(name) is False:
+            if is_import_path(name) and not self._family_of(name):
+                split_import_path(name, what=self.option)  # a malformed import path: say so
             raise ConfigError(self._unknown(name))
 
     def _family_of(self, name: str) -> str | None:

@@ -12,6 +12,8 @@ a fresh token and trains to its end.
 """
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 import weakref
 
@@ -92,4 +94,23 @@ def stop_reason() -> str:
     return next((token.reason for token in active_tokens() if token.requested), "")
 
 
-__all__ = ["StopToken", "active_tokens", "request_stop", "stop_reason", "stop_requested"]
+@contextlib.contextmanager
+def signals_deferred(signals=(signal.SIGTERM, signal.SIGINT)):
+    """Within the block, SIGTERM/SIGINT are held back and delivered when it ends (main thread; elsewhere the block
+    runs as it is). For short steps a signal must not cut in half, such as putting a stopped job back in the queue:
+    several workers share a Ctrl-C (the terminal's) and a SIGTERM from their parent, which come moments apart."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(held):
+            signal.raise_signal(sig)
+
+
+__all__ = ["StopToken", "active_tokens", "request_stop", "signals_deferred", "stop_reason", "stop_requested"]

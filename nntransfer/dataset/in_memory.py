@@ -29,6 +29,7 @@ class InMemoryLoader:
         self.batch_size, self.shuffle = batch_size, shuffle
         self.augment = augment or {}
         self.extra = {k: torch.as_tensor(v).to(images.device) for k, v in (extra or {}).items()}
+        normalisation = (None, None) if mean is None else (tuple(float(m) for m in mean), tuple(float(s) for s in std))
         # x / 255 then (x - mean) / std, folded into one multiply-add per batch
         channels = images.shape[1] if images.dim() == 4 else 1
         mean = torch.as_tensor(mean if mean is not None else [0.0] * channels, dtype=torch.float32)
@@ -36,6 +37,8 @@ class InMemoryLoader:
         self._scale = (1 / (255 * std)).view(1, -1, 1, 1).to(images.device)
         self._shift = (-mean / std).view(1, -1, 1, 1).to(images.device)
         self.dataset = _TensorView(self, num_classes, example_indices, source_split)
+        # the normalisation, for modules that work in pixel units (noise augmentation, robustness evaluation)
+        self.dataset.mean, self.dataset.std = normalisation
 
     @classmethod
     def from_dataset(cls, dataset, cfg, train: bool) -> "InMemoryLoader":

@@ -20,21 +20,38 @@ from .plan import TRAINED, TRANSFERRED, Target, states
 
 @dataclass
 class Clearing:
-    """What :func:`clear_results` deletes: the chosen results and the later steps trained from them."""
+    """What :func:`clear_results` deletes: the chosen results and the later steps trained from them.
+
+    ``shared``: the other targets of the plan whose result is one of those rows. Experiments with the same
+    configuration (and seed) share one result row, whatever their names: deleting it makes all of them pending.
+    """
 
     chosen: list[Target]
     later: list[dict] = field(default_factory=list)  # keys of TransferredTrainedModel rows trained from them
+    shared: list[Target] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.chosen) + len(self.later)
+        """The number of result rows deleted."""
+        return len({(t.table, key_ident(t.key)) for t in self.chosen}) + len(self.later)
+
+
+def matching_names(targets: list[Target], pattern: str) -> list[str]:
+    """The experiment names ``pattern`` selects: the name itself if an experiment has it (grid names contain
+    ``[...]``, which a glob reads as a character class), else every name the glob matches."""
+    names = list(dict.fromkeys(t.description.name for t in targets))
+    if pattern in names:
+        return [pattern]
+    return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
 
 
 def select(targets: list[Target], step: int | None = None, name: str | None = None) -> list[Target]:
-    """Finished targets of step ``step`` (all steps if None) whose name matches the glob ``name``."""
+    """Finished targets of step ``step`` (all steps if None) of the experiments ``name`` selects
+    (:func:`matching_names`; all if None)."""
     current = states(targets)
+    names = set(matching_names(targets, name)) if name is not None else None
     return [t for t in targets if current[t]["state"] == "done"
             and (step is None or t.step == step)
-            and (name is None or fnmatch.fnmatchcase(t.description.name, name))]
+            and (names is None or t.description.name in names)]
 
 
 def plan_clearing(targets: list[Target], step: int | None = None, name: str | None = None) -> Clearing:
@@ -52,7 +69,9 @@ def plan_clearing(targets: list[Target], step: int | None = None, name: str | No
                 seen.add(key_ident(row))
                 later.append(row)
                 frontier.append(row)
-    return Clearing(chosen, later)
+    deleted = {(t.table, key_ident(t.key)) for t in chosen} | {(TRANSFERRED, key_ident(k)) for k in later}
+    shared = [t for t in dict.fromkeys(targets) if t not in chosen and (t.table, key_ident(t.key)) in deleted]
+    return Clearing(chosen, later, shared)
 
 
 def clear_results(clearing: Clearing) -> int:
@@ -68,4 +87,4 @@ def clear_results(clearing: Clearing) -> int:
     return len(clearing)
 
 
-__all__ = ["Clearing", "clear_results", "plan_clearing", "select"]
+__all__ = ["Clearing", "clear_results", "matching_names", "plan_clearing", "select"]

@@ -7,12 +7,12 @@ call, not from whoever stored the config first).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from ..configs.experiment import Description, Experiment
 from ..core.keys import key_ident
 from ..store import internals, table
-from ..store.jobs import JobAttempt, job_hash, worker_rows
+from ..store.jobs import JobAttempt, dead_reservations, job_hash, worker_rows
 from ..store.trained_model import clear_checkpoints as _clear_checkpoints
 
 TRAINED = "TrainedModel"
@@ -66,7 +66,7 @@ def states(targets: list[Target], outputs: bool = False, workers: bool = False) 
 
     With ``outputs=True`` finished targets also carry their ``output`` (fetched only when asked: it can be large);
     with ``workers=True`` reserved ones carry the ``gpu`` of the worker that trains them, and ``stale=True`` when
-    that worker's heartbeat stopped (the next worker re-queues the job).
+    that worker is gone (its process ended, or its heartbeat stopped): the next worker re-queues the job.
     """
     beats = worker_rows() if workers else {}
     out = {}
@@ -75,6 +75,7 @@ def states(targets: list[Target], outputs: bool = False, workers: bool = False) 
         attributes = ("score", "output") if outputs else ("score",)
         done = {key_ident(r): r for r in (table & keys).proj(*attributes).to_dicts()}
         jobs = {key_ident(r): r for r in (table.jobs & keys).proj("status", "error_message", "host", "pid").to_dicts()}
+        dead = {key_ident(k) for k in dead_reservations(table, keys)} if workers else set()
         for t in chosen:
             ident = key_ident(t.key)
             if ident in done:
@@ -84,7 +85,7 @@ def states(targets: list[Target], outputs: bool = False, workers: bool = False) 
                 state = {"state": job["status"], "error": job["error_message"], "host": job["host"], "pid": job["pid"]}
                 if job["status"] == "reserved" and workers:
                     beat = beats.get((job["host"], job["pid"]))
-                    state.update(gpu=beat["gpu"] if beat else "", stale=beat is None or not beat["fresh"])
+                    state.update(gpu=beat["gpu"] if beat else "", stale=ident in dead)
                 out[t] = state
             else:
                 out[t] = {"state": "pending"}
@@ -99,6 +100,21 @@ def states(targets: list[Target], outputs: bool = False, workers: bool = False) 
                 out[t] = {"state": "blocked"}
             failed = failed or out[t]["state"] in ("error", "blocked")
     return out
+
+
+def test_metrics(output: Any) -> dict:
+    """``output["test"]`` (``{test_key: {metric: value}}``) as ``test/<key>/<metric>`` columns."""
+    if not isinstance(output, dict) or not isinstance(output.get("test"), dict):
+        return {}
+    flat = {}
+    for test_key, metrics in output["test"].items():
+        if isinstance(metrics, dict):
+            for metric, value in metrics.items():
+                if isinstance(value, (int, float)):
+                    flat[f"test/{test_key}/{metric}"] = value
+        elif isinstance(metrics, (int, float)):
+            flat[f"test/{test_key}"] = metrics
+    return flat
 
 
 def clear_errors(targets: list[Target]) -> int:
@@ -129,4 +145,4 @@ def clear_checkpoints(targets: list[Target]) -> int:
 
 
 __all__ = ["TABLES", "TRAINED", "TRANSFERRED", "Target", "by_table", "clear_checkpoints", "clear_errors",
-           "error_details", "plan", "states"]
+           "error_details", "plan", "states", "test_metrics"]

@@ -20,12 +20,20 @@ ModelConfig, TrainerConfig).
 
 Grids from the CLI (``--grid``), from YAML/JSON files and from ``Experiment.grid`` all go through
 :func:`grid_points` and ``replace`` by dotted path. A grid point is named ``name[path=value,...]``; the
-``seed`` axis is not part of the name: it makes seed replicates of the same named experiment.
+``seed`` axis is not part of the name: it makes seed replicates of the same named experiment, and it replaces
+the seeds a recipe sets itself (a recipe that loops over seeds gives the same experiment once per seed).
+
+A recipe's folder is put on ``sys.path`` before it runs, as Python does for a script: a package next to the recipe
+(``mypackage/`` beside ``recipe.py``) imports, in the recipe, in ``--import`` and in every worker.
 """
 from __future__ import annotations
 
+import functools
 import os
 import runpy
+import sys
+import sysconfig
+import traceback
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -102,14 +110,30 @@ def _report_steps(paths: Iterable[str], counts: Mapping[str, int], total: int, w
             report(f"{what} {path}: changed {counts[path]} of {total} experiment(s) (those with a step {step})")
 
 
+def recipe_folder_on_path(recipe: str | os.PathLike) -> None:
+    """Put the recipe's folder first on ``sys.path`` (once), as Python does for a script: modules and packages next
+    to the recipe import, in the recipe itself, in ``--import`` modules and in the configs' import paths."""
+    folder = str(Path(recipe).resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+
+
 def load_recipe(path: str | os.PathLike) -> Experiments:
-    """Experiments of a recipe file (Python, or YAML/JSON with grid syntax)."""
+    """Experiments of a recipe file (Python, or YAML/JSON with grid syntax).
+
+    An exception the recipe raises (a ``SyntaxError``, a ``NameError``, a config's ``ConfigError``, ...) becomes a
+    ``ConfigError`` that names the recipe's file and line and quotes the line (:func:`user_code_error`).
+    """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"recipe {path} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} does not exist" if not path.exists() else f"recipe {path} is not a file")
+    recipe_folder_on_path(path)
     if path.suffix in (".yaml", ".yml", ".json"):
         return experiments_from_file(path)
-    namespace = runpy.run_path(str(path), run_name="nntransfer_recipe")
+    try:
+        namespace = runpy.run_path(str(path), run_name="nntransfer_recipe")
+    except Exception as err:  # noqa: BLE001 - whatever the recipe raises is reported at its line
+        raise user_code_error(err, path) from err
     found = {}
     for name in ("transfer_experiments", "experiments"):
         if name in namespace:
@@ -122,6 +146,54 @@ def load_recipe(path: str | os.PathLike) -> Experiments:
     return found
 
 
+# -- errors in user code -----------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _library_folders() -> tuple[str, ...]:
+    """Folders whose files are not the user's: the standard library, installed packages, nntransfer itself."""
+    paths = sysconfig.get_paths()
+    folders = {paths[name] for name in ("stdlib", "platstdlib", "purelib", "platlib") if name in paths}
+    folders.add(str(Path(__file__).resolve().parents[1]))
+    return tuple(os.path.join(os.path.realpath(f), "") for f in folders)
+
+
+def _is_user_file(filename: str) -> bool:
+    if filename.startswith("<"):  # <frozen importlib._bootstrap>, <string>
+        return False
+    return not os.path.realpath(filename).startswith(_library_folders())
+
+
+def _quoted(text: str | None) -> str:
+    return f"\n    {text.strip()}" if text and text.strip() else ""
+
+
+def user_code_error(err: BaseException, path: str | os.PathLike | None = None) -> ConfigError:
+    """A ConfigError for an exception raised while running the user's file ``path`` (a recipe, an imported file):
+    ``file:line`` of the user's code where it happened, the error (type and message), and that line.
+
+    The place is the innermost frame in the user's own files (not the standard library, installed packages or
+    nntransfer): for a ``NameError`` in the recipe, the recipe's line; for one in a module the recipe imports, that
+    module's line, followed by the recipe's line that led there. A ``SyntaxError`` names the line it is about.
+    ``path`` None: user code imported by module name (``--import mypackage.models``).
+    """
+    path = os.path.realpath(path) if path is not None else None
+    what = str(err) if isinstance(err, ConfigError) else f"{type(err).__name__}: {err}"
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if _is_user_file(f.filename)]
+    if isinstance(err, SyntaxError) and err.filename and not err.filename.startswith("<"):
+        what = f"{type(err).__name__}: {err.msg}"
+        filename, line, text = err.filename, err.lineno, err.text
+    elif frames:
+        filename, line, text = frames[-1].filename, frames[-1].lineno, frames[-1].line
+        frames = frames[:-1]
+    else:
+        return ConfigError(f"{path}: {what}" if path else what)
+    message = f"{filename}:{line}: {what}{_quoted(text)}"
+    if path is not None and os.path.realpath(filename) != path:
+        own = [f for f in frames if os.path.realpath(f.filename) == path]
+        if own:
+            message += f"\n  reached from {own[-1].filename}:{own[-1].lineno}{_quoted(own[-1].line)}"
+    return ConfigError(message)
+
+
 def expand(experiments: Experiments, grid: Mapping[str, Sequence] | None, report=None) -> Experiments:
     """One experiment per grid point and experiment, named ``name[path=value,...]``.
 
@@ -132,7 +204,7 @@ def expand(experiments: Experiments, grid: Mapping[str, Sequence] | None, report
     if not grid:
         return dict(experiments)
     grid_points(grid)  # validates every axis once
-    out, counts = {}, {}
+    out, counts, replaced = {}, {}, set()
     for desc, exp in experiments.items():
         axes = {path: values for path, values in grid.items() if _has_step(exp, path)}
         for path in axes:
@@ -142,10 +214,25 @@ def expand(experiments: Experiments, grid: Mapping[str, Sequence] | None, report
             varied = exp.replace(**point)
             new = Description(f"{desc.name}[{label}]" if label else desc.name, varied.seed)
             if new in out:
-                raise ConfigError(f"the grid makes two experiments named {new}")
+                if out[new] != varied:
+                    raise ConfigError(_grid_collision(new, grid))
+                replaced.add(desc)  # a seed replicate of the recipe, made again by the seed axis: the same experiment
+                continue
             out[new] = varied
+    if replaced and report is not None:
+        seeds = sorted({d.seed for d in experiments if any(d.name == r.name for r in replaced)})
+        report(f"--grid seed: replaces the recipe's own seeds ({', '.join(map(str, seeds))}) of "
+               f"{len({d.name for d in replaced})} experiment name(s)")
     _report_steps(grid, counts, len(experiments), "--grid", report)
     return out
+
+
+def _grid_collision(desc: Description, grid: Mapping[str, Sequence]) -> str:
+    if "seed" in grid:
+        return (f"the grid makes two different experiments named {desc}: the recipe's experiments named "
+                f"{desc.name!r} differ in more than their seed, so the seed axis cannot replace their seeds; drop "
+                "--grid seed (the recipe sets the seeds) or give those experiments different names")
+    return f"the grid makes two different experiments named {desc}; give the recipe's experiments different names"
 
 
 def apply_overrides(experiments: Experiments, sets: Mapping[str, Any] | None = None,
@@ -164,7 +251,9 @@ def apply_overrides(experiments: Experiments, sets: Mapping[str, Any] | None = N
         changed = exp.replace(**mine) if mine else exp
         new = Description(desc.name, changed.seed)
         if new in out:
-            raise ConfigError(f"after the overrides two experiments are described as {new}")
+            if out[new] == changed:  # e.g. --set seed=5 on a recipe's seed replicates: one experiment
+                continue
+            raise ConfigError(f"after the overrides two different experiments are described as {new}")
         out[new] = changed
     _report_steps(sets, counts, len(experiments), "--set", report)
     return expand(out, grid, report)
@@ -390,4 +479,5 @@ def experiments_from_file(path: str | Path) -> Experiments:
 
 
 __all__ = ["apply_overrides", "check_description", "expand", "experiments_from_file", "grid_label", "grid_points",
-           "load_recipe", "load_yaml", "normalize", "overrides_from_file", "parse_value", "parse_values", "step_of"]
+           "load_recipe", "load_yaml", "normalize", "overrides_from_file", "parse_value", "parse_values",
+           "recipe_folder_on_path", "step_of", "user_code_error"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import importlib
 import importlib.util
 import logging
@@ -19,13 +20,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ..core.keys import key_ident
-from ..core.stop import StopToken
+from ..core.stop import StopToken, signals_deferred
 from ..errors import ConfigError, TrainingInterrupted
 from ..store import bind, db
 from ..store.jobs import JobSession, reclaim
 from .plan import Target, by_table, states
+from .recipes import recipe_folder_on_path, user_code_error
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +56,8 @@ class WorkerSettings:
         if self.gpus is not None:
             object.__setattr__(self, "gpus", parse_gpus(self.gpus))
         object.__setattr__(self, "imports", tuple(self.imports))
+        if self.recipe is not None:  # the same file for workers that start elsewhere (a Slurm node's folder)
+            object.__setattr__(self, "recipe", os.path.abspath(self.recipe))
 
     @property
     def user_code(self) -> list[str]:
@@ -116,7 +121,17 @@ def import_user_code(imports: list[str] | tuple[str, ...] = ()) -> None:
                 importlib.import_module(item)
             except ImportError as err:
                 raise ConfigError(f"cannot import module {item!r} ({err}); check --import / imports= and "
-                                  "PYTHONPATH") from err
+                                  "PYTHONPATH (the recipe's folder is on it)") from err
+            except Exception as err:  # noqa: BLE001 - an error in the user's module, reported at its line
+                raise user_code_error(err) from err
+
+
+def prepare_worker(settings: "WorkerSettings") -> None:
+    """What every worker does before it takes a job (local, ``nntransfer worker``, Slurm): the recipe's folder on
+    ``sys.path`` as for a script, then the recipe (if Python) and the ``imports``, so their registrations exist."""
+    if settings.recipe:
+        recipe_folder_on_path(settings.recipe)
+    import_user_code(settings.user_code)
 
 
 def _import_file(path: Path) -> None:
@@ -133,6 +148,9 @@ def _import_file(path: Path) -> None:
         spec.loader.exec_module(module)
     except _ScriptStopped:
         pass
+    except Exception as err:  # noqa: BLE001 - reported at the file's line, as when the recipe is loaded
+        sys.modules.pop(name, None)
+        raise user_code_error(err, path) from err
     finally:
         _importing_script.reset(token)
 
@@ -166,26 +184,34 @@ def reclaim_dead_reservations(targets: list[Target]) -> int:
     return sum(reclaim(table, [t.key for t in chosen]) for table, chosen in by_table(targets))
 
 
-def session_for(targets: list[Target], settings: WorkerSettings, stop: StopToken) -> JobSession:
-    """The job session of a worker: its stop token, retries, recipe, and each target's run settings and name."""
+def session_for(targets: list[Target], settings: WorkerSettings, stop: StopToken,
+                on_start: Callable[[str], None] | None = None,
+                on_evaluation: Callable[[dict, dict], None] | None = None) -> JobSession:
+    """The job session of a worker: its stop token, retries, recipe, each target's run settings and name, what to
+    call with a target's name when the worker takes it (``on_start``), and who hears of every evaluation of the jobs
+    it trains (``on_evaluation``, see :class:`~nntransfer.store.jobs.JobSession`)."""
     return JobSession(stop=stop, max_retries=settings.max_retries, recipe=settings.recipe,
                       run_settings={key_ident(t.key): t.run_settings for t in targets},
-                      names={key_ident(t.key): t.label for t in targets})
+                      names={key_ident(t.key): t.label for t in targets}, on_start=on_start,
+                      on_evaluation=on_evaluation)
 
 
-def work(targets: list[Target], settings: WorkerSettings = WorkerSettings(), stop: StopToken | None = None
-         ) -> WorkResult:
+def work(targets: list[Target], settings: WorkerSettings = WorkerSettings(), stop: StopToken | None = None,
+         on_start: Callable[[str], None] | None = None,
+         on_evaluation: Callable[[dict, dict], None] | None = None) -> WorkResult:
     """Train pending targets in this process until none is left that this or another live worker can train.
 
     Safe to run in many processes at once: DataJoint's job reservation hands each key to one worker. A step whose
     predecessor is still training is picked up as soon as the predecessor is done. SIGTERM/SIGINT (or ``stop``)
     stop it gracefully: the job in hand is checkpointed and released, and the result says ``stopped``.
+    ``on_start(name)`` is called whenever this worker takes a job; ``on_evaluation(key, info)`` hears of every
+    validation of the jobs trained here (a search prunes with it).
     """
     from ..runner.signals import stop_on_signals  # the runner (torch) is needed only where a worker trains
 
     stop = stop or StopToken()
     bind()
-    session = session_for(targets, settings, stop)
+    session = session_for(targets, settings, stop, on_start, on_evaluation)
     started = time.time()
     result = WorkResult()
     tables = [(table(), chosen) for table, chosen in by_table(targets)]
@@ -215,11 +241,10 @@ def work(targets: list[Target], settings: WorkerSettings = WorkerSettings(), sto
                     except KeyboardInterrupt:
                         break
     finally:
-        _release_held(session)
-        session.close()
-    result.stopped = stop.requested
-    if result.stopped:
-        logger.info("worker stopped on request (%s); %d trained", stop.reason, result.trained)
+        with signals_deferred():  # a second Ctrl-C here comes after the job in hand is back in the queue
+            _release_held(session)
+            session.close()
+    result.stopped = stop.requested  # said by whoever started the worker (the released job was logged)
     return result
 
 
@@ -249,15 +274,17 @@ def _recover_lost_connection(table, session: JobSession, err: Exception) -> None
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     logger.warning("lost the connection to the database during a job (%s); reconnecting", first)
     db.reconnect(table.connection)
-    session.aborted()
-    held = session.holding
-    if held is None:
+    key = session.holding
+    if key is None:
+        session.aborted()
         return
-    key = held
-    if table & key:
-        table.jobs.complete(key)
+    if table & key:  # the COMMIT went through before the connection broke
+        table.jobs.complete(key)  # ... and deletes the files of the checkpoints it dropped
         logger.info("%s: its result had committed", session.describe(key))
-    elif table.jobs.release(key):
+        return
+    session.aborted()  # rolled back: the checkpoint rows, so their files, are still there
+    session.hold(table, None)
+    if table.jobs.release(key):
         logger.info("%s released after the lost connection; it resumes from its last checkpoint",
                     session.describe(key))
 
@@ -294,39 +321,76 @@ def parse_gpus(gpus) -> tuple[str, ...] | None:
     return parsed
 
 
-def _worker_process(targets: list[Target], settings: WorkerSettings, threads: int, sys_path: list[str],
-                    environ: dict, gpu: str | None) -> None:
+def _worker_process(task: Callable, settings: WorkerSettings, threads: int, sys_path: list[str],
+                    environ: dict, gpu: str | None, log_levels: dict, results) -> None:
     # the caller's environment now, not the fork server's from its start (a notebook may have changed it since)
     os.environ.clear()
     os.environ.update(environ)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before anything starts CUDA in this process
     sys.path[:] = sys_path
+    _log_like_the_parent(log_levels)
     import torch
 
     torch.set_num_threads(threads)
     try:
-        import_user_code(settings.user_code)
-        work(targets, settings)
+        prepare_worker(settings)
+        result = task(settings)
     except (ConfigError, db.DatabaseUnavailable) as err:
         print(f"nntransfer worker {os.getpid()}: error: {err}", file=sys.stderr)
         sys.exit(2)
+    # what it did, for the parent's summary (exceptions as text: not every exception pickles)
+    results.put((result.trained, [(name, f"{type(e).__name__}: {e}" if isinstance(e, BaseException) else str(e))
+                                  for name, e in result.errors], result.stopped))
+
+
+#: the loggers whose levels a worker process takes from its parent (the command line sets both)
+_PARENT_LOGGERS = ("nntransfer", "nntransfer.trainer")
+
+
+def _parent_log_levels() -> dict[str, int]:
+    return {name: logging.getLogger(name).getEffectiveLevel() for name in _PARENT_LOGGERS}
+
+
+def _log_like_the_parent(levels: dict[str, int]) -> None:
+    """A worker process shows nntransfer's messages as its parent does (the command line shows INFO: released jobs,
+    reconnects), except the stop request itself, which the parent, whose signal it passes on, says once."""
+    root = logging.getLogger("nntransfer")
+    if levels["nntransfer"] <= logging.INFO and not any(isinstance(h, logging.StreamHandler) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("nntransfer: %(message)s"))
+        root.addHandler(handler)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    logging.getLogger("nntransfer.runner.signals").setLevel(logging.WARNING)
+
+
+#: seconds between a stop request here and passing it on to the worker processes that are still running: a Ctrl-C
+#: in a terminal reaches them too (one process group), and they are then releasing their jobs
+PASS_ON_AFTER = 2.0
 
 
 def _wait(procs, stop: StopToken) -> None:
-    """Wait for the worker processes; a stop request (SIGTERM/SIGINT here) is passed on to them once."""
+    """Wait for the worker processes; a stop request (SIGTERM/SIGINT here) is passed on to them once (SIGTERM)."""
     from ..runner.signals import stop_on_signals
 
-    passed_on = False
+    passed_on, requested_at = False, None
     with stop_on_signals(stop):
         while any(p.is_alive() for p in procs):
             if stop.requested and not passed_on:
+                requested_at = requested_at or time.monotonic()
+                if time.monotonic() - requested_at >= PASS_ON_AFTER:
+                    for p in procs:
+                        if p.is_alive():
+                            os.kill(p.pid, signal.SIGTERM)
+                    passed_on = True
+            try:
                 for p in procs:
-                    if p.is_alive():
-                        os.kill(p.pid, signal.SIGTERM)
-                passed_on = True
-            for p in procs:
-                p.join(timeout=0.2)
+                    p.join(timeout=0.2)
+            except KeyboardInterrupt:
+                # a second Ctrl-C: this process trains nothing now; the workers (in the terminal's process group,
+                # they got it too) release their jobs, and this one waits for them rather than leave them orphaned
+                continue
 
 
 @contextlib.contextmanager
@@ -364,16 +428,46 @@ def _safe_path():
             os.environ["PYTHONSAFEPATH"] = saved
 
 
-def _start(procs_args: list[tuple], context) -> list:
-    procs = [context.Process(target=_worker_process, name=name, args=args) for name, args in procs_args]
+def _start(procs_args: list[tuple], context, fallback) -> tuple[list, object]:
+    """Start the worker processes through ``context`` (the fork server); once that fails (the fork server died while
+    starting, e.g. killed for memory), start this one and the rest through ``fallback`` (spawn), and say so. Returns
+    the processes and the queue on which each says what it did."""
+    results = context.SimpleQueue()
+    procs = []
     with _safe_path(), _children_skip_main():
-        for p in procs:
-            p.start()
-    return procs
+        for name, args in procs_args:
+            proc = context.Process(target=_worker_process, name=name, args=(*args, results))
+            try:
+                proc.start()
+            except (EOFError, ConnectionError, OSError) as err:
+                if context is fallback:
+                    raise
+                logger.warning("the fork server could not start worker processes (%s: %s); starting them with "
+                               "spawn instead (slower to start, same result)", type(err).__name__, err)
+                context = fallback
+                proc = context.Process(target=_worker_process, name=name, args=(*args, results))
+                proc.start()
+            procs.append(proc)
+    return procs, results
+
+
+def _collect(results, into: "WorkResult") -> None:
+    """Add what the finished worker processes said (a process that died said nothing: see ``dead``)."""
+    while not results.empty():
+        trained, errors, stopped = results.get()
+        into.add(WorkResult(trained, list(errors), stopped))
 
 
 def run_workers(targets: list[Target], settings: WorkerSettings, stop: StopToken | None = None) -> WorkResult:
-    """Train with ``settings.workers`` local processes sharing the database, each with its share of the cores.
+    """Train with ``settings.workers`` local processes sharing the database, each with its share of the cores
+    (:func:`run_processes` running :func:`work` on ``targets``)."""
+    return run_processes(functools.partial(work, targets), settings, stop)
+
+
+def run_processes(task: Callable, settings: WorkerSettings, stop: StopToken | None = None) -> WorkResult:
+    """Run ``task(settings, stop)`` (a picklable callable returning a :class:`WorkResult`, e.g. :func:`work` on a
+    plan, or a search worker) in ``settings.workers`` local processes sharing the database, each with its share of
+    the cores.
 
     Without GPUs this process is one of the workers. With GPUs (``settings.gpus``, default: all visible) worker i
     gets GPU ``gpus[i % len(gpus)]`` through ``CUDA_VISIBLE_DEVICES``, set before CUDA starts in it; this process
@@ -387,6 +481,8 @@ def run_workers(targets: list[Target], settings: WorkerSettings, stop: StopToken
 
     stop = stop or StopToken()
     imports = settings.user_code
+    if settings.recipe:
+        recipe_folder_on_path(settings.recipe)
     import_user_code([m for m in imports if not (m.endswith(".py") or Path(m).is_file())])  # fail here, once
     missing = [m for m in imports if m.endswith(".py") and not Path(m).is_file()]
     if missing:
@@ -394,27 +490,24 @@ def run_workers(targets: list[Target], settings: WorkerSettings, stop: StopToken
     devices = visible_gpus() if settings.gpus is None else list(settings.gpus)
     threads = max(1, (os.cpu_count() or 1) // settings.workers)
     children = range(settings.workers) if devices else range(1, settings.workers)
-    procs_args = [(f"nntransfer-worker-{i}", (targets, settings, threads, _own_sys_path(), dict(os.environ),
-                                              devices[i % len(devices)] if devices else None)) for i in children]
+    procs_args = [(f"nntransfer-worker-{i}", (task, settings, threads, _own_sys_path(), dict(os.environ),
+                                              devices[i % len(devices)] if devices else None, _parent_log_levels()))
+                  for i in children]
     context = mp.get_context("forkserver")
     context.set_forkserver_preload(["torch", "nntransfer.store.trained_model", "nntransfer.store.transfer",
                                     "nntransfer.runner"])
-    try:
-        procs = _start(procs_args, context)
-    except (EOFError, ConnectionError, OSError) as err:  # the fork server died while starting
-        logger.warning("the fork server could not start the workers (%s: %s); starting them with spawn instead",
-                       type(err).__name__, err)
-        procs = _start(procs_args, mp.get_context("spawn"))
+    procs, results = _start(procs_args, context, fallback=mp.get_context("spawn"))
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     result = WorkResult()
     try:
         if not devices:
-            result.add(work(targets, settings, stop))
+            result.add(task(settings, stop))
         _wait(procs, stop)
     finally:
         torch.set_num_threads(previous_threads)
         _stop_children(procs)
+        _collect(results, result)
     result.dead = [f"worker process {p.name} (pid {p.pid}) exited with code {p.exitcode}; its job is re-queued, see "
                    "its output above" for p in procs if p.exitcode != 0]
     for line in result.dead:
@@ -443,11 +536,16 @@ def _stop_children(procs, grace: float = 300.0) -> None:
 def train_locally(targets: list[Target], settings: WorkerSettings, stop: StopToken | None = None) -> WorkResult:
     """The one local dispatch of ``run()`` and the command line: this process alone (one worker, no GPU list), or
     :func:`run_workers`."""
+    return run_locally(functools.partial(work, targets), settings, stop)
+
+
+def run_locally(task: Callable, settings: WorkerSettings, stop: StopToken | None = None) -> WorkResult:
+    """``task(settings, stop)`` in this process alone (one worker, no GPU list), or in :func:`run_processes`."""
     if settings.workers == 1 and not settings.gpus:
-        return work(targets, settings, stop)
-    return run_workers(targets, settings, stop)
+        return task(settings, stop)
+    return run_processes(task, settings, stop)
 
 
 __all__ = ["WorkResult", "WorkerSettings", "caller_code", "import_user_code", "importing_script", "parse_gpus",
-           "reclaim_dead_reservations", "run_workers", "session_for", "stop_script_import", "train_locally",
-           "visible_gpus", "work"]
+           "prepare_worker", "reclaim_dead_reservations", "run_locally", "run_processes", "run_workers",
+           "session_for", "stop_script_import", "train_locally", "visible_gpus", "work"]

@@ -19,6 +19,7 @@ from ..configs.experiment import Description, Experiment, TransferExperiment
 from ..core.keys import key_ident
 from ..errors import ConfigError
 from ..trainer import StopToken
+from ..trainer.handover import copy_model
 from .checks import check_config, check_experiments
 from .steps import Handover, StepResult, StepSpec, build, starts_from_previous, train_step
 
@@ -84,7 +85,8 @@ def _train_chain(chain: TransferExperiment, done: dict, stop, recipe) -> list[St
             model_state=previous.model_state if previous is not None and starts_from_previous(spec.trainer_config)
             else None,
             # the data of the nearest earlier step that generated some (as the tables hand it over)
-            transfer_data=next((r.transfer_data for r in reversed(results) if r.transfer_data is not None), None))
+            transfer_data=next((r.transfer_data for r in reversed(results) if r.transfer_data is not None), None),
+            previous_model=copy_model(previous.model) if previous is not None else None)
         results.append(_train_once(spec, handover, done, stop, recipe))
     return results
 

@@ -17,8 +17,10 @@ from ..configs.experiment import Experiment, TransferExperiment
 from ..configs.registries import CORES, LOSSES, METRICS, MODELS, MODULES, SOURCES
 from ..core.config import BaseConfig
 from ..errors import ConfigError
+from ..models.skeleton import skeleton
 from ..trainer.losses import check_loss_options
 from ..trainer.modules.base import check_module_options
+from ..trainer.patterns import check_patterns
 
 
 def check_config(cfg: BaseConfig) -> None:
@@ -31,8 +33,10 @@ def check_config(cfg: BaseConfig) -> None:
 
 
 def check_experiments(experiments: Iterable[Experiment | TransferExperiment]) -> None:
-    """:func:`check_config` for every distinct config of these experiments (each once)."""
-    seen = set()
+    """:func:`check_config` for every distinct config of these experiments (each once), then the ``freeze`` and
+    ``reset`` patterns of every step against its model (:func:`check_step_patterns`, each combination once)."""
+    experiments = list(experiments)
+    seen, steps = set(), set()
     for exp in experiments:
         for step in exp.steps:
             for cfg in step.configs.values():
@@ -40,6 +44,31 @@ def check_experiments(experiments: Iterable[Experiment | TransferExperiment]) ->
                 if identity not in seen:
                     seen.add(identity)
                     check_config(cfg)
+    for exp in experiments:
+        for step in exp.steps:
+            if not (step.trainer.freeze or step.trainer.reset):
+                continue
+            # what the names depend on: the model config and, for neural models, the sessions (one readout each)
+            identity = (type(step.model), step.model.to_json(), tuple(getattr(step.dataset, "sessions", None) or ()),
+                        tuple(step.trainer.freeze), tuple(step.trainer.reset))
+            if identity not in steps:
+                steps.add(identity)
+                check_step_patterns(step)
+
+
+def check_step_patterns(step: Experiment) -> None:
+    """ConfigError if a ``freeze``/``reset`` pattern of the step's trainer names nothing in the step's model, listing
+    the names there are. The model is built without data (:func:`nntransfer.models.skeleton.skeleton`: on the meta
+    device); one that only its data can size is checked by the trainer when the job starts."""
+    try:
+        model = skeleton(step.model, step.dataset)
+    except ConfigError:
+        raise
+    except Exception:  # noqa: BLE001 - it needs its data after all: the trainer checks when the job starts
+        return
+    if model is not None:
+        name = f"{type(step.model).__name__}(type={step.model.type!r})"
+        check_patterns(model, step.trainer.freeze, step.trainer.reset, name)
 
 
 def _check_dataset(cfg: ImageDatasetConfig) -> None:
@@ -115,4 +144,4 @@ def _check_optimizer(cfg: TrainerConfig) -> None:
 _CHECKS = ((ImageDatasetConfig, _check_dataset), (ModelConfig, _check_model), (NeuralModelConfig, _check_neural_model),
            (TrainerConfig, _check_trainer))
 
-__all__ = ["check_config", "check_experiments"]
+__all__ = ["check_config", "check_experiments", "check_step_patterns"]

@@ -54,17 +54,6 @@ def git_state(path: Path) -> dict:
     return {"git_repository": str(repo.working_tree_dir), "git_commit": commit, "git_dirty": dirty}
 
 
-def device_name(model) -> str:
-    """The device of the model's parameters, with the GPU's name."""
-    import torch
-
-    parameter = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return str(device)
-
-
 def _version(package: str) -> str:
     try:
         return metadata.version(package)
@@ -77,6 +66,8 @@ def collect(model, wall_time: float, recipe: str | Path | None = None) -> dict:
     import numpy
     import torch
 
+    from ..models.devices import device_label, model_device
+
     recipe = recipe_path(recipe)
     row = {
         "nntransfer_version": VERSION,
@@ -87,7 +78,7 @@ def collect(model, wall_time: float, recipe: str | Path | None = None) -> dict:
         "numpy_version": numpy.__version__,
         "recipe": str(recipe)[-255:] if recipe is not None else "",
         "host": socket.gethostname()[:255],
-        "device": device_name(model)[:255],
+        "device": device_label(model_device(model))[:255],
         "wall_time": float(wall_time),
     }
     row.update(git_state(recipe if recipe is not None else Path.cwd()))

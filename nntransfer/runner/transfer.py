@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..models.devices import model_device, takes_data_key
 
 logger = logging.getLogger(__name__)
 
@@ -54,17 +56,12 @@ def _some(names: list[str], n: int = 6) -> str:
     return ", ".join(names[:n]) + (f", … ({len(names)} in all)" if len(names) > n else "")
 
 
-def model_device(model: nn.Module) -> torch.device:
-    """Where the model's parameters (or buffers) are; CPU for a model without either."""
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
 @torch.no_grad()
-def generate_transfer_data(model: nn.Module, dataloaders: dict, device: str | torch.device | None = None) -> dict:
+def generate_transfer_data(model: nn.Module, dataloaders: dict, device: str | torch.device | None = None,
+                           layers: Sequence[str] = ()) -> dict:
     """Logits of the trained model for every example it can name, computed on ``device`` (the model's) and
-    stored on the CPU.
+    stored on the CPU; with ``layers``, also those layers' outputs, flattened per example and named by layer
+    (``"readout.4": array[N, features]``), e.g. a teacher's representations for RDL.
 
     For each training task, the training and validation splits (and the test split) whose datasets declare
     ``example_indices`` and ``source_split`` (see :func:`nntransfer.dataset.example_indices`) are run in
@@ -93,18 +90,41 @@ def generate_transfer_data(model: nn.Module, dataloaders: dict, device: str | to
             located = example_indices(loader)
             if located is None and split != "train":
                 continue  # without indices, only the training split's order is known
-            batches = [model(batch[0].to(device)).float().cpu().numpy() for batch in unshuffled(loader)]
+            # a model of several sessions (neuralpredictors' convention) is told whose data it sees
+            batches = [_outputs(model, batch[0].to(device), layers, task if takes_data_key(model) else None)
+                       for batch in unshuffled(loader)]
             if not batches:  # an empty split (e.g. valid_size=0)
                 continue
-            logits = np.concatenate(batches)
-            source_split, indices = located if located is not None else ("train", np.arange(len(logits)))
-            rows.setdefault(source_split, []).append((logits, indices))
+            arrays = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+            source_split, indices = located if located is not None else ("train", np.arange(len(arrays["logits"])))
+            rows.setdefault(source_split, []).append((arrays, indices))
         for source_split, parts in rows.items():
             block = out.setdefault(source_split, {})
-            block[f"{prefix}logits"] = np.concatenate([logits for logits, _ in parts])
+            for name in parts[0][0]:
+                block[f"{prefix}{name}"] = np.concatenate([arrays[name] for arrays, _ in parts])
             block[f"{prefix}example_indices"] = np.concatenate([indices for _, indices in parts]).astype(np.int64)
     model.train(was_training)
     return out
 
 
-__all__ = ["generate_transfer_data", "load_transferred_state", "model_device"]
+def _outputs(model: nn.Module, inputs: torch.Tensor, layers: Sequence[str],
+             data_key: str | None) -> dict[str, np.ndarray]:
+    """The logits (and the outputs of ``layers``, flattened per example) of one batch, as float32 arrays; ``data_key``
+    names the session for a model of several."""
+    def forward():
+        return model(inputs) if data_key is None else model(inputs, data_key=data_key)
+
+    if not layers:
+        return {"logits": forward().float().cpu().numpy()}
+    from ..models.representations import capture
+
+    try:
+        with capture(model, list(layers)) as reps:
+            logits = forward()
+    except KeyError as err:
+        raise ConfigError(f"TrainerConfig.transfer_layers: {err.args[0]}") from None
+    return {"logits": logits.float().cpu().numpy(),
+            **{layer: reps[layer].flatten(1).float().cpu().numpy() for layer in layers}}
+
+
+__all__ = ["generate_transfer_data", "load_transferred_state"]

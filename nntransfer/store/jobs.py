@@ -32,6 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import datajoint as dj
 from datajoint.condition import make_condition
@@ -39,13 +40,24 @@ from datajoint.jobs import Job
 
 from ..core.compat import make_hash
 from ..core.keys import key_ident
-from ..core.stop import StopToken
+from ..core.stop import StopToken, signals_deferred
 from ..errors import ConfigError, TrainingInterrupted
 from . import internals
 from .codec import delete_files
 from .schema import schema
 
 logger = logging.getLogger(__name__)
+
+
+class _StopsAreNotErrors(logging.Filter):
+    """DataJoint's ``populate`` logs every exception it suppresses at ERROR, a requested stop too; a stop is not an
+    error, and :meth:`ReservedJobs.error` has said it once, at INFO, with the experiment's name."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not isinstance(record.msg, (TrainingInterrupted, KeyboardInterrupt))
+
+
+logging.getLogger("datajoint").addFilter(_StopsAreNotErrors())
 
 HEARTBEAT_INTERVAL = float(os.environ.get("NNTRANSFER_HEARTBEAT_INTERVAL", "10"))
 HEARTBEAT_TIMEOUT = float(os.environ.get("NNTRANSFER_HEARTBEAT_TIMEOUT", "120"))
@@ -110,6 +122,20 @@ def _start_time(pid: int) -> float | None:
 def _process_alive(pid: int, start: float) -> bool:
     found = _start_time(pid)
     return found is not None and abs(found - start) < 0.05
+
+
+def this_process() -> dict:
+    """Which process this is, so that others can tell later whether it still runs (:func:`process_gone`)."""
+    return {"host": platform.node(), "pid": os.getpid(), "namespace": _namespace(),
+            "proc_start": _start_time(os.getpid()) or 0.0}
+
+
+def process_gone(identity: dict) -> bool:
+    """True if ``identity`` (from :func:`this_process`) is a process on this machine that no longer runs; False if it
+    runs, or if it is elsewhere (another machine or PID namespace: only its heartbeat can tell)."""
+    if identity.get("namespace") != _namespace() or identity.get("host") != platform.node():
+        return False
+    return not _process_alive(int(identity.get("pid", 0)), float(identity.get("proc_start", 0.0)))
 
 
 def job_hash(pk: dict) -> str:
@@ -202,7 +228,11 @@ class JobSession:
     ``recipe``: the file the experiments came from (provenance); ``run_settings``: per result key
     (:func:`~nntransfer.core.keys.key_ident`), the run fields of each config part this run uses instead of the
     stored ones (progress bars, TensorBoard, loader workers, checkpoint cadence, ...); ``names``: per result key, how
-    messages name it; ``heartbeat``: this worker's row in :class:`Worker`.
+    messages name it; ``heartbeat``: this worker's row in :class:`Worker`; ``on_start``: called with a job's name
+    when this worker takes it (a Slurm worker records which experiment its log holds).
+    messages name it; ``heartbeat``: this worker's row in :class:`Worker`; ``on_evaluation``: called as
+    ``on_evaluation(key, info)`` after every validation of a job this worker trains (``info``: ``epoch``, ``step``,
+    ``score``, ``validation``; see the trainer's ``cb``), e.g. by a search that prunes trials.
     """
 
     stop: StopToken = field(default_factory=StopToken)
@@ -211,10 +241,13 @@ class JobSession:
     run_settings: dict = field(default_factory=dict)
     names: dict = field(default_factory=dict)
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    on_start: Callable[[str], None] | None = None
+    on_evaluation: Callable[[dict, dict], None] | None = None
     #: the job this worker holds now (its primary key) and the table instance it is populating, or None
     holding: dict | None = None
     holding_table: object = None
     _after_commit: list = field(default_factory=list)
+    _after_rollback: list = field(default_factory=list)
 
     def __post_init__(self):
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
@@ -233,12 +266,19 @@ class JobSession:
         """Store files to delete once the job's result has committed (checkpoints of a finished job)."""
         self._after_commit.extend(paths)
 
+    def delete_on_rollback(self, paths: list) -> None:
+        """Store files the job's insert wrote: deleted if its transaction rolls back (no row references them then)."""
+        self._after_rollback.extend(paths)
+
     def committed(self) -> None:
-        paths, self._after_commit = self._after_commit, []
+        paths, self._after_commit, self._after_rollback = self._after_commit, [], []
         delete_files(paths)
 
     def aborted(self) -> None:
-        self._after_commit = []  # the transaction rolled back: its rows, so their files, are still there
+        # the transaction rolled back: the rows it dropped, so their files, are still there; the files it wrote for
+        # its own rows are referenced by none
+        paths, self._after_commit, self._after_rollback = self._after_rollback, [], []
+        delete_files(paths)
 
     def close(self) -> None:
         self.heartbeat.close()
@@ -280,6 +320,8 @@ class ReservedJobs(Job):
         if not super().reserve(key):
             return False
         self.session.hold(self.target, internals.job_key(self, key))
+        if self.session.on_start is not None:
+            self.session.on_start(self.session.describe(key))
         return True
 
     def complete(self, key: dict, duration: float | None = None) -> None:
@@ -289,6 +331,13 @@ class ReservedJobs(Job):
         (JobAttempt & {"job_table": self.target.table_name, "job_hash": job_hash(internals.job_key(self, key))}).delete_quick()
 
     def error(self, key: dict, error_message: str, error_stack: str | None = None) -> None:
+        # a second signal (Ctrl-C again, a parent passing the stop on) waits until the job is settled: cut short, a
+        # stopped job would stay reserved and a failure unrecorded
+        with signals_deferred():
+            self._settle(key, error_message, error_stack)
+
+    def _settle(self, key: dict, error_message: str, error_stack: str | None) -> None:
+        """Release a stopped job, or retry or record a failed one (``error``'s work; the exception is being handled)."""
         from . import db
 
         error = sys.exc_info()[1]
@@ -327,7 +376,7 @@ class ReservedJobs(Job):
             JobAttempt.update1(dict(ident, failures=failures))
         delay = min(300, 5 * 2 ** (failures - 1))
         if self.release(key, delay=delay):
-            logger.warning("job %s failed (attempt %d of %d): %s; retrying in %d s", internals.job_key(self, key), failures,
+            logger.warning("%s failed (attempt %d of %d): %s; retrying in %d s", self.session.describe(key), failures,
                            self.session.max_retries + 1, error_message.splitlines()[0] if error_message else "", delay)
         return True
 
@@ -342,7 +391,7 @@ class ReservedJobs(Job):
             if error_stack is not None:
                 self.update1({**internals.job_key(self, key), "error_stack": error_stack})
         else:
-            logger.error("job %s failed but is no longer held by this worker: %s", internals.job_key(self, key), error_message)
+            logger.error("%s failed but is no longer held by this worker: %s", self.session.describe(key), error_message)
 
     # -- for the keep-alive callback ------------------------------------------------------------
     def still_held(self, key: dict) -> bool:
@@ -401,12 +450,24 @@ def keep_alive(table, key: dict, every: float = 5.0):
     return cb
 
 
-# -- reclaiming the jobs of dead workers ---------------------------------------------------------
-def reclaim(table, keys: list[dict] | None = None) -> int:
-    """Put back the reserved jobs (of ``keys``, or all) whose holder is dead; returns how many.
+def reporting_evaluations(cb, on_evaluation: Callable[[dict, dict], None], key: dict):
+    """``cb`` that also hands every evaluation the trainer reports (``info`` with a ``score``) to ``on_evaluation``."""
 
-    Dead: on this machine, the holding process is gone; anywhere, its heartbeat is older than
-    ``HEARTBEAT_TIMEOUT`` (or it never beat and the reservation is older than that).
+    def composed(*args, **kwargs):
+        cb(*args, **kwargs)
+        info = kwargs.get("info")
+        if isinstance(info, dict) and info.get("score") is not None:
+            on_evaluation(dict(key), dict(info, epoch=kwargs.get("epoch")))
+
+    return composed
+
+
+# -- reclaiming the jobs of dead workers ---------------------------------------------------------
+def _reservations(table, keys: list[dict] | None) -> list[tuple[dict, dict, bool]]:
+    """``(job key, job row, alive)`` of the reserved jobs of ``table`` (of ``keys``, or all).
+
+    Alive: on this machine, the holding process still runs and names the job (or reserved it less than
+    ``HEARTBEAT_TIMEOUT`` ago); elsewhere, its heartbeat is fresh and names the job, or the reservation is that young.
     """
     jobs = table.jobs
     conn = jobs.connection
@@ -421,17 +482,14 @@ def reclaim(table, keys: list[dict] | None = None) -> int:
     if keys is not None:
         wanted = {job_hash({k: key[k] for k in pk}) for key in keys}
         reserved = [r for r in reserved if job_hash({k: r[k] for k in pk}) in wanted]
-    # rows of processes that died without cleaning up (SIGKILL) are dropped after a day
-    conn.query(f"DELETE FROM {Worker.full_table_name} WHERE heartbeat < CURRENT_TIMESTAMP(3) - "
-               f"{jobs.adapter.interval_expr(1, 'day')}")
     if not reserved:
-        return 0
+        return []
     workers = {(w["host"], w["pid"]): w for w in conn.query(
         f"SELECT host, pid, namespace, proc_start, job_table, job_hash, "
         f"(heartbeat >= CURRENT_TIMESTAMP(3) - {timeout}) AS fresh FROM {Worker.full_table_name}",
         as_dict=True).fetchall()}
     here = _namespace()
-    count = 0
+    out = []
     for row in reserved:
         key = {k: row[k] for k in pk}
         worker = workers.get((row["host"], row["pid"]))
@@ -440,6 +498,27 @@ def reclaim(table, keys: list[dict] | None = None) -> int:
             alive = _process_alive(row["pid"], worker["proc_start"]) and (holds or bool(row["fresh"]))
         else:
             alive = (holds and bool(worker["fresh"])) or bool(row["fresh"])
+        out.append((key, row, alive))
+    return out
+
+
+def dead_reservations(table, keys: list[dict] | None = None) -> list[dict]:
+    """Keys of the reserved jobs (of ``keys``, or all) whose holder is dead: the next :func:`reclaim` re-queues them."""
+    return [key for key, _, alive in _reservations(table, keys) if not alive]
+
+
+def reclaim(table, keys: list[dict] | None = None) -> int:
+    """Put back the reserved jobs (of ``keys``, or all) whose holder is dead; returns how many.
+
+    Dead: on this machine, the holding process is gone; anywhere, its heartbeat is older than
+    ``HEARTBEAT_TIMEOUT`` (or it never beat and the reservation is older than that).
+    """
+    jobs = table.jobs
+    # rows of processes that died without cleaning up (SIGKILL) are dropped after a day
+    jobs.connection.query(f"DELETE FROM {Worker.full_table_name} WHERE heartbeat < CURRENT_TIMESTAMP(3) - "
+                          f"{jobs.adapter.interval_expr(1, 'day')}")
+    count = 0
+    for key, row, alive in _reservations(table, keys):
         if alive:
             continue
         holder = {"host": row["host"], "pid": row["pid"], "reserved_time": row["reserved_time"]}
@@ -467,5 +546,5 @@ def worker_rows() -> dict:
     return {(r["host"], r["pid"]): {"gpu": r["gpu"], "fresh": bool(r["fresh"])} for r in rows}
 
 
-__all__ = ["Heartbeat", "JobAttempt", "JobSession", "LostReservation", "ReservedJobs", "Worker", "keep_alive", "reclaim",
-           "worker_rows"]
+__all__ = ["Heartbeat", "JobAttempt", "JobSession", "LostReservation", "ReservedJobs", "Worker", "dead_reservations",
+           "keep_alive", "process_gone", "reclaim", "reporting_evaluations", "this_process", "worker_rows"]

@@ -26,9 +26,10 @@ from .codec import (
     referenced_paths,
     state_path,
     write_state,
+    written_on_insert,
 )
 from .db import STORE
-from .jobs import JobSession, _JobsDescriptor, keep_alive
+from .jobs import JobSession, _JobsDescriptor, keep_alive, reporting_evaluations
 from .nnfabrik import Dataset, Fabrikant, Model, Seed, Trainer  # noqa: F401  (Seed: referenced by the definition)
 from .schema import schema
 
@@ -217,8 +218,11 @@ class TrainedModelBase:
 
         session = self.session
         spec = StepSpec(dict(key), **configs).with_run_settings(session.run_settings.get(key_ident(key)))
+        cb = keep_alive(self, key)
+        if session.on_evaluation is not None:
+            cb = reporting_evaluations(cb, session.on_evaluation, key)
         result = train_step(spec, self.handover(spec, previous, data_source),
-                            checkpoints=TableCheckpointStore(self.table_name, key), cb=keep_alive(self, key),
+                            checkpoints=TableCheckpointStore(self.table_name, key), cb=cb,
                             stop=session.stop, keep_transfer_data=self.stores_transfer_data, recipe=session.recipe)
         output = result.output
         if isinstance(output, dict) and session.run_settings.get(key_ident(key)):
@@ -229,15 +233,21 @@ class TrainedModelBase:
         if isinstance(output, dict) and "transfer_data" in output:  # a trainer's own, on a table that keeps none
             output = {k: v for k, v in output.items() if k != "transfer_data"}
             transfer_data = transfer_data if transfer_data is not None else output.get("transfer_data")
-        self.insert1(dict(key, score=score, output=output, comment=self.comment_for(key),
-                          fabrikant_name=Fabrikant.get_current_user()))
-        self.ModelStorage.insert1(dict(key, model_state=model_state))
-        self.insert_extra(key, transfer_data)
-        self.Provenance.insert1(dict(key, **run_provenance))
-        # The checkpoint rows go with this transaction; their files only once it has committed (the session deletes
-        # them when the job completes; files of a crash in between are unreferenced, for `nntransfer db gc`). A
-        # failed commit keeps rows and files: the job resumes from its last checkpoint.
-        self.session.delete_after_commit(TableCheckpointStore(self.table_name, key).drop_rows())
+        written = []  # the state files the inserts write: if the transaction rolls back, no row references them
+        token = written_on_insert.set(written)
+        try:
+            self.insert1(dict(key, score=score, output=output, comment=self.comment_for(key),
+                              fabrikant_name=Fabrikant.get_current_user()))
+            self.ModelStorage.insert1(dict(key, model_state=model_state))
+            self.insert_extra(key, transfer_data)
+            self.Provenance.insert1(dict(key, **run_provenance))
+            # The checkpoint rows go with this transaction; their files only once it has committed (the session
+            # deletes them when the job completes; files of a crash in between are unreferenced, for `nntransfer db
+            # gc`). A failed commit keeps rows and files: the job resumes from its last checkpoint.
+            self.session.delete_after_commit(TableCheckpointStore(self.table_name, key).drop_rows())
+        finally:
+            written_on_insert.reset(token)
+            self.session.delete_on_rollback(written)
 
     stores_transfer_data = False
 

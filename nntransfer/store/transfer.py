@@ -112,14 +112,17 @@ class TransferredTrainedModel(TrainedModelBase, dj.Computed):
         return previous, data_source
 
     def handover(self, spec, previous, data_source):
-        """The previous step's parameters (unless ``transfer_parameters=False``) and the nearest earlier step's data."""
+        """The previous step's parameters (unless ``transfer_parameters=False``), the nearest earlier step's data and a
+        way to build the previous step's trained model."""
         from ..runner import Handover
         from ..runner.steps import starts_from_previous
 
         state = (self.ModelStorage & previous).fetch1("model_state") \
             if previous is not None and starts_from_previous(spec.trainer_config) else None
         data = (self.TransferData & data_source).fetch1("transfer_data") if data_source is not None else None
-        return Handover(model_state=state, transfer_data=data)
+        # a teacher (RDL, online distillation) is the previous step's trained model, built only when a module asks
+        teacher = (lambda: self.load_model(previous, include_dataloader=False)) if previous is not None else None
+        return Handover(model_state=state, transfer_data=data, previous_model=teacher)
 
     stores_transfer_data = True
 

@@ -72,6 +72,11 @@ class EarlyStopping:
             return "decay"
         return "stop"
 
+    def reset(self) -> None:
+        """Forget the best evaluation, the patience used and the LR decays done: training starts over (e.g. a new
+        round of lottery-ticket pruning), and restore_best picks among the evaluations from here on."""
+        self.__init__(self.patience, self.threshold, self.decays)
+
     def restore(self, model: nn.Module) -> None:
         if self.best_state is not None:
             model.load_state_dict(self.best_state)

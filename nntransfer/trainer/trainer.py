@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import fnmatch
-import inspect
 import logging
 import math
 import os
@@ -20,14 +18,18 @@ from torch import nn
 from ..core import bars as progress_bars
 from ..errors import ConfigError
 from ..configs.trainer import TrainerConfig
+from ..models.devices import model_device, takes_data_key
 from .checkpointing import BackgroundWriter, CheckpointStore, map_tensors, rng_state, set_rng_state
+from .handover import PARAMETERS, Handover
 from .hooks import TEST, TRAIN, VALIDATION, Hooks, loop_state
 from .interrupt import StopToken, TrainingInterrupted
 from .losses import evaluation_loss, make_loss
 from .metrics import METRICS
 from .modules import CancelBatch, CancelEpoch, MainLoopModule, module_class
 from .optim import EarlyStopping, make_optimizer, scheduled_lr
+from .patterns import frozen_parameters, reset_modules
 from .progress import Progress
+from .robustness import check_noise_robustness, noise_robustness
 from .tensorboard import open_log
 from .tracking import Tracker
 
@@ -46,12 +48,13 @@ class TrainingOutOfMemory(RuntimeError):
 
 def trainer(model: nn.Module, dataloaders: dict, seed: int, uid=None, cb: Callable | None = None, *,
             checkpoints: CheckpointStore | None = None, stop: StopToken | None = None,
-            **config) -> tuple[float, dict, dict]:
+            handover: Handover | None = None, **config) -> tuple[float, dict, dict]:
     """nnfabrik trainer function: train ``model`` and return ``(score, output, model_state)``.
 
     ``score`` is the validation ``stop_metric`` of the final (by default best, restored) parameters;
     ``output`` holds the tracker history and the final validation and test results. ``stop``: the run's
-    :class:`StopToken` (a fresh one if None); ``checkpoints``: where it saves and resumes.
+    :class:`StopToken` (a fresh one if None); ``checkpoints``: where it saves and resumes; ``handover``: what
+    earlier steps of a transfer chain gave (:class:`~nntransfer.trainer.handover.Handover`), for the modules.
     """
     config.pop("comment", None)
     unknown = sorted(set(config) - set(TrainerConfig.fields()))
@@ -63,20 +66,23 @@ def trainer(model: nn.Module, dataloaders: dict, seed: int, uid=None, cb: Callab
             "options of main-loop modules belong in module_options"
         )
     cfg = TrainerConfig(**config)
-    return Trainer(model, dataloaders, seed, cfg, checkpoints=checkpoints, cb=cb, uid=uid, stop=stop).train()
+    return Trainer(model, dataloaders, seed, cfg, checkpoints=checkpoints, cb=cb, uid=uid, stop=stop,
+                   handover=handover).train()
 
 
 class Trainer:
     """Trains ``model`` on ``dataloaders`` as ``config`` says; :meth:`train` returns ``(score, output, state)``.
 
-    Its position is :attr:`progress` (a :class:`Progress`); its stop request :attr:`stop` (a :class:`StopToken`).
+    Its position is :attr:`progress` (a :class:`Progress`); its stop request :attr:`stop` (a :class:`StopToken`);
+    what earlier steps gave :attr:`handover` (a :class:`Handover`, empty outside a transfer chain).
     """
 
     def __init__(self, model: nn.Module, dataloaders: dict, seed: int, config: TrainerConfig,
                  checkpoints: CheckpointStore | None = None, cb: Callable | None = None, uid=None,
-                 stop: StopToken | None = None):
+                 stop: StopToken | None = None, handover: Handover | None = None):
         self.config, self.seed, self.checkpoints, self.cb, self.uid = config, seed, checkpoints, cb, uid
         self.stop = stop if stop is not None else StopToken()
+        self.handover = handover if handover is not None else Handover()
         self.device = _training_device(model, config.force_cpu)
         self.precision = _precision(config, self.device)
         if config.deterministic:  # read when cuBLAS starts, i.e. before the first CUDA matmul of the process
@@ -113,17 +119,30 @@ class Trainer:
         # neuralpredictors' convention for models of several sessions: forward(x, data_key=task), regularizer(task)
         regularizer = getattr(self.model, "regularizer", None)
         self.regularizer = regularizer if callable(regularizer) else None
-        self._takes_data_key = "data_key" in inspect.signature(self.model.forward).parameters
+        self._takes_data_key = takes_data_key(self.model)
         decays = config.lr_decay_steps - 1 if config.lr_schedule == "plateau" else 0
         self.stopper = EarlyStopping(config.patience, config.threshold, decays)
         self.modules: list[MainLoopModule] = [module_class(name).create(self, name)
                                               for name in config.main_loop_modules]
         self.hooks = Hooks(self.modules)
+        if config.noise_robustness:
+            check_noise_robustness(self)
         self._writer = BackgroundWriter(checkpoints, config.keep_last_n, config.keep_best_n) \
             if checkpoints is not None else None
         self._training_pass: _Pass | None = None  # accumulators of the training pass in progress (checkpointed)
+        self._last_validation: dict | None = None  # objectives of the latest validation pass, for cb's info
         self._checkpoint_to_resume: dict | None = None  # a mid-epoch checkpoint, loaded when its pass is reached
         self._lr_per_step = bool(config.warmup_steps or config.milestone_steps)
+
+    def add_trainable(self, parameters, **group_options) -> None:
+        """Train ``parameters`` of a module (not of the model, e.g. a discriminator or learned loss weights) with the
+        model: a new parameter group of the optimizer (``group_options`` override its defaults), and a part of
+        everything the trainer does with trainable parameters (clipping, checkpointed gradients, cancelled batches).
+        Call it from a module's ``__init__``: the order of the groups is part of the optimizer's checkpointed state."""
+        parameters = [p for p in parameters if p.requires_grad]
+        if parameters:
+            self.optimizer.add_param_group({"params": parameters, **group_options})
+            self.params.extend(parameters)
 
     @property
     def epoch(self) -> int:
@@ -162,15 +181,17 @@ class Trainer:
         self._seed_epoch()
         self._set_lr()
         self.run_epoch(TRAIN, self.loaders["train"])
-        if self.loaders.get("validation") and self.progress.evaluation_due_after_epoch(self.config):
+        evaluated = bool(self.loaders.get("validation")) and self.progress.evaluation_due_after_epoch(self.config)
+        if evaluated:
             self._validate()
         self._log_epoch()
-        self._callback()  # before the checkpoint: a copy whose job was taken over stops without writing one
+        self._callback(evaluated)  # before the checkpoint: a copy whose job was taken over stops without writing one
         if self._writer is not None and self.progress.checkpoint_due_after_epoch(self.config):
             self._checkpoint()
 
-    def run_epoch(self, mode: str, loaders: dict) -> dict:
-        """One pass over ``loaders`` in ``mode``, calling every module hook; returns ``{task: {objective: value}}``."""
+    def run_epoch(self, mode: str, loaders: dict, record: bool = True) -> dict:
+        """One pass over ``loaders`` in ``mode``, calling every module hook; returns ``{task: {objective: value}}``
+        (``record=False``: without adding them to the tracker)."""
         training = mode == TRAIN
         self._set_modes(training)
         accumulators = _Pass(self.metric_classes)
@@ -193,7 +214,7 @@ class Trainer:
         if training:
             self.progress.end_training_pass()
             self._training_pass = None
-        return self._track(mode, accumulators)
+        return self._track(mode, accumulators) if record else accumulators.results()
 
     def _batch(self, state: dict, batch, accumulators: "_Pass") -> None:
         """One batch; ``CancelBatch`` ends it (every module hears of it); running out of memory and a failed compile
@@ -230,10 +251,20 @@ class Trainer:
             self.tracker.add_iteration(state["mode"], task, float(loss.detach()))
 
     def _add_task_loss(self, state: dict, outputs, loss, targets, extra: dict) -> torch.Tensor:
+        """The modules' terms plus the task's loss. A module may set, for a training batch, ``shared_memory[
+        "task_targets"] = [(weight, targets), ...]`` (the loss becomes the weighted sum over these target sets, e.g.
+        Mixup) and ``shared_memory["task_loss_weight"]`` (a factor of the task's loss, e.g. online distillation)."""
         losses = self.losses if state["train_mode"] else self.evaluation_losses
         task_loss = losses[state["task_key"]]
-        main = task_loss(outputs, targets, extra) if getattr(task_loss, "uses_extra", False) \
-            else task_loss(outputs, targets)
+        uses_extra = getattr(task_loss, "uses_extra", False)
+        shared = state["shared_memory"]
+        main = None
+        for weight, task_targets in shared.get("task_targets") or [(None, targets)]:
+            term = task_loss(outputs, task_targets, extra) if uses_extra else task_loss(outputs, task_targets)
+            term = term if weight is None else weight * term
+            main = term if main is None else main + term
+        if "task_loss_weight" in shared:
+            main = shared["task_loss_weight"] * main
         return main if isinstance(loss, float) and loss == 0.0 else loss + main
 
     def _backward(self, state: dict, loss: torch.Tensor) -> torch.Tensor | None:
@@ -343,14 +374,16 @@ class Trainer:
             logger.info("epoch %d step %d | %s", progress.epoch, progress.steps,
                         self.tracker.epoch_line(progress.epoch))
         if evaluate or save:
-            self._callback()
+            self._callback(evaluate)
         if save:
             self._checkpoint()
 
     def _validate(self) -> None:
         """A validation pass and the early-stopping decision (improved / wait / decay: restore best, lower LR /
         stop)."""
-        score = self.evaluate(VALIDATION)
+        results = self.run_epoch(VALIDATION, self.loaders.get("validation") or {})
+        score = self._stop_sign * self._metric(results, "validation")
+        self._last_validation = results
         self.progress.last_score, self.progress.evaluated_at_step = score, self.progress.steps
         decision = self.stopper.update(score, self.progress.epoch, self.model, self.progress.steps)
         if decision == "decay":
@@ -372,6 +405,7 @@ class Trainer:
             validation = self.run_epoch(VALIDATION, self.loaders["validation"]) if self.loaders.get("validation") \
                 else {}
             test = self.run_epoch(TEST, self.loaders["test"]) if self.loaders.get("test") else {}
+        robustness = noise_robustness(self, test) if self.config.noise_robustness else None
         if validation:
             score = self._metric(validation, "validation")
         elif test:
@@ -391,8 +425,28 @@ class Trainer:
             "best_step": self.stopper.best_step,
             "environment": dict(self.environment),
         }
+        if robustness is not None:
+            output["robustness"] = robustness
+        sections = self._parameter_sections()
+        if sections is not None:
+            output["transfer_data"] = {PARAMETERS: sections}
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         return float(score), output, state
+
+    def _parameter_sections(self) -> dict | None:
+        """The per-parameter data this step hands on (None: none): what its modules'
+        :meth:`~nntransfer.trainer.MainLoopModule.hand_over` produced, and the sections it received that no module of
+        it replaced (a producer accumulates what it received), when a module produced some or the step hands data
+        over anyway (``data_transfer``)."""
+        produced = {}
+        for module in self.modules:
+            section = module.hand_over(self.model)
+            if section is not None:
+                produced[module.handover_name()] = section
+        received = self.handover.parameter_sections()
+        if not produced and not (self.config.data_transfer and received):
+            return None
+        return {**received, **produced}
 
     def _metric(self, results: dict, split: str) -> float:
         """Mean ``stop_metric`` over the tasks of a pass's results."""
@@ -545,9 +599,16 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self._autocast_dtype)
 
     # -- helpers ------------------------------------------------------------------------------------
-    def _callback(self) -> None:
-        if self.cb is not None:
-            self.cb()
+    def _callback(self, evaluated: bool) -> None:
+        """``cb`` with nnfabrik's keywords: ``uid``, ``epoch``, ``model`` and ``info``, which holds the optimizer
+        ``step`` count and, right after an evaluation, its validation ``score`` (the stop_metric, as the result's
+        score reports it) and ``validation`` objectives (``{task: {objective: value}}``)."""
+        if self.cb is None:
+            return
+        info = {"step": self.progress.steps}
+        if evaluated:
+            info.update(score=self._stop_sign * self.progress.last_score, validation=self._last_validation)
+        self.cb(uid=self.uid, epoch=self.progress.epoch, model=self.model, info=info)
 
     def _progress_bar(self):
         steps = self.config.max_steps is not None
@@ -640,20 +701,14 @@ class Trainer:
     def _reset_and_freeze(self) -> None:
         cfg = self.config
         for pattern in cfg.reset:
-            matched = [m for name, m in self.model.named_modules() if name and _matches(name, pattern)]
-            if not matched:
-                raise ConfigError(f"reset pattern {pattern!r} matches no module of the model")
+            matched = reset_modules(self.model, pattern)
             torch.manual_seed(self.seed)
             for module in matched:
                 for sub in module.modules():
                     if hasattr(sub, "reset_parameters"):
                         sub.reset_parameters()
         for pattern in cfg.freeze:
-            matched = [p for name, p in self.model.named_parameters() if _matches(name, pattern)]
-            if not matched:
-                raise ConfigError(f"freeze pattern {pattern!r} matches no parameter of the model "
-                                  f"(parameters: {', '.join(n for n, _ in list(self.model.named_parameters())[:12])}, …)")
-            for p in matched:
+            for p in frozen_parameters(self.model, pattern):
                 p.requires_grad_(False)
 
     def _set_modes(self, training: bool) -> None:
@@ -758,10 +813,8 @@ def _training_device(model: nn.Module, force_cpu: bool) -> torch.device:
     """The CPU when asked or without CUDA; else the CUDA device the model is on, or the current one."""
     if force_cpu or not torch.cuda.is_available():
         return torch.device("cpu")
-    first = next(iter(model.parameters()), None)
-    if first is not None and first.device.type == "cuda":
-        return first.device
-    return torch.device("cuda", torch.cuda.current_device())
+    placed = model_device(model)
+    return placed if placed.type == "cuda" else torch.device("cuda", torch.cuda.current_device())
 
 
 def _precision(config: TrainerConfig, device: torch.device) -> str:
@@ -803,13 +856,6 @@ def _total_batches(loaders: dict, cycle: bool) -> int | None:
     if not lengths:
         return 0
     return len(lengths) * max(lengths) if cycle and len(lengths) > 1 else sum(lengths)
-
-
-def _matches(name: str, pattern: str) -> bool:
-    """Glob pattern (``"core.*"``), or a regular expression after ``re:`` (``"re:core\\.[0-2]\\..*"``), full match."""
-    if pattern.startswith("re:"):
-        return re.fullmatch(pattern[3:], name) is not None
-    return fnmatch.fnmatchcase(name, pattern)
 
 
 __all__ = ["Trainer", "TrainingDiverged", "TrainingInterrupted", "TrainingOutOfMemory", "trainer"]

@@ -2,6 +2,7 @@
 each is imported when first named), and import paths for user modules."""
 from __future__ import annotations
 
-from .base import MODULES, CancelBatch, CancelEpoch, MainLoopModule, Option, module_class, register_module
+from .base import MODULES, CancelBatch, CancelEpoch, MainLoopModule, Option, PassTerms, module_class, register_module
 
-__all__ = ["CancelBatch", "CancelEpoch", "MODULES", "MainLoopModule", "Option", "module_class", "register_module"]
+__all__ = ["CancelBatch", "CancelEpoch", "MODULES", "MainLoopModule", "Option", "PassTerms", "module_class",
+           "register_module"]

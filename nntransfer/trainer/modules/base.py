@@ -6,8 +6,11 @@ import functools
 import inspect
 from typing import Any
 
+import torch
+
 from ...errors import ConfigError
 from ...configs.registries import MODULES
+from ..handover import Handover
 from ..tracking import Tracker
 
 
@@ -87,6 +90,10 @@ class MainLoopModule:
     State: ``state_dict()`` / ``load_state_dict()`` (default: nothing) are saved in checkpoints, so that a
     module with state (a moving average, a counter, a pass's accumulators) resumes exactly. States hold
     tensors, numbers, strings and plain containers (they are loaded with ``weights_only=True``).
+
+    Transfer: ``self.handover`` is what earlier steps of a transfer chain gave (:class:`~nntransfer.trainer.handover.
+    Handover`: the parameters the step started from, which were transferred, transfer data, the previous step's
+    model); a module that produces data for later steps returns it from :meth:`hand_over`.
     """
 
     name = "MainLoopModule"
@@ -98,6 +105,8 @@ class MainLoopModule:
         tracker = getattr(trainer, "tracker", None)
         self.tracker = tracker if tracker is not None else Tracker()
         self.train_loader = (getattr(trainer, "loaders", None) or {}).get("train", {})  # {task: loader}
+        handover = getattr(trainer, "handover", None)
+        self.handover: Handover = handover if handover is not None else Handover()
         # ``key`` (the entry in main_loop_modules) is bound by ``create`` before __init__ runs
         key = self.__dict__.get("key") or self.name
         self.name = key
@@ -135,7 +144,13 @@ class MainLoopModule:
         if missing:
             raise ConfigError(f"{cls.__name__} needs module_options[{key!r}][{missing[0]!r}] "
                               f"({declared[missing[0]].help or 'required'})")
+        cls.check_options({name: checked.get(name, option.default) for name, option in declared.items()}, key)
         return checked
+
+    @classmethod
+    def check_options(cls, options: dict, key: str) -> None:
+        """Checks across options or of their values (ConfigError), before anything is built; ``options`` holds every
+        declared option, given or default. Types and unknown names are checked already."""
 
     def option(self, key: str, default: Any = _REQUIRED) -> Any:
         """The given option, else ``default`` if passed, else the declared default."""
@@ -178,6 +193,20 @@ class MainLoopModule:
     def after_cancel_epoch(self, model):
         """The pass was cancelled (``CancelEpoch``); ``post_epoch`` follows."""
 
+    # -- transfer -----------------------------------------------------------------------------------
+    def hand_over(self, model) -> dict | None:
+        """Per-parameter data this module hands to later steps (None: nothing). Called once, after training and the
+        final evaluation, on the returned parameters (whatever ``data_transfer`` says: producing it is what the module
+        is for). The result (plain dicts of numpy arrays, numbers and strings) is stored with the step's transfer data
+        as the section :meth:`handover_name` of ``transfer_data["parameters"]``, which later steps' modules read with
+        ``self.handover.parameter_data(name)``. A producer accumulates: it includes what it received."""
+        return None
+
+    @classmethod
+    def handover_name(cls) -> str:
+        """The name of this module's section of handed-over per-parameter data: its registered name."""
+        return cls.name if cls.name != MainLoopModule.name else cls.__qualname__
+
     # -- state --------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """What a checkpoint keeps of this module (default: nothing)."""
@@ -192,6 +221,30 @@ class MainLoopModule:
         if self.mode is None:
             raise RuntimeError(f"{type(self).__name__}.log() is for hooks: outside a pass there is no mode to log in")
         self.tracker.add(self.mode, task, objective, value)
+
+
+class PassTerms:
+    """Per-task values of a module's loss term in the training pass in progress, kept as tensors (no per-batch
+    synchronisation) and logged as their mean when the pass ends; part of the module's state (a mid-epoch resume
+    logs the same mean)."""
+
+    def __init__(self):
+        self.terms: dict[str, list] = {}
+
+    def add(self, task: str, value) -> None:
+        self.terms.setdefault(task, []).append(value.detach().float().reshape(()))
+
+    def log(self, module: "MainLoopModule", objective: str) -> None:
+        """Log each task's mean as ``objective`` and start over."""
+        for task, values in self.terms.items():
+            module.log(task, objective, float(torch.stack(values).mean()))
+        self.terms = {}
+
+    def state_dict(self) -> dict:
+        return {task: torch.stack(values) for task, values in self.terms.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.terms = {task: list(values.unbind()) for task, values in state.items()}
 
 
 HOOKS = ("pre_epoch", "pre_forward", "post_forward", "post_backward", "pre_optimizer", "post_optimizer",
