@@ -356,7 +356,7 @@ def chain_plot(source: Any, metric: str | None = None, colors: Mapping[str, Any]
             values = rows.loc[rows["name"] == members[0], step_metric].astype(float).tolist()
             labels.append(members[0] if len(members) == 1 else
                           f"{families[0]} (×{len(members)})" if len(families) == 1 else
-                          f"shared by {len(members)}: {', '.join(families)}")
+                          f"shared by {len(members)}: {'; '.join(families)}")
             groups.append(values)
             bar_colors.append(colors[families[0]] if len(families) == 1 else MIXED_COLOR)
         extent = _bars(ax, labels, groups, bar_colors)
