@@ -28,8 +28,8 @@ The distilled student's mean is 0.010 higher, but that is within the spread of t
 seed the distilled one is better in 3, equal in 1, worse in 1): with 20 labelled examples per class, these
 numbers do not show that distillation from this teacher helps. Nor do they show harm: the mean is not lower, and
 the distilled students vary less between seeds (sample std 0.010 against 0.022). The first run (a fresh database,
-the teacher and ten students) took 2 min 27 s wall on two cores shared with other work (load average 11), 25 s
-of CPU time.
+the teacher and ten students) took 31 s wall on two cores shared with other work (load average 4-5), 22 s of CPU
+time in the nntransfer process; at load average 11 it took 2 min 27 s, with the same numbers.
 """
 from nntransfer import Description, Experiment, TransferExperiment
 from nntransfer.configs import ImageDatasetConfig, ModelConfig, TrainerConfig

@@ -40,8 +40,9 @@ the frozen one clearly below both (by 0.07 to 0.08), with the ceiling at about 0
 session the core can be learned from the neurons themselves; the digit classifier's features alone fall well
 short of it, and as a starting point they give a small gain.
 
-The first run (a fresh database, simulating the sessions, 12 trainings) took 5 min 12 s wall with ``--workers 2``
-on two cores shared with other work (load average 6-8); its trainings took 477 s of wall time in all.
+The first run (a fresh database, simulating the sessions, 12 trainings) took 3 min 51 s wall with ``--workers 2``
+on two cores shared with other work (load average 3-5; the two workers' trainings took 374 s of wall time in all).
+A run at load average 6-8 took 5 min 12 s and gave the same numbers.
 """
 from nntransfer import Description, Experiment, TransferExperiment
 from nntransfer.configs import ImageDatasetConfig, ModelConfig, NeuralDatasetConfig, NeuralModelConfig, TrainerConfig

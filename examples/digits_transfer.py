@@ -37,8 +37,8 @@ everything and training from scratch are within each other's spread. Keeping the
 lowest accuracy from 10 examples per class on, lower than training from scratch by more than the spread of
 either.
 
-The first run (a fresh database; 39 trainings: 3 pretrainings and 36 steps on 5–9) took 2 min 29 s wall on two
-cores shared with other work (load average 8–10), 38 s of CPU time in the nntransfer process.
+The first run (a fresh database; 39 trainings: 3 pretrainings and 36 steps on 5–9) took 64 s wall on two cores
+shared with other work (load average 2–3), 41 s of CPU time in the nntransfer process (38.5 s user, 2.1 s system).
 """
 from nntransfer import Description, Experiment, TransferExperiment
 from nntransfer.configs import ImageDatasetConfig, ModelConfig, TrainerConfig
