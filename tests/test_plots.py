@@ -203,6 +203,8 @@ def test_chain_plot_uses_each_steps_own_metric():
     fig = chain_plot(pd.DataFrame(rows), metric="correlation")
     assert [ax.get_xlabel() for ax in fig.axes] == ["test/img_classification/accuracy", "test/correlation"]
     assert [ax.get_title(loc="left") for ax in fig.axes] == ["step 0: digits 16x16", "step 1: simulated neurons"]
+    with pytest.raises(ConfigError, match="no metric 'corelation' in the results"):
+        chain_plot(pd.DataFrame(rows), metric="corelation")
 
 
 # -- sweeps ---------------------------------------------------------------------------------------------------

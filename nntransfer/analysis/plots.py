@@ -332,6 +332,8 @@ def chain_plot(source: Any, metric: str | None = None, colors: Mapping[str, Any]
     lines: step k and step k+1 measure different things.
     """
     frame = _results(source)
+    if metric is not None:
+        frame_metric(frame, metric)  # a name no step reports is an error, not a silent default
     done = frame[frame["state"] == "done"]
     chains = [n for n in dict.fromkeys(done["name"]) if done.loc[done["name"] == n, "step"].nunique() > 1]
     if not chains:
