@@ -112,7 +112,8 @@ def test_results_frame_of_a_datajoint_restriction(finished):
 
 def test_history_frame_is_the_tracker_history_in_long_format(finished):
     history = history_frame(EXPERIMENTS)
-    assert list(history.columns) == ["name", "seed", "step", "mode", "task", "metric", "epoch", "value", "final"]
+    assert list(history.columns) == ["name", "seed", "step", "mode", "task", "metric", "epoch", "value", "final",
+                                     "optimizer_steps"]
     target = next(t for t in _targets() if t.step == 1)
     tracker = (finished.TransferredTrainedModel & target.key).fetch1("output")["tracker"]
     mine = history[(history["name"] == target.description.name) & (history["seed"] == target.description.seed)
@@ -122,6 +123,7 @@ def test_history_frame_is_the_tracker_history_in_long_format(finished):
     accuracy = passes[(passes["mode"] == "Validation") & (passes["metric"] == "accuracy")]
     assert accuracy["value"].tolist() == tracker["log"]["Validation"]["img_classification"]["accuracy"]
     assert accuracy["epoch"].tolist() == tracker["epochs"]["Validation"]
+    assert accuracy["optimizer_steps"].tolist() == tracker["steps"]["Validation"]
     assert set(passes["mode"]) == {"Training", "Validation"}
     final = mine[mine["final"]]  # the final validation (restored best) and the test, at the last epoch
     assert set(final["mode"]) == {"Validation", "Test"}
@@ -168,21 +170,20 @@ def test_plots_return_figures_save_and_leave_the_backend_alone(finished, tmp_pat
         figures = {}
 
         figures["curves"] = fig = learning_curves(history)
-        assert len(fig.axes) >= 4
-        grid = [ax for ax in fig.axes if ax.get_title()]
-        assert {ax.get_title() for ax in grid} == {"Training loss", "Training accuracy", "Validation loss",
-                                                   "Validation accuracy"}
-        assert all(len(ax.lines) == len(NAMES) for ax in grid)  # one line per experiment (last step)
+        # small multiples: a row per metric (loss, accuracy), a panel per budget; in each a line per family and pass
+        assert [ax.get_title() for ax in fig.axes] == [f"examples_per_class={n}" for n in BUDGETS] * 2
+        assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "", "accuracy", ""]
+        assert all(len(ax.lines) == 2 * 2 for ax in fig.axes)  # transfer and baseline, training and validation
 
         figures["comparison"] = fig = transfer_comparison(frame)
-        ax = fig.axes[0]
-        assert len(ax.patches) == len(NAMES)  # one bar per experiment
-        assert _scatter_points(ax) == len(NAMES) * len(SEEDS)  # one point per seed
-        assert [t.get_text() for t in ax.get_yticklabels()] == list(reversed(NAMES))
+        assert [ax.get_title(loc="left") for ax in fig.axes] == [f"examples_per_class={n}" for n in BUDGETS]
+        assert sum(len(ax.patches) for ax in fig.axes) == len(NAMES)  # one bar per experiment
+        assert sum(_scatter_points(ax) for ax in fig.axes) == len(NAMES) * len(SEEDS)  # one point per seed
+        assert all([t.get_text() for t in ax.get_yticklabels()] == ["baseline", "transfer"] for ax in fig.axes)
         values = frame.loc[frame["step"] == frame.groupby("name")["step"].transform("max"),
                            "test/img_classification/accuracy"]
-        low, high = ax.get_xlim()
-        assert low <= values.min() and values.max() <= high
+        low, high = fig.axes[0].get_xlim()
+        assert low == 0 and values.max() <= high  # bars from 0
 
         figures["sweep"] = fig = sweep_plot(frame, "dataset.examples_per_class")
         ax = fig.axes[0]
@@ -190,9 +191,11 @@ def test_plots_return_figures_save_and_leave_the_backend_alone(finished, tmp_pat
         assert all(list(line.get_xdata()) == list(BUDGETS) for line in ax.lines)
         assert _scatter_points(ax) == len(NAMES) * len(SEEDS)
 
-        figures["chain"] = fig = chain_plot(frame)
-        ax = fig.axes[0]
-        assert len(ax.lines) == 2 and all(list(line.get_xdata()) == [0, 1] for line in ax.lines)
+        figures["chain"] = fig = chain_plot(frame)  # a panel per step, each named by its own data
+        titles = [ax.get_title(loc="left").replace("\n", " ") for ax in fig.axes]
+        assert titles == ["step 0: filter_classes=[0, 1, 2, 3, 4], examples_per_class=30",
+                          "step 1: filter_classes=[5, 6, 7, 8, 9]"]  # the budget differs within step 1
+        assert [len(ax.patches) for ax in fig.axes] == [1, 2]  # the shared pretraining is one bar
 
         for name, fig in figures.items():
             for suffix in ("png", "svg", "pdf"):
@@ -224,6 +227,9 @@ def test_report_renders_in_headless_chromium(finished, tmp_path):
     assert shown["errors"] == []
     sources = {image["src"] for image in shown["images"]}
     assert sources == {"comparison.png", "sweep_dataset_examples_per_class.png", "chain.png", "learning_curves.png"}
+    # every result was made here, by one set of versions: the provenance table is one line, not one per result
+    provenance = page.split("<h2>Provenance</h2>")[1]
+    assert provenance.count("<tr") == 2 and "<td>10</td>" in provenance  # header + one line of 10 results
     assert all((tmp_path / "report" / src).is_file() for src in sources)
     assert all(image["complete"] and image["width"] > 0 for image in shown["images"])
     import io

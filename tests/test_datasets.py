@@ -179,6 +179,51 @@ def test_examples_per_class_limits_training_only_and_every_seed_gets_the_same_te
         image_dataset_loader(seed=1, dataset_cls="digits", test_examples_per_class=0)
 
 
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_validation_examples_per_class_is_drawn_first_and_the_budget_counts_training_examples(in_memory):
+    from nntransfer.configs import ImageDatasetConfig
+
+    def draw(budget, seed=1):
+        loaders = image_dataset_loader(seed=seed, dataset_cls="digits", filter_classes=[5, 6, 7, 8, 9],
+                                       examples_per_class=budget, validation_examples_per_class=20, valid_size=0.0,
+                                       in_memory=in_memory)
+        found = {}
+        for split in ("train", "validation"):
+            loader = loaders[split][TASK]
+            found[split] = (set(loader.dataset.example_indices.tolist()),
+                            torch.bincount(all_labels(loader), minlength=10)[5:].tolist())
+        return found
+
+    three, ten, everything = draw(3), draw(10), draw(None)
+    assert three["train"][1] == [3] * 5 and ten["train"][1] == [10] * 5  # the budget: training examples per class
+    assert three["validation"][1] == ten["validation"][1] == everything["validation"][1] == [20] * 5
+    # every budget of a seed is selected on the same validation examples, never trained on
+    assert three["validation"][0] == ten["validation"][0] == everything["validation"][0]
+    assert everything["train"][0].isdisjoint(everything["validation"][0])
+    assert three["train"][0] < ten["train"][0] < everything["train"][0]  # nested budgets
+    assert len(everything["train"][0]) + 100 == 145 + 145 + 143 + 139 + 144  # all of digits 5-9's training split
+    assert draw(3, seed=2)["validation"][0] != three["validation"][0]  # another seed, another draw
+    # the field is new: configs without it keep their keys; with it, a new key
+    old = ImageDatasetConfig(dataset_cls="digits", examples_per_class=3)
+    assert "validation_examples_per_class" not in old.hashed_dict()
+    assert old.replace(validation_examples_per_class=20, valid_size=0.0).get_key() != \
+        old.replace(valid_size=0.0).get_key()
+
+
+def test_validation_examples_per_class_errors_say_what_to_change():
+    from nntransfer.configs import ImageDatasetConfig
+
+    with pytest.raises(ConfigError, match=r"valid_size=0.1 and validation_examples_per_class=20 both choose the "
+                                          r"validation split: set valid_size=0"):
+        ImageDatasetConfig(validation_examples_per_class=20)
+    with pytest.raises(ConfigError, match="validation_examples_per_class must be >= 1"):
+        ImageDatasetConfig(validation_examples_per_class=0, valid_size=0.0)
+    with pytest.raises(ConfigError, match=r"class 5 has 145 training examples, too few to draw "
+                                          r"validation_examples_per_class=145"):
+        image_dataset_loader(seed=1, dataset_cls="digits", filter_classes=[5], validation_examples_per_class=145,
+                             valid_size=0.0)
+
+
 def test_extra_test_sets_rotated_and_corrupted(tmp_path):
     rng = np.random.RandomState(0)
     np.save(tmp_path / "gaussian_noise.npy", rng.randint(0, 256, (50, 8, 8, 1), dtype=np.uint8))

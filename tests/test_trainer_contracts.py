@@ -328,6 +328,23 @@ def test_batchnorm_mode_eval_keeps_running_statistics_while_training():
     assert int(frozen_stats["1.num_batches_tracked"]) == 0 and int(moving_stats["1.num_batches_tracked"]) == 2
 
 
+def test_batchnorm_mode_frozen_keeps_the_statistics_of_frozen_batch_norms_only():
+    def two_blocks():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(),  # the "core", frozen
+                             nn.Linear(16, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))  # trained
+
+    runs = {mode: train(two_blocks(), max_iter=1, save_every_n=0, restore_best=False, freeze=["0.*", "1.*"],
+                        batchnorm_mode=mode)[2] for mode in ("train", "eval", "frozen")}
+    moved = {mode: {bn: not torch.equal(stats[f"{bn}.running_mean"], torch.zeros(stats[f"{bn}.running_mean"].shape))
+                    for bn in (1, 4)} for mode, stats in runs.items()}
+    assert moved["train"] == {1: True, 4: True}  # freeze alone: the frozen block's statistics still move
+    assert moved["eval"] == {1: False, 4: False}  # eval: no batch norm learns its statistics, new ones neither
+    assert moved["frozen"] == {1: False, 4: True}  # frozen: only the frozen block keeps its statistics
+    with pytest.raises(ConfigError, match="batchnorm_mode"):
+        TrainerConfig(batchnorm_mode="fixed")
+
+
 def test_a_log_line_per_epoch_and_progress_bars(caplog, capsys):
     import logging
 

@@ -34,7 +34,7 @@ from .stats import spread
 # modes of the trainer's tracker (nntransfer.trainer.trainer)
 TRAINING, VALIDATION, TEST = "Training", "Validation", "Test"
 
-HISTORY_COLUMNS = ["name", "seed", "step", "mode", "task", "metric", "epoch", "value", "final"]
+HISTORY_COLUMNS = ["name", "seed", "step", "mode", "task", "metric", "epoch", "value", "final", "optimizer_steps"]
 
 
 @dataclass
@@ -51,6 +51,7 @@ class Entry:
     output: Any = None
     error: str = ""
     configs: dict = field(default_factory=dict)  # dotted config field -> value (key fields only)
+    comments: dict = field(default_factory=dict)  # "dataset" | "model" | "trainer" -> the config's comment
     provenance: dict = field(default_factory=dict)
 
     @property
@@ -77,8 +78,9 @@ def entries(source: Any) -> list[Entry]:
     targets = plan(experiments)
     found = target_entries(targets)
     for target, entry in zip(targets, found):
-        entry.configs = _flat_configs({part: _key_values(cfg) for part, cfg in
-                                       steps[(target.description, target.step)].configs.items()})
+        configs = steps[(target.description, target.step)].configs
+        entry.configs = _flat_configs({part: _key_values(cfg) for part, cfg in configs.items()})
+        entry.comments = {part: cfg.comment for part, cfg in configs.items()}
         record = records.get(target.description)
         if record is not None and record.state == "pruned" and entry.state != "done":
             entry.state = "pruned"  # stopped by the search's pruner: its job waits, released with its checkpoint
@@ -127,18 +129,21 @@ def _query_entries(query) -> list[Entry]:
         raise TypeError("results_frame/history_frame take a recipe, experiments, or a query of TrainedModel or "
                         f"TransferredTrainedModel (e.g. TrainedModel & 'seed = 1'), not {type(query).__name__}")
     pk = table.primary_key
-    configs = {}
+    configs, comments = {}, {}
     for part in ("dataset", "model", "trainer"):
         for row in (store_table(part.capitalize()) & query).to_dicts():
-            configs[(part, row[f"{part}_fn"], row[f"{part}_hash"])] = _stored_key_values(part, row[f"{part}_config"])
+            ident = (part, row[f"{part}_fn"], row[f"{part}_hash"])
+            configs[ident] = _stored_key_values(part, row[f"{part}_config"])
+            comments[ident] = row.get(f"{part}_comment") or ""
     prov = {key_ident(r): _provenance(r) for r in (table.Provenance & query).to_dicts()}
     out = []
     for row in query.proj("score", "output", "comment").to_dicts(order_by=list(pk)):
         key = {a: row[a] for a in pk}
         entry = Entry(row["comment"] or f"{table_name}:{make_hash(key)[:8]}", int(row["seed"]),
                       int(row.get("transfer_step", 0)), table_name, key, "done", row["score"], row["output"])
-        entry.configs = _flat_configs({part: configs.get((part, row[f"{part}_fn"], row[f"{part}_hash"]), {})
-                                       for part in ("dataset", "model", "trainer")})
+        idents = {part: (part, row[f"{part}_fn"], row[f"{part}_hash"]) for part in ("dataset", "model", "trainer")}
+        entry.configs = _flat_configs({part: configs.get(ident, {}) for part, ident in idents.items()})
+        entry.comments = {part: comments.get(ident, "") for part, ident in idents.items()}
         entry.provenance = prov.get(key_ident(row), {})
         out.append(entry)
     return out
@@ -221,9 +226,11 @@ def robustness_metrics(output: Any) -> dict:
 def results_frame(source: Any):
     """One row per trained entry and step (pandas DataFrame).
 
-    Columns: ``name, seed, step, state, score``, every test metric (``test/<task>/<metric>``), the test metrics
+    Columns: ``name, seed, step, state, score``, every test metric (``test/<task>/<metric>``, and
+    ``test/<metric>``, the mean over the trained tasks, when there are several: :func:`test_metrics`), the test metrics
     under noise of the robustness evaluation (``noise/<task>/<level>/<metric>``, ``TrainerConfig.noise_robustness``),
-    ``epochs, best_epoch, wall_time`` (seconds), the config fields that differ between the rows (dotted
+    ``epochs, best_epoch, wall_time`` (seconds), ``dataset_comment`` (the dataset config's comment, which
+    plots use to say what a step was trained and tested on), the config fields that differ between the rows (dotted
     names such as ``trainer.optimizer_options.lr``), the provenance (versions, ``git_commit``,
     ``git_dirty``, ``host``, ``device`` ...), ``error`` when a row failed, and ``table`` and ``key_hash``
     (the entry's table and the hash of its key, which names its TensorBoard directory).
@@ -241,13 +248,13 @@ def results_frame(source: Any):
         output = e.output if isinstance(e.output, dict) else {}
         row = {"name": e.name, "seed": e.seed, "step": e.step, "state": e.state, "score": e.score, **metrics,
                "epochs": output.get("epochs"), "best_epoch": output.get("best_epoch"),
-               "wall_time": e.provenance.get("wall_time")}
+               "wall_time": e.provenance.get("wall_time"), "dataset_comment": e.comments.get("dataset", "")}
         row.update({name: e.configs.get(name) for name in differing})
         row.update({c: e.provenance.get(c) for c in PROVENANCE_COLUMNS if c != "wall_time"})
         row.update(error=e.error, table=e.table, key_hash=e.key_hash)
         rows.append(row)
     columns = (["name", "seed", "step", "state", "score", *test_columns, *noise_columns, "epochs", "best_epoch",
-                "wall_time", *differing, *(c for c in PROVENANCE_COLUMNS if c != "wall_time")]
+                "wall_time", "dataset_comment", *differing, *(c for c in PROVENANCE_COLUMNS if c != "wall_time")]
                + (["error"] if any(e.error for e in found) else []) + ["table", "key_hash"])
     frame = pd.DataFrame(rows, columns=columns)
     for name in ("epochs", "best_epoch"):
@@ -258,13 +265,15 @@ def results_frame(source: Any):
 
 
 def history_frame(source: Any):
-    """The trainer's per-epoch history in long format: ``name, seed, step, mode, task, metric, epoch, value, final``.
+    """The trainer's per-epoch history in long format:
+    ``name, seed, step, mode, task, metric, epoch, value, final, optimizer_steps``.
 
     ``mode`` is Training, Validation or Test; the learning rate is ``task="all", metric="lr"``. A series
-    with one value per evaluation gets its epochs; a series of another length (e.g. values logged per
-    batch) gets ``epoch`` NaN. The final passes after training (validation of the returned, by default
-    restored-best, parameters, and the test) are rows with ``final=True`` at the last epoch: plot the history
-    with ``final == False`` so that they do not show as a jump at its end. Entries whose trainer keeps no
+    with one value per evaluation gets its epochs and ``optimizer_steps`` (the optimizer steps taken when it was
+    measured: with ``eval_every_steps`` an epoch can hold several evaluations); a series of another length (e.g.
+    values logged per batch) gets NaN for both. The final passes after training (validation of the returned, by
+    default restored-best, parameters, and the test) are rows with ``final=True`` at the last epoch: plot the
+    history with ``final == False`` so that they do not show as a jump at its end. Entries whose trainer keeps no
     tracker history add no rows.
     """
     import pandas as pd
@@ -274,19 +283,22 @@ def history_frame(source: Any):
         tracker = e.output.get("tracker") if isinstance(e.output, dict) else None
         if not isinstance(tracker, dict):
             continue
-        epochs = tracker.get("epochs", {})
+        epochs, steps = tracker.get("epochs", {}), tracker.get("steps", {})
         for mode, tasks in tracker.get("log", {}).items():
-            mode_epochs = list(epochs.get(mode, []))
+            mode_epochs, mode_steps = list(epochs.get(mode, [])), list(steps.get(mode, []))
             for task, metrics in tasks.items():
                 for metric, values in metrics.items():
                     values = list(values)
                     at = mode_epochs if len(mode_epochs) == len(values) else [math.nan] * len(values)
-                    rows.extend((e.name, e.seed, e.step, mode, task, metric, ep, float(v), False)
-                                for ep, v in zip(at, values))
+                    after = mode_steps if len(mode_steps) == len(values) else [math.nan] * len(values)
+                    rows.extend((e.name, e.seed, e.step, mode, task, metric, ep, float(v), False, st)
+                                for ep, v, st in zip(at, values, after))
         last = max((max(v) for v in epochs.values() if v), default=math.nan)
+        last_steps_taken = (e.output.get("steps") if isinstance(e.output.get("steps"), int) else
+                            max((max(v) for v in steps.values() if v), default=math.nan))
         for mode, tasks in tracker.get("final", {}).items():
             for task, metrics in tasks.items():
-                rows.extend((e.name, e.seed, e.step, mode, task, metric, last, float(v), True)
+                rows.extend((e.name, e.seed, e.step, mode, task, metric, last, float(v), True, last_steps_taken)
                             for metric, v in metrics.items())
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
@@ -306,8 +318,11 @@ def summary(source: Any) -> list[dict]:
 
 
 def default_metric(source: Any) -> str:
-    """The metric a table or plot shows by default: the first test accuracy, else the first test metric, else score,
-    among the metrics the last steps report (a transfer recipe's pretraining step may report others).
+    """The metric a table or plot shows by default, among the metrics the last steps report (a transfer recipe's
+    pretraining step may report others): a test accuracy, else another test metric (e.g. a neural recipe's
+    correlation), else a test loss, else ``score``; the mean over the trained tasks (``test/<metric>``) before a
+    single task's. So a neural recipe compares the mean test correlation over its sessions, the metric its
+    early stopping uses (on the validation set).
 
     ``source``: a results frame, summary rows (dicts), or column names.
     """
@@ -319,8 +334,29 @@ def default_metric(source: Any) -> str:
     else:
         columns = list(source)
     tests = [c for c in columns if c.startswith("test/")]
-    accuracies = [c for c in tests if c.endswith("/accuracy")]
-    return (accuracies or tests or ["score"])[0]
+    return min(tests, key=_metric_rank) if tests else "score"  # min keeps the first of equal rank
+
+
+def _metric_rank(column: str) -> tuple[int, int]:
+    metric = column.rsplit("/", 1)[-1]
+    kind = 0 if metric == "accuracy" else 2 if metric == "loss" else 1
+    return kind, 0 if column.count("/") == 1 else 1  # test/<metric> (mean over tasks) before test/<task>/<metric>
+
+
+def resolve_metric(name: str, columns) -> str | None:
+    """The column ``name`` means among ``columns``: itself, else ``test/<name>`` (the mean over the trained tasks),
+    else the one ``test/<task>/<name>``; None if there is none. ``--metric correlation`` thus finds a neural
+    recipe's mean test correlation, and ``--metric accuracy`` a classifier's single test accuracy. A name that
+    several tasks report (and no mean covers) is a ConfigError listing them."""
+    columns = list(columns)
+    if name in columns:
+        return name
+    if f"test/{name}" in columns:
+        return f"test/{name}"
+    matches = [c for c in columns if c.startswith("test/") and c.endswith(f"/{name}")]
+    if len(matches) > 1:
+        raise ConfigError(f"metric {name!r} is reported by several tasks: {', '.join(matches)}; name one of them")
+    return matches[0] if matches else None
 
 
 def _last_step_rows(rows: list[dict]) -> list[dict]:
@@ -339,10 +375,11 @@ def last_steps(frame):
 
 
 def compare(frame, metric: str | None = None):
-    """Mean, sample std (ddof=1) and count of ``metric`` per experiment name and step (finished runs)."""
+    """Mean, sample std (ddof=1) and count of ``metric`` per experiment name and step (finished runs); ``metric``
+    as :func:`resolve_metric` reads it (``"correlation"``, ``"test/a/loss"`` ...)."""
     import pandas as pd
 
-    metric = metric or default_metric(frame)
+    metric = frame_metric(frame, metric)
     done = frame[frame["state"] == "done"]
     rows = []
     for (name, step), group in done.groupby(["name", "step"], sort=False):
@@ -351,15 +388,32 @@ def compare(frame, metric: str | None = None):
     return pd.DataFrame(rows, columns=["name", "step", "mean", "std", "count"])
 
 
+def frame_metric(frame, metric: str | None) -> str:
+    """The column of a results frame that ``metric`` names (:func:`resolve_metric`; default:
+    :func:`default_metric`), or a ConfigError listing the metrics the frame has."""
+    if metric is None:
+        return default_metric(frame)
+    found = resolve_metric(metric, frame.columns)
+    if found is None:
+        numeric = [c for c in frame.columns if c == "score" or c.startswith("test/")]
+        raise ConfigError(f"no metric {metric!r} in the results; metrics: {', '.join(numeric)}")
+    return found
+
+
 def comparison(rows: list[dict], metric: str | None = None) -> list[dict]:
-    """The last step of each experiment: ``metric`` (default: :func:`default_metric`) as mean, std, n."""
-    metric = metric or default_metric(rows)
+    """The last step of each experiment: ``metric`` (default: :func:`default_metric`; short names as
+    :func:`resolve_metric` reads them, e.g. ``"correlation"``) as mean, std, n."""
     last = _last_step_rows(rows)
     reported = list(dict.fromkeys(c for r in last for c, v in r.items()
                                   if v is not None and (c == "score" or "/" in c)))
-    if last and metric not in reported:
-        raise ConfigError(f"no finished experiment reports the metric {metric!r}; metrics their last steps report: "
-                          f"{', '.join(reported)}")
+    if metric is None:
+        metric = default_metric(rows)
+    elif last:
+        found = resolve_metric(metric, reported)
+        if found is None:
+            raise ConfigError(f"no finished experiment reports the metric {metric!r}; metrics their last steps "
+                              f"report: {', '.join(reported)}")
+        metric = found
     groups: dict = {}
     for r in last:
         if r.get(metric) is not None:
@@ -371,5 +425,6 @@ def comparison(rows: list[dict], metric: str | None = None) -> list[dict]:
     return out
 
 
-__all__ = ["Entry", "compare", "comparison", "default_metric", "differing_configs", "entries", "history_frame",
-           "last_steps", "results_frame", "robustness_metrics", "summary", "target_entries", "test_metrics"]
+__all__ = ["Entry", "compare", "comparison", "default_metric", "differing_configs", "entries", "frame_metric",
+           "history_frame", "last_steps", "resolve_metric", "results_frame", "robustness_metrics", "summary",
+           "target_entries"]

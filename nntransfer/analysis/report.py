@@ -5,8 +5,9 @@ relative path and carries its own styles: no server, no network, no scripts. It 
 of the experiments (mean ± sample std, n), the comparison plot, a sweep plot for every config field that
 the experiment names sweep over (grid labels ``name[field=value]``), the chain view of transfer
 experiments, learning curves, the robustness evaluation (metric against test-time noise level, corruption test
-sets), the results table, the provenance of every result and any errors, and a section per search around the
-experiments (Optuna's plots and a table of the trials).
+sets), the results table, the provenance of the results (one line per distinct set of versions, commit, host and
+device), any errors, and a section per search around the experiments (Optuna's plots and a table of the trials).
+Every figure draws a variant family in the same colour.
 """
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .frames import default_metric, entries, history_frame, last_steps, results_frame
+from .frames import entries, frame_metric, history_frame, last_steps, results_frame
 from .plots import (chain_plot, learning_curves, robustness_plot, sweep_fields, sweep_line_name, sweep_plot,
-                    transfer_comparison)
+                    transfer_comparison, variant_colors)
 from .search import report_section as search_section
 from .search import studies as search_studies
 from .stats import format_spread, spread
@@ -37,6 +38,8 @@ figcaption { font-size: 0.85rem; color: #555; } .note { color: #666; font-size: 
 
 PROVENANCE_COLUMNS = ["name", "seed", "step", "nntransfer_version", "torch_version", "torchvision_version",
                       "datajoint_version", "numpy_version", "git_commit", "git_dirty", "host", "device", "wall_time"]
+# what made a result (the rows that share all of these are one line of the provenance table)
+PROVENANCE_GROUP = PROVENANCE_COLUMNS[3:-1]
 
 
 def write_report(source: Any, directory: str | os.PathLike, title: str | None = None,
@@ -54,29 +57,31 @@ def write_report(source: Any, directory: str | os.PathLike, title: str | None = 
     found = entries(source)
     frame = results_frame(found)
     history = history_frame(found)
-    metric = metric or default_metric(frame)
+    metric = frame_metric(frame, metric)
+    colors = variant_colors(frame["name"])  # one colour per variant family in every figure
     sections = [f"<h1>{_e(title)}</h1>",
                 f"<p class='note'>Written {datetime.datetime.now():%Y-%m-%d %H:%M} by nntransfer. "
                 f"Spread: mean ± sample standard deviation (ddof=1) over seeds, with the count n.</p>"]
     sections += _comparison_section(frame, metric)
     figures = []
-    figures.append(_figure(directory, "comparison.png", lambda: transfer_comparison(frame, metric),
+    figures.append(_figure(directory, "comparison.png", lambda: transfer_comparison(frame, metric, colors),
                            f"{metric} of each experiment's last step"))
     for field in sweep_fields(frame):
         rows = last_steps(frame)
         lines = {sweep_line_name(n, field) for n in rows["name"]}
         if len(lines) < len(set(rows["name"])):  # some line has more than one point: a real sweep
             figures.append(_figure(directory, f"sweep_{_slug(field)}.png",
-                                   lambda f=field: sweep_plot(frame, f, metric),
+                                   lambda f=field: sweep_plot(frame, f, metric, colors=colors),
                                    f"{metric} against {field}"))
     if (frame[frame["state"] == "done"].groupby("name")["step"].nunique() > 1).any():
-        figures.append(_figure(directory, "chain.png", lambda: chain_plot(frame, metric), f"{metric} per transfer step"))
+        figures.append(_figure(directory, "chain.png", lambda: chain_plot(frame, metric, colors),
+                               "each step of the transfer experiments, on its own test set"))
     if not history.empty:
-        figures.append(_figure(directory, "learning_curves.png", lambda: learning_curves(history),
+        figures.append(_figure(directory, "learning_curves.png", lambda: learning_curves(history, colors=colors),
                                "learning curves of each experiment's last step"))
     sections.append("<h2>Figures</h2>")
     sections += figures
-    sections += _robustness_section(directory, frame, found)
+    sections += _robustness_section(directory, frame, found, colors)
     sections.append("<h2>Results</h2>")
     shown = [c for c in frame.columns if c not in PROVENANCE_COLUMNS[3:] and c not in ("recipe", "git_repository",
                                                                                          "python_version", "table")]
@@ -109,7 +114,7 @@ def _comparison_section(frame, metric: str) -> list[str]:
             f"<table><tr><th>experiment (last step)</th><th>{_e(metric)}</th></tr>{body}</table>"]
 
 
-def _robustness_section(directory: Path, frame, found) -> list[str]:
+def _robustness_section(directory: Path, frame, found, colors) -> list[str]:
     """The robustness evaluation (``TrainerConfig.noise_robustness``): a plot of test accuracy (else the first metric)
     against the noise level per task, and the corruption test sets of the last steps (mean ± std over seeds)."""
     out = []
@@ -120,7 +125,7 @@ def _robustness_section(directory: Path, frame, found) -> list[str]:
         for task in tasks:
             label = f" ({task})" if len(tasks) > 1 else ""
             out.append(_figure(directory, f"robustness_{_slug(task)}.png",
-                               lambda t=task: robustness_plot(frame, metric, t),
+                               lambda t=task: robustness_plot(frame, metric, t, colors=colors),
                                f"{metric} of each experiment's last step under Gaussian noise on the test inputs"
                                f"{label}"))
     corrupted = list(dict.fromkeys(name for e in found if isinstance(e.output, dict)
@@ -148,11 +153,31 @@ def _figure(directory: Path, filename: str, make, caption: str) -> str:
 
 
 def _provenance(frame) -> str:
-    columns = [c for c in PROVENANCE_COLUMNS if c in frame.columns]
-    shown = frame[columns].copy()
-    if "git_commit" in shown:
-        shown["git_commit"] = [c[:10] if isinstance(c, str) else c for c in shown["git_commit"]]
-    return _table(shown)
+    """One line per distinct provenance (versions, commit, host, device): how many results (trained entries) it
+    made, of which experiments, and their total wall time; results not trained yet have none."""
+    import pandas as pd
+
+    done = frame[frame["state"] == "done"] if "state" in frame.columns else frame
+    if "key_hash" in done.columns:  # a step shared by several experiments (one pretraining) is one result
+        done = done.drop_duplicates("key_hash")
+    group = [c for c in PROVENANCE_GROUP if c in done.columns]
+    if done.empty or not group:
+        return "<p class='note'>No finished result yet.</p>"
+    lines = []
+    keys = done[group].astype(object).where(done[group].notna(), None)  # NaN and None alike: one group
+    idents = pd.Series([tuple(r) for r in keys.itertuples(index=False)], index=done.index)
+    for ident in dict.fromkeys(idents):
+        rows = done[[i == ident for i in idents]]  # not idents == ident: pandas would compare a tuple by element
+        line = dict(zip(group, ident))
+        if isinstance(line.get("git_commit"), str):
+            line["git_commit"] = line["git_commit"][:10]
+        names = list(dict.fromkeys(rows["name"]))
+        line["results"] = len(rows)
+        line["experiments"] = ", ".join(names[:6]) + (f" … ({len(names)} in all)" if len(names) > 6 else "")
+        if "wall_time" in rows.columns:
+            line["wall_time (s, total)"] = float(pd.to_numeric(rows["wall_time"], errors="coerce").sum())
+        lines.append(line)
+    return _table(pd.DataFrame(lines))
 
 
 def _table(frame) -> str:

@@ -50,8 +50,14 @@ class ImageDatasetConfig(DatasetConfig):
     filter_classes: Optional[list[int]] = field(default=None, help="keep only these labels (all splits)")
     relabel: bool = field(default=False, help="map the kept labels to 0..k-1")
     examples_per_class: Optional[int] = field(
-        default=None, help="keep at most N examples per class of the training split (training + validation; chosen "
-                           "by seed); the test split stays whole")
+        default=None, help="keep at most N examples per class of the training split (training + validation, or "
+                           "training only with validation_examples_per_class; chosen by seed); the test split stays "
+                           "whole")
+    validation_examples_per_class: Optional[int] = field(
+        default=None, since="0.3",
+        help="draw N validation examples per class from the training split first (seeded), instead of the "
+             "valid_size fraction (which must then be 0): examples_per_class then counts training examples only, "
+             "and every data budget of a seed is selected on the same validation examples")
     test_examples_per_class: Optional[int] = field(
         default=None, since="0.2",
         help="keep at most N test examples per class (the same ones for every seed); None: the whole test split")
@@ -74,9 +80,14 @@ class ImageDatasetConfig(DatasetConfig):
                                                 or len(set(self.filter_classes)) != len(self.filter_classes)):
             raise ConfigError(f"{name}.filter_classes must be a non-empty list of distinct labels, "
                               f"got {self.filter_classes}; use None to keep all classes")
-        for limit in ("examples_per_class", "test_examples_per_class"):
+        for limit in ("examples_per_class", "validation_examples_per_class", "test_examples_per_class"):
             if getattr(self, limit) is not None and getattr(self, limit) < 1:
                 raise ConfigError(f"{name}.{limit} must be >= 1 (or None for all), got {getattr(self, limit)}")
+        if self.validation_examples_per_class is not None and self.valid_size != 0:
+            raise ConfigError(f"{name}.valid_size={self.valid_size} and validation_examples_per_class="
+                              f"{self.validation_examples_per_class} both choose the validation split: set "
+                              "valid_size=0 to draw validation examples per class (or drop "
+                              "validation_examples_per_class to hold out a fraction)")
         if self.corruption_severity is not None and not 1 <= self.corruption_severity <= 5:
             raise ConfigError(f"{name}.corruption_severity must be 1..5 (or None for the whole file), "
                               f"got {self.corruption_severity}")

@@ -88,6 +88,12 @@ class NeuralModelConfig(ModelConfig):
     readout: Literal["gaussian", "factorized"] = field(
         default="gaussian", help="per session: neuralpredictors' FullGaussian2d or FullFactorized2d")
     gamma_readout: float = field(default=0.0076, help="L1 penalty on the readout's feature weights")
+    gamma_convention: Literal["averaged", "nnvision"] = field(
+        default="averaged", since="0.3",
+        help="the loss scale the gamma_* penalties are weighed against: 'averaged' (nntransfer's: penalties added as "
+             "they are to the loss averaged over examples and neurons) or 'nnvision' (nnvision/neuralpredictors "
+             "trainers: a loss summed over the batch and neurons and scaled by sqrt(N/B); penalties are divided by "
+             "neurons * sqrt(N * B) per session, so published gammas carry over)")
     init_mu_range: float = field(default=0.3, help="gaussian: initial positions uniform in ±this (grid is ±1)")
     init_sigma: float = field(default=0.1, help="gaussian: initial spread of the sampled positions")
     readout_options: dict = field(default={}, help="more keyword arguments of the neuralpredictors readout")

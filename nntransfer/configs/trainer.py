@@ -76,7 +76,10 @@ class TrainerConfig(BaseConfig):
     # parameters
     freeze: list[str] = field(default=[], help="glob patterns of parameter names to keep fixed, e.g. 'conv*'")
     reset: list[str] = field(default=[], help="glob patterns of module names to re-initialise before training")
-    batchnorm_mode: Literal["train", "eval"] = field(default="train", help="eval: use running statistics while training")
+    batchnorm_mode: Literal["train", "eval", "frozen"] = field(
+        default="train", help="train: batch statistics, running statistics updated (also in frozen layers); eval: "
+                              "running statistics, never updated (every batch norm, new ones too); frozen: eval for "
+                              "batch norms whose parameters are all frozen, train for the others")
     dropout_mode: Literal["train", "eval"] = field(default="train", help="eval: no dropout while training")
     # modules and transfer
     main_loop_modules: list[str] = field(default=[], help="module names (built-in) or import paths")

@@ -39,6 +39,30 @@ def split(indices: np.ndarray, valid_size: float, seed: int) -> tuple[np.ndarray
     return np.sort(indices[order[n_valid:]]), np.sort(indices[order[:n_valid]])
 
 
+def split_per_class(labels: np.ndarray, pool: np.ndarray, validation_per_class: int,
+                    training_per_class: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint train/validation indices of ``pool``: per class, ``validation_per_class`` validation examples, then
+    at most ``training_per_class`` training examples (None: the rest), from one seeded permutation of that class.
+
+    One permutation per class makes the selections nested: for a seed, every training budget is evaluated on the
+    same validation examples, and a smaller budget's training examples are among a larger one's.
+    """
+    rng = np.random.RandomState(seed)
+    train, valid = [], []
+    for c in np.unique(labels[pool]):
+        members = rng.permutation(pool[labels[pool] == c])
+        if len(members) <= validation_per_class:
+            raise ConfigError(f"class {int(c)} has {len(members)} training examples, too few to draw "
+                              f"validation_examples_per_class={validation_per_class} and keep one for training; "
+                              "lower validation_examples_per_class")
+        valid.append(members[:validation_per_class])
+        rest = members[validation_per_class:]
+        train.append(rest if training_per_class is None else rest[:training_per_class])
+    if not valid:
+        return pool[:0], pool[:0]
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(valid))
+
+
 # -- samples ----------------------------------------------------------------------------------------
 class ImageDataset(Dataset):
     """Images (uint8 arrays ``[N, H, W, C]`` or file paths) with labels, transformed in three stages.
@@ -213,8 +237,13 @@ def image_dataset_loader(seed: int, transfer_data: dict | None = None, **config)
     config.pop("comment", None)
     cfg = ImageDatasetConfig(**config)
     source = load_source(cfg.dataset_cls, cfg.data_dir, cfg.download)
-    train_pool = select(source.train_labels, cfg.filter_classes, cfg.examples_per_class, seed)
-    train_idx, valid_idx = split(train_pool, cfg.valid_size, seed)
+    if cfg.validation_examples_per_class is None:
+        train_pool = select(source.train_labels, cfg.filter_classes, cfg.examples_per_class, seed)
+        train_idx, valid_idx = split(train_pool, cfg.valid_size, seed)
+    else:
+        train_idx, valid_idx = split_per_class(source.train_labels, select(source.train_labels, cfg.filter_classes,
+                                                                           None, seed),
+                                               cfg.validation_examples_per_class, cfg.examples_per_class, seed)
     test_idx = select(source.test_labels, cfg.filter_classes, cfg.test_examples_per_class, TEST_SELECTION_SEED)
     if len(train_idx) == 0:
         raise ConfigError(f"no training examples left after filter_classes={cfg.filter_classes}, "

@@ -9,6 +9,7 @@ earlier transfer step hands over its core with ``transfer_strict=False`` and the
 from __future__ import annotations
 
 import inspect
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -29,11 +30,14 @@ READOUTS = {"gaussian": "FullGaussian2d", "factorized": "FullFactorized2d"}
 
 @dataclass(frozen=True)
 class SessionInfo:
-    """What a model needs to know about one session: neurons, image shape [C, H, W], mean training responses."""
+    """What a model needs to know about one session: neurons, image shape [C, H, W], mean training responses, and
+    the training examples and batch size (None where the loader does not say)."""
 
     n_neurons: int
     image_shape: tuple
     mean_responses: np.ndarray
+    n_train: int | None = None
+    batch_size: int | None = None
 
 
 def session_info(dataloaders: dict) -> dict[str, SessionInfo]:
@@ -41,13 +45,38 @@ def session_info(dataloaders: dict) -> dict[str, SessionInfo]:
     info = {}
     for session, loader in dataloaders["train"].items():
         dataset = getattr(loader, "dataset", None)
+        n_train = len(dataset) if hasattr(dataset, "__len__") else None
+        batch_size = getattr(loader, "batch_size", None)
         if hasattr(dataset, "mean_responses"):
-            info[session] = SessionInfo(dataset.n_neurons, dataset.image_shape, dataset.mean_responses())
+            info[session] = SessionInfo(dataset.n_neurons, dataset.image_shape, dataset.mean_responses(), n_train,
+                                        batch_size)
         else:
             images, responses = next(iter(loader))[:2]
             info[session] = SessionInfo(int(responses.shape[1]), tuple(images.shape[1:]),
-                                        responses.float().mean(0).cpu().numpy())
+                                        responses.float().mean(0).cpu().numpy(), n_train,
+                                        batch_size or int(responses.shape[0]))
     return info
+
+
+def penalty_divisors(convention: str, sessions: dict[str, SessionInfo]) -> dict[str, float]:
+    """Per session, what the penalties are divided by so that ``gamma_*`` mean what ``convention`` says.
+
+    ``"averaged"``: 1 (the penalties are added as they are to the loss averaged over examples and neurons).
+    ``"nnvision"``: nnvision's trainers minimise ``sqrt(N/B) * sum(loss) + penalties`` per batch (B examples of
+    n neurons, N training examples of the session), which is ``n * sqrt(N * B)`` times
+    ``mean(loss) + penalties / (n * sqrt(N * B))``; the latter is what the trainer then minimises here, with B the
+    loader's batch size (a smaller last batch is weighed as a full one).
+    """
+    if convention == "averaged":
+        return {session: 1.0 for session in sessions}
+    divisors = {}
+    for session, info in sessions.items():
+        if not info.n_train or not info.batch_size:
+            raise ConfigError(f"gamma_convention='nnvision' needs the number of training examples and the batch size "
+                              f"of session {session!r}, but its loader has no len(loader.dataset) or batch_size; "
+                              "use gamma_convention='averaged'")
+        divisors[session] = info.n_neurons * math.sqrt(info.n_train * info.batch_size)
+    return divisors
 
 
 class NeuralModel(nn.Module):
@@ -61,7 +90,7 @@ class NeuralModel(nn.Module):
     """
 
     def __init__(self, core: "OrderedDict[str, nn.Module]", readout: nn.Module, input_channels: int,
-                 elu_offset: float = 0.0):
+                 elu_offset: float = 0.0, penalty_divisors: dict[str, float] | None = None):
         super().__init__()
         if "readout" in core:
             raise ConfigError("the core has a layer named 'readout' (the classifier's head?): set core_layer to a "
@@ -72,6 +101,8 @@ class NeuralModel(nn.Module):
         self.readout = readout
         self.input_channels = input_channels
         self.elu_offset = elu_offset
+        # per session: the penalties are divided by this (gamma_convention; 1 for nntransfer's averaged loss)
+        self.penalty_divisors = dict(penalty_divisors or {})
 
     def core_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Feature maps ``[B, C', H', W']`` of images ``[B, C, H, W]`` (1-channel images repeated as needed)."""
@@ -88,10 +119,13 @@ class NeuralModel(nn.Module):
         return F.elu(self.readout(self.core_forward(x), data_key=data_key) + self.elu_offset) + 1
 
     def regularizer(self, data_key: str | None = None) -> torch.Tensor:
-        """The core's regularizer plus the session's readout's (neuralpredictors' penalties)."""
+        """The core's regularizer plus the session's readout's (neuralpredictors' penalties), divided by the
+        session's ``penalty_divisors`` entry (``gamma_convention``)."""
         core = sum(self._modules[name].regularizer() for name in self.core_names
                    if callable(getattr(self._modules[name], "regularizer", None)))
-        return core + self.readout.regularizer(data_key)
+        if data_key is None and len(self.readout) == 1:
+            data_key = next(iter(self.readout))
+        return (core + self.readout.regularizer(data_key)) / self.penalty_divisors.get(data_key, 1.0)
 
 
 # -- cores ------------------------------------------------------------------------------------------------
@@ -270,9 +304,10 @@ def neural_model_builder(dataloaders: dict, seed: int, **config) -> NeuralModel:
         probe.eval()
         for session, info in sessions.items():
             in_shapes[session] = tuple(probe.core_forward(torch.zeros(1, *info.image_shape)).shape[1:])
-    model = NeuralModel(core, multi_readout(cfg, in_shapes, sessions), in_channels, cfg.elu_offset)
+    model = NeuralModel(core, multi_readout(cfg, in_shapes, sessions), in_channels, cfg.elu_offset,
+                        penalty_divisors(cfg.gamma_convention, sessions))
     return model.train()
 
 
 __all__ = ["CORES", "NeuralModel", "SessionInfo", "classifier_core", "core_layers", "multi_readout", "neural_model_builder",
-           "session_info"]
+           "penalty_divisors", "session_info"]

@@ -6,6 +6,7 @@ call, not from whoever stored the config first).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
@@ -103,7 +104,9 @@ def states(targets: list[Target], outputs: bool = False, workers: bool = False) 
 
 
 def test_metrics(output: Any) -> dict:
-    """``output["test"]`` (``{test_key: {metric: value}}``) as ``test/<key>/<metric>`` columns."""
+    """``output["test"]`` (``{test_key: {metric: value}}``) as ``test/<key>/<metric>`` columns, preceded, when
+    several tasks were trained (e.g. the sessions of a neural recipe), by ``test/<metric>``: the mean over those
+    tasks, as the trainer averages its early-stopping metric (extra test sets such as rotations are left out)."""
     if not isinstance(output, dict) or not isinstance(output.get("test"), dict):
         return {}
     flat = {}
@@ -114,7 +117,31 @@ def test_metrics(output: Any) -> dict:
                     flat[f"test/{test_key}/{metric}"] = value
         elif isinstance(metrics, (int, float)):
             flat[f"test/{test_key}"] = metrics
-    return flat
+    return {**_task_means(output), **flat}
+
+
+def trained_tasks(output: dict) -> list[str]:
+    """The tasks a step was trained and selected on: those of its validation results, else of its training
+    history, else every test task."""
+    validation = output.get("validation")
+    if isinstance(validation, dict) and validation:
+        return list(validation)
+    tracker = output.get("tracker")
+    training = tracker.get("log", {}).get("Training", {}) if isinstance(tracker, dict) else {}
+    tasks = [task for task in training if task != "all"]
+    return tasks or list(output.get("test") or {})
+
+
+def _task_means(output: dict) -> dict:
+    tasks = [t for t in trained_tasks(output) if isinstance(output["test"].get(t), dict)]
+    if len(tasks) < 2:
+        return {}
+    means = {}
+    for metric in dict.fromkeys(m for t in tasks for m in output["test"][t]):
+        values = [output["test"][t].get(metric) for t in tasks]
+        if all(isinstance(v, (int, float)) for v in values):
+            means[f"test/{metric}"] = math.fsum(values) / len(values)
+    return means
 
 
 def clear_errors(targets: list[Target]) -> int:
@@ -145,4 +172,4 @@ def clear_checkpoints(targets: list[Target]) -> int:
 
 
 __all__ = ["TABLES", "TRAINED", "TRANSFERRED", "Target", "by_table", "clear_checkpoints", "clear_errors",
-           "error_details", "plan", "states", "test_metrics"]
+           "error_details", "plan", "states", "test_metrics", "trained_tasks"]

@@ -715,7 +715,8 @@ class Trainer:
         self.model.train(training)
         if training:
             for module in self.model.modules():
-                if self.config.batchnorm_mode == "eval" and isinstance(module, nn.modules.batchnorm._BatchNorm):
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and _running_statistics_kept(
+                        module, self.config.batchnorm_mode):
                     module.eval()
                 if self.config.dropout_mode == "eval" and isinstance(module, nn.modules.dropout._DropoutNd):
                     module.eval()
@@ -737,6 +738,16 @@ class Trainer:
                           warmup_steps=cfg.warmup_steps, milestone_steps=cfg.milestone_steps if milestones else [])
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+
+
+def _running_statistics_kept(batchnorm: nn.Module, mode: str) -> bool:
+    """Whether a batch norm normalises with (and keeps) its running statistics while training: always with
+    ``batchnorm_mode="eval"``; with ``"frozen"`` when it has parameters and all of them are frozen (a batch norm
+    in a frozen core would otherwise keep adapting its statistics to the new data)."""
+    if mode == "frozen":
+        parameters = list(batchnorm.parameters(recurse=False))
+        return bool(parameters) and not any(p.requires_grad for p in parameters)
+    return mode == "eval"
 
 
 class _Pass:
