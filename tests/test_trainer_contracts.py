@@ -75,10 +75,14 @@ def _plain(value):
 
 def test_output_is_plain_python_state_is_on_the_cpu_and_cb_runs_once_per_epoch():
     calls = []
-    score, output, state = trainer(model(), loaders(), 1, None, lambda: calls.append(1), max_iter=3,
+    net = model()
+    score, output, state = trainer(net, loaders(), 1, {"seed": 1}, lambda **kwargs: calls.append(kwargs), max_iter=3,
                                    loss_functions={"t": "CrossEntropyLoss"}, verbose=False, comment="ignored",
                                    early_stopping=False)
-    assert calls == [1, 1, 1]
+    # nnfabrik's convention: cb(**kwargs), here uid, epoch, model and info (steps; the epoch's validation score)
+    assert [(c["uid"], c["epoch"], c["model"] is net, c["info"]["step"]) for c in calls] == \
+        [({"seed": 1}, epoch, True, 2 * epoch) for epoch in (1, 2, 3)]
+    assert calls[-1]["info"]["validation"]["t"]["accuracy"] == output["tracker"]["log"]["Validation"]["t"]["accuracy"][-1]
     assert isinstance(score, float) and 0 <= score <= 1
     assert _plain(output) and set(output) >= {"tracker", "test", "validation"}
     assert output["validation"]["t"]["accuracy"] == score
