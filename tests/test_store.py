@@ -81,8 +81,6 @@ def test_store_files_and_folders_are_private(clean_db):
     assert not_private(root, written) == []
 
 
-@pytest.mark.xfail(strict=True, reason="bug: transfer data (<blob@nntransfer>, DataJoint's hash-addressed store "
-                                       "under _hash/) is written with the umask's modes (0644 files, 0755 folders)")
 def test_transfer_data_files_and_folders_are_private(clean_db):
     from nntransfer import TransferExperiment
     from nntransfer.store import db

@@ -156,6 +156,9 @@ class BaseConfig:
         if qual is not None and not isinstance(qual, str):
             raise ConfigError(f"__class__ must name a config class ('module.QualName'), got {qual!r}")
         target = config_class(qual) if qual else cls
+        if target is BaseConfig:  # the abstract base: no fields of its own, no key, no JSON that loads again
+            raise ConfigError("the payload names no config class: give it '__class__' ('module.QualName', as "
+                              "to_json writes) or load it with the class itself, e.g. TrainerConfig.from_json(text)")
         if not issubclass(target, cls):
             raise ConfigError(f"{qual} is not a {cls.__name__}")
         return target(**data)

@@ -92,6 +92,21 @@ def _private() -> bool:
     return db.store_is_default()
 
 
+@contextlib.contextmanager
+def private_writes():
+    """Files and folders DataJoint's own codecs (``<blob@nntransfer>``, hash-addressed under ``_hash/``) write
+    meanwhile get 0600 / 0700 in the default store, like the states this codec writes. The umask is the only way
+    to reach those writes; it is per process, and nntransfer writes from one thread per process."""
+    if not _private():
+        yield
+        return
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
 def _backend(store_name: str | None, config=None):
     from datajoint.hash_registry import get_store_backend
 

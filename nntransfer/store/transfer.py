@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datajoint as dj
 
+from .codec import private_writes
 from .nnfabrik import Dataset, Fabrikant, Model, Seed, Trainer  # noqa: F401  (referenced by the definitions)
 from .schema import schema
 from .trained_model import PROVENANCE_DEFINITION, TrainedModelBase
@@ -128,7 +129,8 @@ class TransferredTrainedModel(TrainedModelBase, dj.Computed):
 
     def insert_extra(self, key, transfer_data) -> None:
         if transfer_data is not None:
-            self.TransferData.insert1(dict(key, transfer_data=transfer_data))
+            with private_writes():
+                self.TransferData.insert1(dict(key, transfer_data=transfer_data))
 
 
 TransferData = TransferredTrainedModel.TransferData
