@@ -51,12 +51,12 @@ def test_diverging_training_writes_no_row(clean_db):
     assert "TrainingDiverged" in error and "epoch 1, batch" in error
 
 
-STOP_AT = []  # the (epoch, batch) of the training batch after which StopsOnce asks its run to stop; empty: never
+STOP_AT = []  # the (epoch, batch) of the training batch after which RecordsAndStops asks its run to stop; empty: never
 TRAINED_BATCHES = []
 
 
-@register_module("StopsOnce")
-class StopsOnce(MainLoopModule):
+@register_module("RecordsAndStops")
+class RecordsAndStops(MainLoopModule):
     """Records the training batches and asks for a stop after ``STOP_AT`` (as a preempted worker's SIGTERM does)."""
 
     def pre_forward(self, model, inputs, task_key, shared_memory):
@@ -80,7 +80,7 @@ def test_a_stopped_populate_resumes_from_the_checkpoint_table_bit_identically(cl
 
     exp = Experiment(ImageDatasetConfig(dataset_cls="digits", batch_size=128), ModelConfig(type="mlp"),
                      TrainerConfig(max_iter=3, verbose=False, deterministic=True, early_stopping=False,
-                                   main_loop_modules=["NoiseAugmentation", "StopsOnce"],
+                                   main_loop_modules=["NoiseAugmentation", "RecordsAndStops"],
                                    module_options={"NoiseAugmentation": {"std": 0.2}}), 2)
     key = exp.get_key()
     exp.add_to_table()

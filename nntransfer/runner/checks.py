@@ -46,7 +46,8 @@ def check_experiments(experiments: Iterable[Experiment | TransferExperiment]) ->
                     check_config(cfg)
     for exp in experiments:
         for step in exp.steps:
-            if not (step.trainer.freeze or step.trainer.reset):
+            # freeze/reset are TrainerConfig's; a trainer config of nnfabrik's kind (a BaseConfig) has neither
+            if not isinstance(step.trainer, TrainerConfig) or not (step.trainer.freeze or step.trainer.reset):
                 continue
             # what the names depend on: the model config and, for neural models, the sessions (one readout each)
             identity = (type(step.model), step.model.to_json(), tuple(getattr(step.dataset, "sessions", None) or ()),
@@ -67,7 +68,8 @@ def check_step_patterns(step: Experiment) -> None:
     except Exception:  # noqa: BLE001 - it needs its data after all: the trainer checks when the job starts
         return
     if model is not None:
-        name = f"{type(step.model).__name__}(type={step.model.type!r})"
+        name = f"{type(step.model).__name__}(type={step.model.type!r})" if isinstance(step.model, ModelConfig) \
+            else type(step.model).__name__
         check_patterns(model, step.trainer.freeze, step.trainer.reset, name)
 
 
