@@ -30,9 +30,10 @@ setup(
     ],
     extras_require={
         # the suite covers TensorBoard logs, executes the quickstart notebook, builds the docs site and runs
-        # property-based tests
-        "test": ["pytest>=7", "submitit>=1.5", "hypothesis>=6", "tensorboard", "nbclient", "nbformat", "ipykernel",
-                 "mkdocs>=1.6", "mkdocstrings[python]>=0.26", "import-linter>=2.1", "optuna>=4.9,<6"],
+        # property-based tests; pytest-xdist runs the default suite on every core (pytest.ini)
+        "test": ["pytest>=7", "pytest-xdist>=3", "submitit>=1.5", "hypothesis>=6", "tensorboard", "nbclient",
+                 "nbformat", "ipykernel", "mkdocs>=1.6", "mkdocstrings[python]>=0.26", "import-linter>=2.1",
+                 "optuna>=4.9,<6"],
         "slurm": ["submitit>=1.5"],
         # `nntransfer search`: Optuna (>=4.9: RetryHeartbeatStaleTrialCallback's heartbeat_stale_trial_callback) and
         # SQLAlchemy, which it brings; the study lives in the results database (psycopg2 / PyMySQL, already here)

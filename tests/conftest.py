@@ -7,8 +7,9 @@ throwaway MariaDB server described by ``NNTRANSFER_TEST_MYSQL`` (``host:port:use
 Markers (pytest.ini): ``slow`` tests are left out of the default run (``pytest -m slow`` runs them; CI runs both);
 ``slurm`` tests are slow too; ``cuda`` tests skip without a GPU. Fixtures: ``clean_db`` (empty tables around a
 test), ``module_db`` (for a module-scoped fixture that trains once what read-only tests share), ``cli`` (the
-command line in this process). Each pytest-xdist worker is a session of its own, with its own database
-(``pytest -n 2 --dist loadfile`` keeps a module's tests, and its module-scoped fixtures, on one worker).
+command line in this process). pytest.ini runs one pytest-xdist worker per core (``-n auto --dist loadfile``):
+each worker is a session of its own, with its own NNTRANSFER_HOME and database, and a file's tests (and its
+module-scoped fixtures) stay on one worker; ``-n 0`` runs one process.
 """
 import os
 import shutil

@@ -30,8 +30,10 @@ def mariadb(tmp_path_factory):
 
 def test_server_tests_pass_on_mariadb(mariadb):
     env = {**os.environ, **mariadb.env()}
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "both_backends",
-                          os.path.dirname(__file__)], env=env, capture_output=True, text=True, timeout=1500)
+    # one process (-n 0): every session of this run shares the one MariaDB schema
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-n", "0", "-m",
+                          "both_backends", os.path.dirname(__file__)], env=env, capture_output=True, text=True,
+                         timeout=1500)
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
     assert " passed" in out.stdout and " failed" not in out.stdout
 
