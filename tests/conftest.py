@@ -49,6 +49,8 @@ def pytest_sessionfinish(session, exitstatus):
         db.connection().query("DROP DATABASE IF EXISTS nntransfer_test_optuna")  # the searches' studies
         return
     data = db.data_dir()
+    if "nntransfer.store.jobs" in sys.modules:  # a plain populate's heartbeat beats until exit: not into a stopped server
+        sys.modules["nntransfer.store.jobs"].process_heartbeat().close()
     db.stop()
     shutil.rmtree(_HOME, ignore_errors=True)
     if not str(data).startswith(_HOME):

@@ -358,6 +358,25 @@ def test_a_reservation_taken_over_meanwhile_is_never_released(clean_db, monkeypa
     assert (row["status"], row["host"], row["pid"]) == ("reserved", "node-b", 4242)  # B's reservation stands
 
 
+def test_one_heartbeat_per_process_however_many_populate_calls(clean_db):
+    """The Worker row is keyed by host and pid: every session of a process (a plain ``populate`` gets one) shares
+    one heartbeat thread and connection, which a worker's end stops."""
+    import threading
+
+    from nntransfer.store import jobs as jobs_module
+
+    first, second = clean_db.TrainedModel(), clean_db.TrainedModel()
+    assert first.session.heartbeat is second.session.heartbeat is jobs_module.process_heartbeat()
+    first.session.hold(first, {"k": 1})
+    second.session.hold(second, {"k": 2})
+    beating = [t for t in threading.enumerate() if t.name == "nntransfer-heartbeat"]
+    assert len(beating) == 1
+    rows = jobs_module.Worker & {"host": platform.node(), "pid": os.getpid()}
+    assert len(rows) == 1 and rows.fetch1("job_hash") == jobs_module.job_hash({"k": 2})
+    second.session.close()
+    assert not beating[0].is_alive() and len(rows) == 0
+
+
 @pytest.mark.both_backends
 def test_liveness_is_the_heartbeat_not_the_connection_id(clean_db, monkeypatch):
     from nntransfer.store import jobs as jobs_module

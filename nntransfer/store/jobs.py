@@ -201,8 +201,11 @@ class Heartbeat:
                 logger.warning("heartbeat failed: %s", err)
 
     def close(self) -> None:
-        """Stop beating and remove this process's row (at exit)."""
+        """Stop beating and remove this process's row (when a worker ends, and at exit)."""
         self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=2)  # a later hold() starts a fresh thread instead of finding this one still alive
         if self._conn is None:
             return
         if not self._lock.acquire(timeout=2):  # a beat is waiting for the server: leave the row to time out
@@ -217,6 +220,19 @@ class Heartbeat:
             self._conn = None
             self._lock.release()
 
+
+_PROCESS_HEARTBEAT: dict[int, Heartbeat] = {}
+
+
+def process_heartbeat() -> Heartbeat:
+    """The heartbeat of this process: one :class:`Worker` row per process (its key is host and pid), so one thread
+    and one connection, however many sessions (plain ``populate`` calls included) come and go. Keyed by pid: a
+    forked child never shares its parent's connection."""
+    pid = os.getpid()
+    if pid not in _PROCESS_HEARTBEAT:
+        _PROCESS_HEARTBEAT.clear()
+        _PROCESS_HEARTBEAT[pid] = Heartbeat()
+    return _PROCESS_HEARTBEAT[pid]
 
 
 @dataclass
@@ -240,7 +256,7 @@ class JobSession:
     recipe: str | None = None
     run_settings: dict = field(default_factory=dict)
     names: dict = field(default_factory=dict)
-    heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    heartbeat: Heartbeat = field(default_factory=process_heartbeat)
     on_start: Callable[[str], None] | None = None
     on_evaluation: Callable[[dict, dict], None] | None = None
     #: the job this worker holds now (its primary key) and the table instance it is populating, or None
