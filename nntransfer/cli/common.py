@@ -178,7 +178,8 @@ def slurm_options(args) -> dict:
 
 def report_submitted(jobs, args, planned=(), before=None) -> int:
     """Say what was submitted and where its logs are; with ``--wait`` follow the jobs until each has finished for good
-    (requeues included) and report what they trained. Returns the command's exit code."""
+    (requeues included) and report what they trained of ``planned`` (none planned, as for a search: only the jobs'
+    ends). Returns the command's exit code."""
     from ..orchestration.slurm import EXPERIMENT_INDEX, is_slurm_job, wait_for_workers
 
     print("submitted:", " ".join(str(j.job_id) for j in jobs))
@@ -200,6 +201,9 @@ def report_submitted(jobs, args, planned=(), before=None) -> int:
                               timeout=None if args.wait_timeout is None else args.wait_timeout * 60)
     for job_id, state in waited.jobs.items():
         print(f"job {job_id}: {state}, log {waited.logs[job_id]}")
+    if not planned:  # a search: what its jobs trained is in the study, which the caller shows
+        print("stopped waiting" if waited.timed_out else "all jobs finished")
+        return 1 if waited.timed_out else 0
     print(f"{'stopped waiting' if waited.timed_out else 'all jobs finished'}: {waited.trained} trained, "
           f"{len(waited.errors)} error(s), {len(waited.open)} not done")
     for label in waited.errors:

@@ -37,7 +37,10 @@ def _search(args) -> int:
     if args.slurm:
         if args.gpus:
             raise ConfigError("--gpus chooses local GPUs; for Slurm jobs use --gpus-per-job N")
-        return report_submitted(submit_search(spec, settings, jobs=args.jobs, **slurm_options(args)), args)
+        code = report_submitted(submit_search(spec, settings, jobs=args.jobs, **slurm_options(args)), args)
+        if args.wait:  # the trials the jobs ran, and the best so far
+            _show(spec.study_name, args)
+        return code
     result = run_search(spec, settings)
     state = "stopped on request" if result.stopped else "done"
     if args.workers > 1:  # the other processes' counts are in the study's status below

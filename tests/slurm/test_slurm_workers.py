@@ -167,8 +167,10 @@ def test_the_digits_demo_trains_in_two_slurm_jobs_as_it_trains_locally(slurm, cl
         assert f"job {job_id}: COMPLETED, log {folder / f'{job_id}_0_log.err'}" in out.stdout
     experiments = apply_overrides(load_recipe(recipe), {"trainer.max_iter": 2})
     targets = plan(experiments)
-    assert len(targets) == 40  # 8 one-step baselines, 16 two-step transfers whose pretraining is shared per seed
-    assert "all jobs finished: 26 trained, 0 error(s), 0 not done" in out.stdout, out.stdout
+    # one-step baselines and two-step transfers whose pretraining is shared per seed: each distinct key trained once
+    distinct = {(t.table, tuple(sorted(t.key.items()))) for t in targets}
+    assert len(experiments) < len(distinct) < len(targets)
+    assert f"all jobs finished: {len(distinct)} trained, 0 error(s), 0 not done" in out.stdout, out.stdout
     assert "job states come from squeue" in out.stdout  # said once: this cluster has no accounting
     assert out.stdout.count("job states come from squeue") == 1
     assert "Bypassing sacct error" not in out.stdout + out.stderr
@@ -302,3 +304,30 @@ def test_a_cancelled_job_leaves_its_experiment_pending_for_the_next_worker(slurm
     assert resumed[0] in (stopped_at, stopped_at + 1) and resumed[0] > 1, runs
     monkeypatch.delenv("EPOCH_LOG")
     assert_equals_an_uninterrupted_run(recipe, lab_models, clean_db)
+
+
+def test_a_search_on_slurm_waits_for_its_jobs_and_reports_the_study(slurm, clean_db, tmp_path, lab_models):
+    """``nntransfer search --slurm --wait``: the jobs run the study's trials; what they trained is the study's status
+    (a search plans no experiments up front, so there is no 'N trained' count to report)."""
+    import optuna
+
+    from nntransfer.orchestration.search import tally
+    from nntransfer.store.studies import open_storage
+
+    recipe = write_recipe(tmp_path, epochs=2, seeds=[1])
+    space = tmp_path / "space.yaml"
+    space.write_text("trainer.optimizer_options.lr: {loguniform: [1.0e-3, 1.0e-1]}\n")
+    folder = tmp_path / "jobs"
+    out = subprocess.run(CLI + ["search", str(recipe), "--import", str(lab_models), "--space", str(space), "--trials",
+                                "2", "--sampler", "random", "--pruner", "none", "--study", "on-slurm", "--slurm",
+                                "--single-node", "--jobs", "1", "--partition", "debug", "--cpus", "1", "--mem-gb",
+                                "2", "--time", "10", "--folder", str(folder), "--poll-slurm", "1", "--wait"],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr + logs(slurm)
+    (job_id,) = submitted(out.stdout)
+    assert job_history(slurm, job_id) == ["COMPLETED"], f"{jobcomp(slurm)}\n{job_log(folder, job_id)}"
+    assert "all jobs finished" in out.stdout and " trained, " not in out.stdout
+    study = optuna.load_study(study_name="on-slurm", storage=open_storage())
+    assert tally(study.trials)["complete"] == 2
+    after = out.stdout.split("all jobs finished", 1)[1]  # the study's status follows
+    assert "trials: 2 of 2 started: 2 complete" in after and "best trial" in after
