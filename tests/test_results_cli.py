@@ -174,3 +174,27 @@ def test_tensorboard_event_files_hold_the_epoch_scalars(clean_db, tmp_path, caps
     link = view / "digits" / "seed1-step0"
     assert link.is_symlink() and link.resolve() == directory.resolve()
     assert os.listdir(link) == os.listdir(directory)
+
+
+def test_reading_commands_import_neither_torch_nor_torchvision(clean_db):
+    """status, results, errors and clear (nothing trained: nothing to ask about) read the database and the recipe only (issue 15: a fast CLI); a
+    fresh interpreter, since this one has torch already. ``-X importtime`` in benchmarks/cli_status.py shows the
+    rest of the cost."""
+    import sys
+
+    recipe = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "digits_transfer.py")
+    fill_tables(load_recipe(recipe))  # rows to read: the commands then show them without building anything
+    script = textwrap.dedent(f"""
+        import sys
+        from nntransfer.cli import main
+        for argv in (["status", {recipe!r}], ["results", {recipe!r}], ["errors", {recipe!r}],
+                     ["clear", {recipe!r}]):
+            code = main(argv)
+            assert code in (0, 1), (argv, code)
+            loaded = sorted(m for m in ("torch", "torchvision") if m in sys.modules)
+            assert not loaded, (argv, loaded)
+        print("no torch")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         stdin=subprocess.DEVNULL)
+    assert out.returncode == 0 and "no torch" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]

@@ -10,13 +10,14 @@ from typing import Any
 from ..configs.experiment import Experiment, TransferExperiment
 from ..core.config import BaseConfig
 from ..errors import ConfigError
-from ..runner.checks import check_config, check_experiments
 from ..store import bind, db, insert_config, table
 from .plan import Target, plan
 
 
 def fill_tables(experiments: dict) -> list[Target]:
     """Check, then insert configs, seeds and transfer recipe rows (idempotent, all or nothing); returns the plan."""
+    from ..runner.checks import check_experiments  # imports the builders (torch): only where tables are filled
+
     check_experiments(experiments.values())  # names and options resolve before anything is written
     bind()
     with db.transaction():
@@ -27,6 +28,8 @@ def fill_tables(experiments: dict) -> list[Target]:
 
 def add_to_table(obj: Any) -> Any:
     """Check and insert one config (returns its key) or experiment (returns its key, or a chain's step keys)."""
+    from ..runner.checks import check_config, check_experiments  # torch, as above
+
     if isinstance(obj, BaseConfig):
         check_config(obj)
         bind()
