@@ -34,13 +34,21 @@ class FailInEpoch2(MainLoopModule):
         if mode == "Training" and self.epoch == 2:
             raise RuntimeError("planned failure after the first checkpoint")
 
-if os.environ.get("LEAK_IN_ERROR"):
+if os.environ.get("LEAK_IN_RECIPE"):  # an error of the recipe itself: reported at its line
     raise RuntimeError("could not reach postgresql://alice:" + os.environ["DJ_PASS"] + "@db")
+
+
+class Unreachable(dict):
+    def items(self):  # an error after the recipe ran: unexpected, its traceback goes to a file
+        raise RuntimeError("could not reach postgresql://alice:" + os.environ["DJ_PASS"] + "@db")
+
 
 teacher = TrainerConfig(max_iter=2, data_transfer=True, verbose=False, comment="teacher")
 failing = TrainerConfig(max_iter=3, verbose=False, main_loop_modules=["FailInEpoch2"], comment="fails")
 transfer_experiments = {Description("credentials", 1): TransferExperiment([
     Experiment(ToyData(), ToyModel(), teacher, 1), Experiment(ToyData(), ToyModel(), failing, 1)])}
+if os.environ.get("LEAK_IN_ERROR"):
+    transfer_experiments = Unreachable(transfer_experiments)
 """
 
 
@@ -114,8 +122,11 @@ def test_no_password_in_output_logs_tables_store_or_checkpoints(tcp_server, tmp_
     code, text = cli("run", "recipe.py", DJ_PASS=WRONG)  # a failed connection
     assert code != 0 and "alice" in text, text
     outputs.append(text)
+    code, text = cli("status", "recipe.py", LEAK_IN_RECIPE="1")  # the recipe's error quoting the password
+    assert code == 2 and "recipe.py:" in text and "postgresql://alice:***@db" in text, text
+    outputs.append(text)
     code, text = cli("status", "recipe.py", LEAK_IN_ERROR="1")  # an unexpected error quoting the password
-    assert code == 1 and "postgresql://alice:***@db" in text, text
+    assert code == 1 and "postgresql://alice:***@db" in text and "full traceback in" in text, text
     outputs.append(text)
 
     found = {"outputs": [t for t in outputs if PASSWORD in t or WRONG in t]}

@@ -68,7 +68,8 @@ write_config() {
   local host cpus mem realmem defmem port
   host=$(hostname -s)
   # The hardware as slurmd sees it; only CPUs and memory go into the config (see SelectTypeParameters).
-  cpus=$(nproc)
+  # all the CPUs this process may use: nproc alone follows OMP_NUM_THREADS (the test suite sets it to 1)
+  cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
   mem=$(slurmd -C 2>/dev/null | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' | head -n 1 || true)
   [ -n "$mem" ] || mem=$(awk '/^MemTotal:/ { print int($2 / 1024) }' /proc/meminfo)
   # leave 10% (at least 512 MiB, never below 256 MiB for Slurm) to the rest of the machine
