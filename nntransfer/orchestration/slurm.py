@@ -89,6 +89,9 @@ class RemoteWorker:
         prepare_worker(self.settings)
         result = self.task(self.settings, stop) if self.task is not None \
             else work(self.targets, self.settings, stop, on_start=_record_start)
+        # the job log's last line of nntransfer: how this worker ended (the test and a user reading the log wait for it)
+        logger.info("worker %s: %d trained, %d failed", "stopped on request" if result.stopped else "done",
+                    result.trained, len(result.errors))
         if requeue and result.stopped:
             requeue["handler"](requeue["signum"], None)  # checkpoint() below, scontrol requeue, exit
         return {"trained": result.trained, "errors": [(name, str(err)) for name, err in result.errors],
