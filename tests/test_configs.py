@@ -59,8 +59,11 @@ def test_assigning_a_field_validates_the_whole_config_again():
     with pytest.raises(ConfigError, match="stop_metric"):
         cfg.metrics = []  # the cross-field check: stop_metric 'accuracy' is no longer measured
     assert cfg.max_iter == 10 and cfg.optimizer_options == {"lr": 0.001} and cfg.metrics == ["accuracy"]
+    before = cfg.get_key()  # hashed once and kept: an assignment must drop it
+    before["trainer_hash"] = "changed by the caller"  # a copy: the kept key stays as it was
+    assert cfg.get_key() == TrainerConfig().get_key()
     cfg.max_iter = 3
-    assert cfg.get_key() == TrainerConfig(max_iter=3).get_key()
+    assert cfg.get_key() == TrainerConfig(max_iter=3).get_key() != TrainerConfig().get_key()
 
 
 def test_a_since_field_with_a_tuple_default_on_a_list_field_keeps_old_keys():

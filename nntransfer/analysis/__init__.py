@@ -8,15 +8,29 @@
   never the global backend); ``variant_colors``: one colour per variant family, the same in every figure.
 * :mod:`.report` — ``write_report``: figures and a self-contained ``index.html``.
 """
-from .frames import (compare, comparison, default_metric, entries, history_frame, last_steps, resolve_metric,
-                     results_frame, summary)
-from .plots import (chain_plot, learning_curves, plot, robustness_plot, sweep_fields, sweep_plot, transfer_comparison,
-                    variant_colors, variant_family)
-from .report import write_report
-from .stats import Spread, format_spread, spread
-from .text import format_table
+import importlib
 
-__all__ = ["Spread", "chain_plot", "compare", "comparison", "default_metric", "entries", "format_spread",
-           "format_table", "history_frame", "last_steps", "learning_curves", "plot", "resolve_metric", "results_frame",
-           "robustness_plot", "spread", "summary", "sweep_fields", "sweep_plot", "transfer_comparison", "variant_colors",
-           "variant_family", "write_report"]
+# where each public name lives; loaded on first use, so that a command needing one helper (``status`` formats a
+# table) does not import the frames, plots and report machinery
+_HOMES = {
+    **dict.fromkeys(["compare", "comparison", "default_metric", "entries", "history_frame", "last_steps",
+                     "resolve_metric", "results_frame", "summary"], "frames"),
+    **dict.fromkeys(["chain_plot", "learning_curves", "plot", "robustness_plot", "sweep_fields", "sweep_plot",
+                     "transfer_comparison", "variant_colors", "variant_family"], "plots"),
+    "write_report": "report",
+    **dict.fromkeys(["Spread", "format_spread", "spread"], "stats"),
+    "format_table": "text",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))

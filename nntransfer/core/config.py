@@ -136,6 +136,7 @@ class BaseConfig:
             raise ConfigError(f"{type(self).__name__} has no field {name!r}{hint}")
         checked = self.replace(**{name: value})
         object.__setattr__(self, name, getattr(checked, name))
+        self.__dict__.pop("_key", None)
 
     @classmethod
     def fields(cls) -> dict[str, dataclasses.Field]:
@@ -202,7 +203,13 @@ class BaseConfig:
             raise ConfigError(f"{type(self).__name__} has no config_name; subclass DatasetConfig, ModelConfig or TrainerConfig")
         if not self.fn:
             raise ConfigError(f"{type(self).__name__} has no fn: set the class attribute fn to the builder's import path")
-        return config_key(self.config_name, self.fn, self.hashed_dict())
+        # a config cannot change in place (assignment goes through __setattr__, which drops this), so its key is
+        # hashed once: planning a recipe asks for the same configs' keys many times
+        key = self.__dict__.get("_key")
+        if key is None:
+            key = config_key(self.config_name, self.fn, self.hashed_dict())
+            object.__setattr__(self, "_key", key)
+        return dict(key)
 
     def resolve_fn(self):
         """Import and return the builder function, with a clear error when the path is wrong."""
