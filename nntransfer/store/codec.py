@@ -96,7 +96,8 @@ def _private() -> bool:
 def private_writes():
     """Files and folders DataJoint's own codecs (``<blob@nntransfer>``, hash-addressed under ``_hash/``) write
     meanwhile get 0600 / 0700 in the default store, like the states this codec writes. The umask is the only way
-    to reach those writes; it is per process, and nntransfer writes from one thread per process."""
+    to reach those writes. It is per process: a file another thread writes meanwhile (a background checkpoint)
+    is only made more private, and only in the default store, which is private anyway."""
     if not _private():
         yield
         return
