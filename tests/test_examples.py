@@ -46,7 +46,7 @@ def test_the_digits_demo_budgets_count_training_examples_and_select_on_a_fixed_v
 @pytest.mark.slow
 def test_the_digits_demo_supports_its_conclusion(clean_db):
     demo = load("digits_transfer.py")
-    rows = run(demo["transfer_experiments"], quiet=True)
+    rows = run(demo["transfer_experiments"], workers=2, quiet=True)  # both cores: the suite runs one thread per process
     assert all(row["state"] == "done" for row in rows)
     results = by_name(rows, "accuracy")
     for budget in demo["BUDGETS"]:
@@ -68,7 +68,7 @@ def test_the_neural_example_supports_its_conclusion(clean_db, capsys, tmp_path):
         trainer = chain[-1].trainer
         assert trainer.stop_metric == "correlation" and trainer.early_stopping and trainer.restore_best
         assert chain[-1].model.gamma_convention == "nnvision"
-    rows = run(example["transfer_experiments"], quiet=True)
+    rows = run(example["transfer_experiments"], workers=2, quiet=True)
     assert all(row["state"] == "done" for row in rows)
     last = [r for r in rows if r["step"] == (0 if r["name"] == "scratch" else 1)]
     assert all(r["test/correlation"] > example["FLOOR"] for r in last)  # every variant and seed
@@ -95,7 +95,7 @@ def test_the_neural_example_supports_its_conclusion(clean_db, capsys, tmp_path):
 @pytest.mark.slow
 def test_the_distillation_example_supports_its_conclusion(clean_db):
     example = load("digits_distillation.py")
-    rows = run(example["transfer_experiments"], quiet=True)
+    rows = run(example["transfer_experiments"], workers=2, quiet=True)
     assert all(row["state"] == "done" for row in rows)
     results = by_name(rows, "accuracy")
     labels_only, distilled = results["MLP: labels only"], results["MLP: distilled from LeNet"]
