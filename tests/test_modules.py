@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from nntransfer.trainer import CancelBatch, MainLoopModule, register_module, trainer
+from nntransfer.trainer import CancelBatch, CapturingModule, MainLoopModule, register_module, trainer
 
 
 def data(n=64, batch_size=32, zeros=False):
@@ -159,3 +159,32 @@ def test_representation_modules_stop_watching_a_layer_when_a_later_module_cancel
     assert not model[1]._forward_hooks  # no capture left on the model after training
     if representation_module == "RepresentationMonitor":
         assert "1/mean" in output["validation"]["t"] and output["test"] == {}  # every test batch was cancelled
+
+
+SEEN_SHAPES = []
+
+
+@register_module("RecordsHiddenShapes")
+class RecordsHiddenShapes(CapturingModule):
+    """A user module on CapturingModule: captures layer "1" of training batches only."""
+
+    def pre_forward(self, model, inputs, task_key, shared_memory):
+        if self.mode == "Training":
+            self.start_capture(["1"])
+        return model, inputs
+
+    def post_forward(self, outputs, loss, targets, **shared_memory):
+        reps = self.end_capture()
+        SEEN_SHAPES.append((self.mode, None if reps is None else tuple(reps["1"].shape)))
+        return outputs, loss, targets
+
+
+def test_a_capturing_module_gets_the_layer_outputs_of_exactly_the_batches_it_captured():
+    model = net()
+    SEEN_SHAPES.clear()
+    fit(model, main_loop_modules=["RecordsHiddenShapes"])
+    training = [shape for mode, shape in SEEN_SHAPES if mode == "Training"]
+    assert training and all(shape is not None and shape[0] == 32 and shape[1] == model[0].out_features
+                            for shape in training)  # the batch's outputs of layer "1", batch size 32
+    assert all(shape is None for mode, shape in SEEN_SHAPES if mode != "Training")  # nothing captured there
+    assert not model[1]._forward_hooks

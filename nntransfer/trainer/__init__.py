@@ -5,7 +5,8 @@ from .hooks import Hooks
 from .interrupt import StopToken, TrainingInterrupted, request_stop, stop_requested
 from .losses import LOSSES, register_loss
 from .metrics import METRICS, Metric, register_metric
-from .modules import CancelBatch, CancelEpoch, MODULES, MainLoopModule, Option, module_class, register_module
+from .modules import (MODULES, CancelBatch, CancelEpoch, CapturingModule, MainLoopModule, Option, module_class,
+                      register_module)
 from .modules.base import check_conventions, check_module_options
 from .progress import Progress
 from .tracking import Tracker
@@ -15,6 +16,7 @@ __all__ = [
     "BackgroundWriter",
     "CancelBatch",
     "CancelEpoch",
+    "CapturingModule",
     "CheckpointStore",
     "CheckpointWriteFailed",
     "DirectoryCheckpointStore",

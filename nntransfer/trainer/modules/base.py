@@ -10,6 +10,7 @@ import torch
 
 from ...errors import ConfigError
 from ...configs.registries import MODULES
+from ...models.representations import capture
 from ..handover import Handover
 from ..tracking import Tracker
 
@@ -221,6 +222,38 @@ class MainLoopModule:
         if self.mode is None:
             raise RuntimeError(f"{type(self).__name__}.log() is for hooks: outside a pass there is no mode to log in")
         self.tracker.add(self.mode, task, objective, value)
+
+
+class CapturingModule(MainLoopModule):
+    """A main-loop module that reads layer outputs of the batch's forward pass (RDL, RepresentationMatching, ...).
+
+    ``start_capture(layers)`` in ``pre_forward`` records those layers' outputs with forward hooks on ``self.model``;
+    ``end_capture()`` in ``post_forward`` removes the hooks and returns the outputs by layer name, or None when this
+    batch was not captured. A cancelled batch or epoch removes the hooks too: none is left on the model.
+    """
+
+    def __init__(self, trainer):
+        super().__init__(trainer)
+        self._capture = None
+        self._captured: dict | None = None
+
+    def start_capture(self, layers) -> None:
+        self.end_capture()  # a batch whose post_forward never came (an exception elsewhere) leaves no hook behind
+        self._capture = capture(self.model, list(layers))
+        self._captured = self._capture.__enter__()
+
+    def end_capture(self) -> dict | None:
+        if self._capture is None:
+            return None
+        self._capture.__exit__(None, None, None)
+        captured, self._capture, self._captured = self._captured, None, None
+        return captured
+
+    def after_cancel_batch(self, model):
+        self.end_capture()
+
+    def after_cancel_epoch(self, model):
+        self.end_capture()
 
 
 class PassTerms:

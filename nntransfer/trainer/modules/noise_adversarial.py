@@ -10,7 +10,7 @@ from torch import nn
 
 from ...errors import ConfigError
 from ...models.representations import capture, layer_names
-from .base import MainLoopModule, Option, PassTerms, register_module
+from .base import CapturingModule, Option, PassTerms, register_module
 
 
 class GradientReversal(torch.autograd.Function):
@@ -32,7 +32,7 @@ def reverse_gradient(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
 
 
 @register_module("NoiseAdversarial")
-class NoiseAdversarial(MainLoopModule):
+class NoiseAdversarial(CapturingModule):
     """A discriminator reads the representation at ``layer`` through a gradient reversal layer and predicts each
     sample's noise level (``shared_memory["noise_std"]``, from NoiseAugmentation, which must come first in
     ``main_loop_modules``). The discriminator learns to tell the levels apart; the reversed gradient drives the
@@ -92,8 +92,6 @@ class NoiseAdversarial(MainLoopModule):
                                   nn.Sequential(nn.Linear(size, hidden), nn.ReLU(), nn.Linear(hidden, outputs)))
         self.discriminator.to(self.device)
         trainer.add_trainable(self.discriminator.parameters())
-        self._capture = None
-        self._reps = None
         self.terms, self.accuracies = PassTerms(), PassTerms()
 
     def _representation_size(self) -> int:
@@ -129,19 +127,18 @@ class NoiseAdversarial(MainLoopModule):
 
     def pre_forward(self, model, inputs, task_key, shared_memory):
         if self.mode == "Training":
-            self._capture = capture(self.model, [self.option("layer")])
-            self._reps = self._capture.__enter__()
+            self.start_capture([self.option("layer")])
         return model, inputs
 
     def post_forward(self, outputs, loss, targets, **shared_memory):
-        if self._capture is None:
+        reps = self.end_capture()
+        if reps is None:
             return outputs, loss, targets
-        self._stop_capture()
         noise = self.shared_memory.get("noise_std")
         if noise is None:
             raise ConfigError(f"{self.name} predicts each sample's noise level, which NoiseAugmentation leaves in "
                               "shared_memory['noise_std']: put NoiseAugmentation before it in main_loop_modules")
-        representation = self._reps[self.option("layer")]
+        representation = reps[self.option("layer")]
         n = noise.shape[0]  # modules that add samples after NoiseAugmentation (e.g. RepresentationMatching) come later
         features = reverse_gradient(representation[:n].flatten(1).float(), self.reversal_scale())
         prediction = self.discriminator(features)
@@ -153,17 +150,6 @@ class NoiseAdversarial(MainLoopModule):
             self.accuracies.add(self.task_key, (prediction.argmax(dim=1) == classes).float().mean())
         self.terms.add(self.task_key, term)
         return outputs, loss + self.option("weight") * term, targets
-
-    def after_cancel_batch(self, model):
-        self._stop_capture()
-
-    def after_cancel_epoch(self, model):
-        self._stop_capture()
-
-    def _stop_capture(self) -> None:
-        if self._capture is not None:
-            self._capture.__exit__(None, None, None)
-            self._capture = None
 
     def post_epoch(self, model):
         if self.mode == "Training":

@@ -7,7 +7,7 @@ import torch
 from ...errors import ConfigError
 from ...models.representations import capture, layer_names
 from ..handover import teacher_forward
-from .base import MainLoopModule, Option, PassTerms, register_module
+from .base import CapturingModule, Option, PassTerms, register_module
 
 DISTANCES = ("correlation", "euclidean", "cosine")
 COMPARISONS = ("mse", "correlation")
@@ -61,7 +61,7 @@ def check_layers(model, names: list[str], whose: str) -> None:
 
 
 @register_module("RDL")
-class RDL(MainLoopModule):
+class RDL(CapturingModule):
     """Adds ``weight * sum_l w_l * loss(RDM(student_l), RDM(teacher_l))`` to every training batch's loss.
 
     The teacher is the previous step's trained model, run on the same (e.g. augmented) inputs as the student, in
@@ -115,8 +115,6 @@ class RDL(MainLoopModule):
             self.teacher = self.handover.teacher(self.device, self.name)
             check_layers(self.teacher, list(self.teacher_layer.values()), f"{self.name}: the teacher")
         check_layers(self.model, self.layers, f"{self.name}: the model")
-        self._capture = None
-        self._reps = None
         self._teacher_reps: dict | None = None
         self.terms = PassTerms()
 
@@ -139,34 +137,22 @@ class RDL(MainLoopModule):
                                   f"{missing} from the batch's transfer data, which has {sorted(extra)}: set "
                                   "teacher_layers to names it has (e.g. 'logits'), or use source='model'")
             self._teacher_reps = {name: extra[name] for name in self.teacher_layer.values()}
-        self._capture = capture(self.model, self.layers)
-        self._reps = self._capture.__enter__()
+        self.start_capture(self.layers)
         return model, inputs
 
     def post_forward(self, outputs, loss, targets, **shared_memory):
-        if self._capture is None:
+        reps = self.end_capture()
+        if reps is None:
             return outputs, loss, targets
-        self._stop_capture()
         term = None
         for layer in self.layers:
             teacher = self._teacher_reps[self.teacher_layer[layer]]
-            part = self.layer_weight[layer] * rdm_loss(self._reps[layer], teacher, self.option("distance"),
+            part = self.layer_weight[layer] * rdm_loss(reps[layer], teacher, self.option("distance"),
                                                        self.option("comparison"))
             term = part if term is None else term + part
         self._teacher_reps = None
         self.terms.add(self.task_key, term)
         return outputs, loss + self.option("weight") * term, targets
-
-    def after_cancel_batch(self, model):
-        self._stop_capture()
-
-    def after_cancel_epoch(self, model):
-        self._stop_capture()
-
-    def _stop_capture(self) -> None:
-        if self._capture is not None:
-            self._capture.__exit__(None, None, None)
-            self._capture = None
 
     def post_epoch(self, model):
         if self.mode == "Training":

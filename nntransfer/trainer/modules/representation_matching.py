@@ -6,13 +6,12 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import ConfigError
-from ...models.representations import capture
 from ..noise import add_noise, check_levels, drawn_levels, pixel_space
-from .base import MainLoopModule, Option, PassTerms, register_module
+from .base import CapturingModule, Option, PassTerms, register_module
 
 
 @register_module("RepresentationMatching")
-class RepresentationMatching(MainLoopModule):
+class RepresentationMatching(CapturingModule):
     """Options (``module_options["RepresentationMatching"]``):
 
     * ``layer`` or ``layers``: the layer whose output is matched (``model.named_modules()`` name), or several: a
@@ -92,8 +91,6 @@ class RepresentationMatching(MainLoopModule):
         self.space = None
         if self.option("units") == "pixels" or self.option("clamp"):
             self.space = pixel_space(next(iter(self.train_loader.values()), None), f"{self.name} with units='pixels'")
-        self._capture = None
-        self._reps = None
         self._pairs = None  # (indices of the target side in the first half, number of first-half samples)
         self.terms = PassTerms()
         self.layer_terms = {layer: PassTerms() for layer in self.layers}
@@ -146,18 +143,17 @@ class RepresentationMatching(MainLoopModule):
             picked = clean[pair_with]
             second = self._noisy(picked, self._second_std(picked.shape[0], inputs.device))
         self._pairs = (pair_with, inputs.shape[0])
-        self._capture = capture(self.model, self.layers)
-        self._reps = self._capture.__enter__()
+        self.start_capture(self.layers)
         return model, torch.cat([inputs, second])
 
     def post_forward(self, outputs, loss, targets, **shared_memory):
-        if self._capture is None:
+        reps = self.end_capture()
+        if reps is None:
             return outputs, loss, targets
-        self._stop_capture()
         pair_with, n = self._pairs
         term = outputs.new_zeros((), dtype=torch.float32)
         for i, layer in enumerate(self.layers):
-            rep = self._reps[layer].flatten(1).float()
+            rep = reps[layer].flatten(1).float()
             first, second = rep[:n], rep[n:]
             if self.option("second_noise_std") is None:  # (noisy, clean): the noisy side moves
                 moving, target = first, second
@@ -177,17 +173,6 @@ class RepresentationMatching(MainLoopModule):
         if self.option("criterion") == "cosine":
             return (1 - F.cosine_similarity(moving, target, dim=1)).mean()
         return F.mse_loss(moving, target)
-
-    def after_cancel_batch(self, model):
-        self._stop_capture()
-
-    def after_cancel_epoch(self, model):
-        self._stop_capture()
-
-    def _stop_capture(self) -> None:
-        if self._capture is not None:
-            self._capture.__exit__(None, None, None)
-            self._capture = None
 
     def post_epoch(self, model):
         if self.mode == "Training":

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from ...models.representations import capture
-from .base import MainLoopModule, Option, register_module
+from .base import CapturingModule, Option, register_module
 
 
 @register_module("RepresentationMonitor")
-class RepresentationMonitor(MainLoopModule):
+class RepresentationMonitor(CapturingModule):
     """Options (``module_options["RepresentationMonitor"]``): ``layers`` (names), ``modes``
     (default ``["Validation", "Test"]``). Logs ``<layer>/mean``, ``<layer>/std`` and
     ``<layer>/sparsity`` (fraction of zeros) per task, averaged over the pass.
@@ -25,7 +24,6 @@ class RepresentationMonitor(MainLoopModule):
         if not self.layers:
             raise ValueError("RepresentationMonitor needs module_options['RepresentationMonitor']['layers'] "
                              "(a non-empty list of layer names)")
-        self._capture = None
         # per mode (a validation pass may run inside a training pass): (task, layer) -> (sum of stats, count)
         self._sums: dict[str, dict] = {}
 
@@ -37,33 +35,21 @@ class RepresentationMonitor(MainLoopModule):
 
     def pre_forward(self, model, inputs, task_key, shared_memory):
         if self._active():
-            self._capture = capture(self.model, self.layers)
-            self._reps = self._capture.__enter__()
+            self.start_capture(self.layers)
         return model, inputs
 
     @torch.no_grad()
     def post_forward(self, outputs, loss, targets, **shared_memory):
-        if self._capture is not None:
-            self._stop_capture()
+        reps = self.end_capture()
+        if reps is not None:
             sums = self._sums.setdefault(self.mode, {})
-            for layer, rep in self._reps.items():
+            for layer, rep in reps.items():
                 rep = rep.detach().float()
                 stats = torch.stack([rep.mean(), rep.std(), (rep == 0).float().mean()])
                 key = (self.task_key, layer)
                 total, count = sums.get(key, (torch.zeros(3, device=rep.device), 0))
                 sums[key] = (total + stats, count + 1)
         return outputs, loss, targets
-
-    def after_cancel_batch(self, model):
-        self._stop_capture()
-
-    def after_cancel_epoch(self, model):
-        self._stop_capture()
-
-    def _stop_capture(self) -> None:
-        if self._capture is not None:
-            self._capture.__exit__(None, None, None)
-            self._capture = None
 
     def post_epoch(self, model):
         for (task, layer), (total, count) in self._sums.pop(self.mode, {}).items():
