@@ -209,3 +209,17 @@ def test_grid_over_a_later_step_trains_the_shared_step_once(clean_db, toy_recipe
     assert [r["state"] for r in rows] == ["done"] * 4
     trained = log.read_text().splitlines()
     assert len(trained) == 3 and len({line.split()[0] for line in trained}) == 3  # step 0 once, two step-1 variants
+
+
+def test_a_steps_own_path_wins_over_the_path_for_every_step_in_any_order():
+    from nntransfer import Description, Experiment, TransferExperiment
+    from nntransfer.configs import ImageDatasetConfig, ModelConfig, TrainerConfig
+    from nntransfer.orchestration.recipes import apply_overrides
+
+    def step():
+        return Experiment(ImageDatasetConfig(), ModelConfig(), TrainerConfig(), 1)
+
+    experiments = {Description("chain", 1): TransferExperiment([step(), step()])}
+    for sets in ({"trainer.max_iter": 2, "1.trainer.max_iter": 1}, {"1.trainer.max_iter": 1, "trainer.max_iter": 2}):
+        (chain,) = apply_overrides(experiments, sets).values()
+        assert [s.trainer.max_iter for s in chain.steps] == [2, 1], sets

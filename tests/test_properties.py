@@ -62,9 +62,11 @@ def same_value(given, held) -> bool:
     if isinstance(given, dict):
         return isinstance(held, dict) and given.keys() == held.keys() and all(same_value(v, held[k])
                                                                              for k, v in given.items())
-    return type(given) is type(held) or (isinstance(given, (int, float)) and not isinstance(given, bool)
-                                         and isinstance(held, (int, float)) and not isinstance(held, bool)) \
-        and given == held
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (given, held))
+    if not (type(given) is type(held) or numbers):
+        return False
+    both_nan = numbers and math.isnan(given) and math.isnan(held)
+    return given == held or both_nan
 
 
 @FAST
@@ -203,14 +205,28 @@ def frozen_keys(exp):
     return tuple(tuple(sorted(k.items())) for k in (keys if isinstance(keys, list) else [keys]))
 
 
-def held_at(exp, path):
-    """The value ``path`` (``[step.]section.field[.key...]``) addresses in every step it addresses."""
+def step_specific(path, *overrides) -> set[int]:
+    """The steps whose own path (``N.<path>``) one of these overrides sets: there it decides, not ``path``."""
+    return {int(p.split(".", 1)[0]) for given in overrides for p in given
+            if p.split(".", 1)[0].isdigit() and p.split(".", 1)[1] == path}
+
+
+def step_path(path: str) -> str:
+    """``1.trainer.max_iter`` -> ``trainer.max_iter`` (the path for every step); a path without a step as it is."""
+    head, _, rest = path.partition(".")
+    return rest if head.isdigit() else path
+
+
+def held_at(exp, path, skip=()):
+    """The value ``path`` (``[step.]section.field[.key...]``) addresses in every step it addresses (but ``skip``)."""
     parts = path.split(".")
-    steps = exp.steps if isinstance(exp, TransferExperiment) else [exp]
+    steps = list(enumerate(exp.steps if isinstance(exp, TransferExperiment) else [exp]))
     if parts[0].isdigit():
         steps, parts = steps[int(parts[0]):int(parts[0]) + 1], parts[1:]
     held = []
-    for step in steps:
+    for index, step in steps:
+        if index in skip:
+            continue
         value = getattr(step.configs[parts[0]], parts[1])
         for key in parts[2:]:
             value = value[key]
@@ -242,11 +258,14 @@ def test_overrides_give_experiments_or_config_error(sets, grid):
         for path, value in sets.items():  # accepted: a --set lands in every step it addresses
             if path == "seed" and "seed" not in grid:
                 assert exp.seed == value
-            elif path in typed_sets_paths and path not in grid:
-                assert all(same_value(value, held) for held in held_at(exp, path)), (path, value, exp)
-        for path, values in grid.items():
+            elif path in typed_sets_paths and path not in grid and step_path(path) not in grid:
+                # a step's own --set or grid value wins over the path for every step; the grid comes after --set
+                held = held_at(exp, path, skip=step_specific(path, sets, grid))
+                assert all(same_value(value, h) for h in held), (path, value, exp)
+        for path, values in grid.items():  # within a grid point too, a step's own value wins
             if path in typed_sets_paths | {"1.trainer.patience"}:
-                assert all(any(same_value(v, held) for v in values) for held in held_at(exp, path)), path
+                held = held_at(exp, path, skip=step_specific(path, grid))
+                assert all(any(same_value(v, h) for v in values) for h in held), path
 
 
 @FAST

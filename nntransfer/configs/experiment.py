@@ -215,9 +215,13 @@ class TransferExperiment(_Serializable):
         return persistence.add_to_table(self)
 
     def replace(self, **changes: Any) -> "TransferExperiment":
-        """Apply dotted-path changes to every step, or to one step with a leading index (``"1.trainer.max_iter"``)."""
+        """Apply dotted-path changes to every step, or to one step with a leading index (``"1.trainer.max_iter"``).
+
+        A step's own path wins over the same path for every step, in whatever order they are given."""
         steps = list(self.experiments)
-        for path, value in changes.items():
+        every_step_first = sorted(changes.items(), key=lambda item: isinstance(item[0], str)
+                                  and item[0].partition(".")[0].isascii() and item[0].partition(".")[0].isdigit())
+        for path, value in every_step_first:
             if not isinstance(path, str):
                 raise ConfigError(f"paths are strings like 'trainer.max_iter', got {path!r}")
             head, _, rest = path.partition(".")
