@@ -13,8 +13,13 @@ fine-tuned model (its ``score``: the fine-tuning step's ``stop_metric`` is the l
 images the accuracy of good configurations ties at 1.0); the best trial's test accuracy is reported next to it,
 never used to choose.
 
-Twenty trials take a few minutes on two CPU cores. Stop the search at any time (Ctrl-C, or kill it) and run the same
-command again: the study continues where it was, and the interrupted trial resumes from its checkpoint. From Python::
+Twenty trials took 45 s on two idle CPU cores with ``--workers 2`` (a fresh database, its first start included;
+2026-12-07): 14 complete, 6 pruned; the best trial (validation loss 0.048) fine-tuned with lr 0.028, weight decay
+0.0018 and the first convolution frozen, test accuracy 0.956 (reported, not used to choose). TPE's proposals
+depend on which trials finish first, so another run may pick other values.
+
+Stop the search at any time (Ctrl-C, or kill it) and run the same command again: the study continues where it was,
+and the interrupted trial resumes from its checkpoint. From Python::
 
     from nntransfer import choice, loguniform, search
     search(transfer_experiments, {"1.trainer.optimizer_options.lr": loguniform(1e-4, 3e-2),
