@@ -188,3 +188,13 @@ def test_a_capturing_module_gets_the_layer_outputs_of_exactly_the_batches_it_cap
                             for shape in training)  # the batch's outputs of layer "1", batch size 32
     assert all(shape is None for mode, shape in SEEN_SHAPES if mode != "Training")  # nothing captured there
     assert not model[1]._forward_hooks
+
+
+def test_an_option_with_choices_refuses_any_other_value_naming_them():
+    from nntransfer.configs import ConfigError
+    from nntransfer.trainer import Option
+
+    units = Option("normalised", str, choices=("normalised", "pixels"))
+    assert units.check("NoiseAugmentation", "units", "pixels") == "pixels"
+    with pytest.raises(ConfigError, match=r"\['units'\] must be 'normalised' or 'pixels', got 'pixel'"):
+        units.check("NoiseAugmentation", "units", "pixel")

@@ -31,7 +31,8 @@ _REQUIRED = object()
 
 @dataclasses.dataclass(frozen=True)
 class Option:
-    """A declared module option: its default (none: required), accepted types and a help text.
+    """A declared module option: its default (none: required), accepted types, a help text and, for an option that
+    names one of a few ways, the accepted ``choices``.
 
     ``int`` options accept integral floats (config dicts may store 2 as 2.0); ``float`` options accept ints.
     """
@@ -39,12 +40,20 @@ class Option:
     default: Any = _REQUIRED
     types: type | tuple[type, ...] = object
     help: str = ""
+    choices: tuple = ()
 
     @property
     def required(self) -> bool:
         return self.default is _REQUIRED
 
     def check(self, owner: str, key: str, value: Any) -> Any:
+        value = self._typed(owner, key, value)
+        if self.choices and value not in self.choices:
+            raise ConfigError(f"module_options[{owner!r}][{key!r}] must be "
+                              f"{' or '.join(repr(c) for c in self.choices)}, got {value!r}")
+        return value
+
+    def _typed(self, owner: str, key: str, value: Any) -> Any:
         types = self.types if isinstance(self.types, tuple) else (self.types,)
         for tp in types:
             if tp is float and isinstance(value, int) and not isinstance(value, bool):

@@ -41,7 +41,8 @@ class EWC(MainLoopModule):
 
     options_declared = {
         "strength": Option(100.0, float, "lambda: weight of the penalty"),
-        "labels": Option("sampled", str, "'sampled' (Fisher information) or 'empirical' (empirical Fisher)"),
+        "labels": Option("sampled", str, "'sampled' (Fisher information) or 'empirical' (empirical Fisher)",
+                        choices=("sampled", "empirical")),
         "samples": Option(512, (int, type(None)), "training examples per task for the Fisher estimate (None: all)"),
         "parameters": Option(None, (list, type(None)), "glob patterns of the penalised parameters (default: all)"),
     }
@@ -50,9 +51,6 @@ class EWC(MainLoopModule):
     def check_options(cls, options: dict, key: str) -> None:
         if options["strength"] < 0:
             raise ConfigError(f"module_options[{key!r}]['strength'] must be >= 0, got {options['strength']}")
-        if options["labels"] not in ("sampled", "empirical"):
-            raise ConfigError(f"module_options[{key!r}]['labels'] must be 'sampled' or 'empirical', "
-                              f"got {options['labels']!r}")
         if options["samples"] is not None and options["samples"] < 1:
             raise ConfigError(f"module_options[{key!r}]['samples'] must be at least 1 (or None: all), "
                               f"got {options['samples']}")

@@ -47,7 +47,7 @@ class LotteryTicket(MainLoopModule):
         "prune_fraction": Option(0.2, float, "fraction of the remaining weights pruned after each round"),
         "rewind_epoch": Option(0, int, "epoch whose weights a round rewinds to (0: the initialisation)"),
         "parameters": Option(None, (list, type(None)), "glob patterns of prunable parameters (default: weights)"),
-        "scope": Option("layer", str, "'layer' or 'global' magnitude pruning"),
+        "scope": Option("layer", str, "'layer' or 'global' magnitude pruning", choices=("layer", "global")),
         "use_handover": Option(True, bool, "start from a ticket an earlier step handed over"),
     }
 
@@ -67,8 +67,6 @@ class LotteryTicket(MainLoopModule):
                 "round_epochs"]):
             raise ConfigError(f"module_options[{key!r}]['rewind_epoch'] must be >= 0 and before the end of the first "
                               f"round (round_epochs={options['round_epochs']}), got {options['rewind_epoch']}")
-        if options["scope"] not in ("layer", "global"):
-            raise ConfigError(f"module_options[{key!r}]['scope'] must be 'layer' or 'global', got {options['scope']!r}")
 
     def __init__(self, trainer):
         super().__init__(trainer)

@@ -61,14 +61,12 @@ class NoiseAdversarial(CapturingModule):
         "hidden": Option(64, int, "hidden units of the discriminator (0: linear)"),
         "weight": Option(1.0, float, "factor of the discriminator loss"),
         "reversal": Option(1.0, float, "scale of the reversed gradient (lambda)"),
-        "schedule": Option("constant", str, "'constant' or 'ganin' (the reversal grows from 0)"),
+        "schedule": Option("constant", str, "'constant' or 'ganin' (the reversal grows from 0)",
+                        choices=("constant", "ganin")),
     }
 
     @classmethod
     def check_options(cls, options: dict, key: str) -> None:
-        if options["schedule"] not in ("constant", "ganin"):
-            raise ConfigError(f"module_options[{key!r}]['schedule'] must be 'constant' or 'ganin', "
-                              f"got {options['schedule']!r}")
         if options["levels"] is not None and len(options["levels"]) < 2:
             raise ConfigError(f"module_options[{key!r}]['levels'] needs at least two noise levels to tell apart")
         if options["hidden"] < 0:

@@ -38,19 +38,15 @@ class NoiseAugmentation(MainLoopModule):
         "std": Option(0.1, (float, dict), "noise std, or {std: probability}"),
         "snr": Option(None, (float, dict, type(None)), "instead of std: signal-to-noise ratio, or {snr: probability}"),
         "in_eval": Option(False, bool, "also add (seeded) noise in validation and test"),
-        "units": Option("normalised", str, "'normalised' (std in the inputs' units) or 'pixels' (pixel units)"),
+        "units": Option("normalised", str, "'normalised' (std in the inputs' units) or 'pixels' (pixel units)",
+                        choices=("normalised", "pixels")),
         "clamp": Option(False, bool, "clip noisy inputs to the valid pixel range"),
-        "fractions": Option("sampled", str, "'sampled' (per-sample draws) or 'fixed' (fixed fractions of each batch)"),
+        "fractions": Option("sampled", str, "'sampled' (per-sample draws) or 'fixed' (fixed fractions of each batch)",
+                        choices=("sampled", "fixed")),
     }
 
     @classmethod
     def check_options(cls, options: dict, key: str) -> None:
-        if options["units"] not in ("normalised", "pixels"):
-            raise ConfigError(f"module_options[{key!r}]['units'] must be 'normalised' or 'pixels', "
-                              f"got {options['units']!r}")
-        if options["fractions"] not in ("sampled", "fixed"):
-            raise ConfigError(f"module_options[{key!r}]['fractions'] must be 'sampled' or 'fixed', "
-                              f"got {options['fractions']!r}")
         fixed = options["fractions"] == "fixed"
         if options["snr"] is not None:
             if options["units"] == "pixels" or fixed:

@@ -40,13 +40,15 @@ class RepresentationMatching(CapturingModule):
         "layer": Option(None, (str, type(None)), "name of the layer whose output is matched"),
         "layers": Option(None, (list, dict, type(None)), "several layers: [names] or {name: weight}"),
         "weight": Option(1.0, float, "factor of the extra loss term"),
-        "criterion": Option("mse", str, "'mse' or 'cosine'"),
+        "criterion": Option("mse", str, "'mse' or 'cosine'", choices=("mse", "cosine")),
         "std": Option(0.1, float, "noise std when no NoiseAugmentation ran before this module"),
         "second_noise_std": Option(None, (float, list, dict, type(None)),
                                    "second noise draw on the clean inputs: std, [low, high] or {std: probability}"),
         "only_for_clean": Option(False, bool, "with a second draw: pair only the samples left clean"),
-        "layer_weights": Option("fixed", str, "'fixed' or 'learned' (uncertainty weighting)"),
-        "units": Option("normalised", str, "units of this module's noise: 'normalised' or 'pixels'"),
+        "layer_weights": Option("fixed", str, "'fixed' or 'learned' (uncertainty weighting)",
+                        choices=("fixed", "learned")),
+        "units": Option("normalised", str, "units of this module's noise: 'normalised' or 'pixels'",
+                        choices=("normalised", "pixels")),
         "clamp": Option(False, bool, "clip this module's noisy inputs to the valid pixel range"),
     }
 
@@ -57,14 +59,6 @@ class RepresentationMatching(CapturingModule):
                               "['layers'] (names, or {name: weight}), one of them")
         if options["layers"] is not None and not options["layers"]:
             raise ConfigError(f"module_options[{key!r}]['layers'] is empty")
-        if options["criterion"] not in ("mse", "cosine"):
-            raise ConfigError(f"module_options[{key!r}]['criterion'] must be 'mse' or 'cosine', "
-                              f"got {options['criterion']!r}")
-        if options["layer_weights"] not in ("fixed", "learned"):
-            raise ConfigError(f"module_options[{key!r}]['layer_weights'] must be 'fixed' or 'learned', "
-                              f"got {options['layer_weights']!r}")
-        if options["units"] not in ("normalised", "pixels"):
-            raise ConfigError(f"module_options[{key!r}]['units'] must be 'normalised' or 'pixels'")
         second = options["second_noise_std"]
         if options["only_for_clean"] and second is None:
             raise ConfigError(f"module_options[{key!r}]['only_for_clean'] pairs the clean samples with a second noisy "
