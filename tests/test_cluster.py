@@ -15,6 +15,7 @@ from nntransfer import Description, Experiment, run
 from nntransfer.orchestration.fill import fill_tables
 from nntransfer.orchestration.recipes import load_recipe
 from nntransfer.orchestration.plan import states
+from slow_recipe import logged_epochs, write_slow_recipe
 from toy_pipeline import ToyData, ToyModel, ToyTrainer
 
 CLI = [sys.executable, "-m", "nntransfer.cli"]
@@ -44,44 +45,12 @@ def wait_for(condition, timeout=120, what="condition"):
 
 
 # -- 1. graceful stop ---------------------------------------------------------------------------
-SLOW_RECIPE = """
-import os, time
-from nntransfer import Description, Experiment
-from nntransfer.configs import ImageDatasetConfig, ModelConfig, TrainerConfig
-from nntransfer.trainer import MainLoopModule, register_module
-
-@register_module("SlowEpochs")
-class SlowEpochs(MainLoopModule):
-    def pre_epoch(self, model, mode, **options):
-        super().pre_epoch(model, mode, **options)
-        if mode == "Training" and os.environ.get("EPOCH_LOG"):
-            with open(os.environ["EPOCH_LOG"], "a") as f:
-                f.write(f"{{self.epoch}}\\n")
-
-    def post_epoch(self, model):
-        if self.mode == "Training":
-            time.sleep({sleep})
-
-experiments = {{
-    Description("slow", 4): Experiment(
-        ImageDatasetConfig(dataset_cls="digits", batch_size=128), ModelConfig(type="mlp"),
-        TrainerConfig(max_iter={epochs}, verbose=False, main_loop_modules=["SlowEpochs"]), 4)
-}}
-"""
-
-
-def slow_recipe(tmp_path, epochs=6, sleep=1.0):
-    recipe = tmp_path / "slow.py"
-    recipe.write_text(SLOW_RECIPE.format(epochs=epochs, sleep=sleep))
-    return recipe
-
-
 @pytest.mark.slow  # a worker process gets SIGTERM, a second one resumes
 @pytest.mark.both_backends
 def test_sigterm_checkpoints_releases_and_the_next_worker_resumes_bit_identically(clean_db, tmp_path, cli):
     from nntransfer.trainer import trainer
 
-    recipe = slow_recipe(tmp_path, epochs=12, sleep=1.5)
+    recipe = write_slow_recipe(tmp_path, epochs=12, sleep=1.5)
     epochs = tmp_path / "epochs.log"
     env = {**os.environ, "EPOCH_LOG": str(epochs), "CUDA_VISIBLE_DEVICES": "7"}
     worker = subprocess.Popen(CLI + ["worker", str(recipe)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -104,7 +73,7 @@ def test_sigterm_checkpoints_releases_and_the_next_worker_resumes_bit_identicall
     epochs.write_text("")
     again = subprocess.run(CLI + ["run", str(recipe)], env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
-    resumed = [int(e) for e in epochs.read_text().split()]
+    resumed = logged_epochs(epochs)
     # the next worker resumes from that checkpoint: the rest of the epoch if the stop came between its batches
     assert f"training stopped in epoch {stopped_after} after batch" in err or f"after epoch {stopped_after}" in err
     first = stopped_after if f"in epoch {stopped_after} after batch" in err else stopped_after + 1
@@ -238,7 +207,8 @@ def test_workers_from_a_folder_holding_another_nntransfer_folder(clean_db, tmp_p
     recipe = tmp_path / "r.py"
     recipe.write_text(textwrap.dedent("""
         from nntransfer import Description, Experiment
-        from toy_pipeline import ToyData, ToyModel, ToyTrainer
+        from slow_recipe import logged_epochs, write_slow_recipe
+from toy_pipeline import ToyData, ToyModel, ToyTrainer
         experiments = {Description(f"e{i}", i): Experiment(ToyData(), ToyModel(), ToyTrainer(sleep=0.3), i)
                        for i in range(4)}
     """))
@@ -511,7 +481,8 @@ def test_status_shows_error_type_host_and_first_line_and_errors_the_traceback(cl
     recipe = tmp_path / "failing.py"
     recipe.write_text(textwrap.dedent(f"""
         from nntransfer import Description, Experiment
-        from toy_pipeline import ToyData, ToyModel, ToyTrainer
+        from slow_recipe import logged_epochs, write_slow_recipe
+from toy_pipeline import ToyData, ToyModel, ToyTrainer
         experiments = {{Description("fails", 1): Experiment(ToyData(), ToyModel(),
                                                             ToyTrainer(fail_if_exists={str(marker)!r}), 1)}}
     """))

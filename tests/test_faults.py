@@ -22,6 +22,7 @@ from nntransfer import Experiment, run
 from nntransfer.cli import main
 from nntransfer.configs import ConfigError, ImageDatasetConfig, ModelConfig, TrainerConfig
 from nntransfer.trainer import MainLoopModule, register_module
+from slow_recipe import logged_epochs, write_slow_recipe
 from test_cluster import CLI, dead_pid, log_lines, reserved_job, set_holder, toy, wait_for
 from test_server import _stop
 
@@ -610,46 +611,19 @@ def test_a_state_written_to_a_full_device_raises_store_full_naming_the_store(cle
 
 
 # -- also found: a killed postmaster --------------------------------------------------------------------------------------
-SLOW_RECIPE = """
-import os, time
-from nntransfer import Description, Experiment
-from nntransfer.configs import ImageDatasetConfig, ModelConfig, TrainerConfig
-from nntransfer.trainer import MainLoopModule, register_module
-
-@register_module("SlowEpochLog")
-class SlowEpochLog(MainLoopModule):
-    def pre_epoch(self, model, mode, **options):
-        super().pre_epoch(model, mode, **options)
-        if mode == "Training":
-            with open(os.environ["EPOCH_LOG"], "a") as f:
-                f.write(f"{self.epoch}\\n")
-
-    def post_epoch(self, model):
-        if self.mode == "Training":
-            time.sleep(1.0)
-
-experiments = {
-    Description("survives", 4): Experiment(
-        ImageDatasetConfig(dataset_cls="digits", batch_size=128), ModelConfig(type="mlp"),
-        TrainerConfig(max_iter=8, verbose=False, main_loop_modules=["SlowEpochLog"]), 4)
-}
-"""
-
-
 @pytest.mark.slow
 def test_workers_restart_an_embedded_server_whose_postmaster_was_killed(tmp_path):
     open_folder = Path(tempfile.mkdtemp(dir="/tmp", prefix="nntransfer-killed-"))
     open_folder.chmod(0o755)
     home = open_folder / "home"
-    recipe = tmp_path / "survives.py"
-    recipe.write_text(SLOW_RECIPE)
+    recipe = write_slow_recipe(tmp_path, epochs=8, sleep=1.0)
     epochs = tmp_path / "epochs.log"
     env = dict(os.environ, NNTRANSFER_HOME=str(home), EPOCH_LOG=str(epochs), NNTRANSFER_RECONNECT_DELAYS="1,2,4,8")
     try:
         worker = subprocess.Popen(CLI + ["worker", str(recipe)], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
         try:
-            wait_for(lambda: epochs.exists() and len(epochs.read_text().split()) >= 3, timeout=300,
+            wait_for(lambda: len(logged_epochs(epochs)) >= 3, timeout=300,
                      what="training under way")
             pgdata = _data_dir_of(home)
             postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
@@ -662,7 +636,7 @@ def test_workers_restart_an_embedded_server_whose_postmaster_was_killed(tmp_path
         assert "Traceback" not in err
         status = subprocess.run(CLI + ["status", str(recipe)], env=env, capture_output=True, text=True, timeout=120)
         assert "1 done" in status.stdout
-        assert [int(e) for e in epochs.read_text().split()][-1] == 8
+        assert logged_epochs(epochs)[-1] == 8
     finally:
         _stop(home)
         shutil.rmtree(open_folder, ignore_errors=True)

@@ -12,6 +12,7 @@ import pytest
 
 from nntransfer import Description, Experiment, TransferExperiment, choice, integer, loguniform, run, search, uniform
 from nntransfer.configs import ConfigError, ImageDatasetConfig, ModelConfig, TrainerConfig
+from slow_recipe import logged_epochs, write_slow_recipe
 
 optuna = pytest.importorskip("optuna")
 
@@ -223,40 +224,13 @@ def test_two_workers_on_one_configuration_train_it_once_and_the_second_waits(cle
                     sampler="random", pruner="none", workers=2, study_name="same", imports=[str(recipe)], quiet=True)
     assert status.counts["complete"] == 2 and status.counts["failed"] == 0
     assert len({t.value for t in status.trials}) == 1
-    assert log.read_text().split() == ["1", "2", "3"]  # trained once: the other trial waited for its result
+    assert logged_epochs(log) == [1, 2, 3]  # trained once: the other trial waited for its result
     assert len(clean_db.TrainedModel.jobs.errors) == 0
 
 
-SLOW_RECIPE = """
-import os, time
-from nntransfer import Description, Experiment
-from nntransfer.configs import ImageDatasetConfig, ModelConfig, TrainerConfig
-from nntransfer.trainer import MainLoopModule, register_module
-
-@register_module("SlowSearchEpochs")
-class SlowSearchEpochs(MainLoopModule):
-    def pre_epoch(self, model, mode, **options):
-        super().pre_epoch(model, mode, **options)
-        if mode == "Training" and os.environ.get("EPOCH_LOG"):
-            with open(os.environ["EPOCH_LOG"], "a") as f:
-                f.write(f"{{self.epoch}}\\n")
-
-    def post_epoch(self, model):
-        if self.mode == "Training":
-            time.sleep({sleep})
-
-experiments = {{
-    Description("slow", 4): Experiment(
-        ImageDatasetConfig(dataset_cls="digits", batch_size=256, valid_size=0.2), ModelConfig(type="mlp"),
-        TrainerConfig(max_iter={epochs}, verbose=False, num_threads=1, main_loop_modules=["SlowSearchEpochs"]), 4)
-}}
-"""
-
-
 def _slow_recipe(tmp_path, epochs, sleep):
-    recipe = tmp_path / "slow_search.py"
-    recipe.write_text(SLOW_RECIPE.format(epochs=epochs, sleep=sleep))
-    return recipe
+    return write_slow_recipe(tmp_path, epochs=epochs, sleep=sleep, dataset={"batch_size": 256, "valid_size": 0.2},
+                             trainer={"num_threads": 1})
 
 
 def _storage():
@@ -302,7 +276,7 @@ def test_a_search_stopped_mid_trial_continues_where_it_was(clean_db, tmp_path, h
     interrupted = next(t for t in study.trials if t.state.name == "FAIL")
     retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == interrupted.number)
     assert retry.state.name == "COMPLETE" and retry.params == interrupted.params  # the same configuration ...
-    resumed = [int(e) for e in log.read_text().split()]
+    resumed = logged_epochs(log)
     # ... resumed from its checkpoint (the rest of the epoch, if a SIGTERM came between its batches)
     first_epoch = stopped_after if f"in epoch {stopped_after} after batch" in err else stopped_after + 1
     assert resumed[:7 - first_epoch] == list(range(first_epoch, 7))

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from cluster import job_history, jobcomp, logs, wait_for_jobcomp
+from slow_recipe import logged_runs, write_slow_recipe
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -28,41 +29,6 @@ from nntransfer.models.mlp import mlp
 register_model("lab_mlp")(mlp)  # an --import module: a Slurm job must import it to build the model
 """
 
-RECIPE = """
-import os, time
-import torch
-from nntransfer import Description, Experiment
-from nntransfer.configs import ImageDatasetConfig, ModelConfig, TrainerConfig
-from nntransfer.trainer import MainLoopModule, register_loss, register_module
-
-@register_loss("recipe_loss")
-class RecipeLoss(torch.nn.CrossEntropyLoss):
-    pass  # registered by the recipe: a Slurm job must import the recipe to find it
-
-@register_module("SlowEpochs")
-class SlowEpochs(MainLoopModule):
-    # logs every training epoch it starts (seed, epoch, Slurm job, requeues so far); SLOW_SLEEP makes epochs last
-    def pre_epoch(self, model, mode, **options):
-        super().pre_epoch(model, mode, **options)
-        if mode == "Training" and os.environ.get("EPOCH_LOG"):
-            with open(os.environ["EPOCH_LOG"], "a") as log:
-                log.write(f"{{self.seed}} {{self.epoch}} {{os.environ.get('SLURM_JOB_ID', '-')}} "
-                          f"{{os.environ.get('SLURM_RESTART_COUNT', '0')}}\\n")
-
-    def post_epoch(self, model):
-        if self.mode == "Training":
-            time.sleep(float(os.environ.get("SLOW_SLEEP", "0")))
-
-experiments = {{
-    Description("slow", seed): Experiment(
-        ImageDatasetConfig(dataset_cls="digits", batch_size=128), ModelConfig(type="lab_mlp"),
-        TrainerConfig(max_iter={epochs}, early_stopping=False, verbose=False, deterministic=True,
-                      main_loop_modules=["SlowEpochs"],
-                      loss_functions={{"img_classification": "recipe_loss"}}), seed)
-    for seed in {seeds}
-}}
-"""
-
 
 @pytest.fixture(scope="module")
 def lab_models(tmp_path_factory):
@@ -72,9 +38,9 @@ def lab_models(tmp_path_factory):
 
 
 def write_recipe(tmp_path, epochs, seeds):
-    recipe = tmp_path / "slow_recipe.py"
-    recipe.write_text(RECIPE.format(epochs=epochs, seeds=tuple(seeds)))
-    return recipe
+    # the lab's model comes from an --import module, the loss from the recipe: a Slurm job must import both
+    return write_slow_recipe(tmp_path, epochs=epochs, seeds=seeds, model="lab_mlp",
+                             trainer={"early_stopping": False, "deterministic": True})
 
 
 def worker_command(recipe, lab_models, folder, *options, jobs=1, time_min=10):
@@ -99,15 +65,6 @@ def wait_for(condition, timeout, what, env):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs(env)}")
         time.sleep(0.5)
-
-
-def epochs(log: Path) -> dict[int, list[tuple[int, str, int]]]:
-    """``{seed: [(epoch, Slurm job, requeues before this run), ...]}`` in the order the epochs started."""
-    out: dict = {}
-    for line in log.read_text().splitlines() if log.exists() else []:
-        seed, epoch, job, restarts = line.split()
-        out.setdefault(int(seed), []).append((int(epoch), job, int(restarts)))
-    return out
 
 
 def assert_trained_once(runs: list[tuple[int, str, int]], max_iter: int) -> None:
@@ -204,7 +161,7 @@ def test_a_job_at_its_time_limit_checkpoints_is_requeued_and_ends_bit_identical(
     assert "USR2 received" in log and "released; the next worker resumes it" in log, log
     assert f"Requeued job {job_id}" in (folder / f"{job_id}_0_log.out").read_text()  # submitit, via checkpoint()
     assert "all jobs finished: 1 trained, 0 error(s), 0 not done" in out.stdout, out.stdout
-    runs = epochs(epoch_log)[3]
+    runs = logged_runs(epoch_log)[3]
     assert_trained_once(runs, 32)
     attempts = sorted({restarts for _, _, restarts in runs})
     assert attempts[0] == 0 and len(attempts) >= 2, runs  # trained in the first run and after a requeue
@@ -227,7 +184,7 @@ def test_requeue_and_preemption_resume_from_checkpoints_and_wait_waits_for_the_r
                                stderr=subprocess.PIPE, text=True)
     try:
         job_a, job_b = waiting.stdout.readline().split()[1:]  # "submitted: A B"
-        wait_for(lambda: all(len(runs) >= 3 for runs in epochs(epoch_log).values()) and len(epochs(epoch_log)) == 2,
+        wait_for(lambda: [len(runs) >= 3 for runs in logged_runs(epoch_log).values()] == [True, True],
                  timeout=300, what="both experiments to train a few epochs", env=slurm)
         status = subprocess.run(CLI + ["status", str(recipe), "--import", str(lab_models)], capture_output=True,
                                 text=True, timeout=120)
@@ -256,7 +213,7 @@ def test_requeue_and_preemption_resume_from_checkpoints_and_wait_waits_for_the_r
         assert "SIGTERM received" in log and "released; the next worker resumes it" in log, log
     assert "all jobs finished: 2 trained, 0 error(s), 0 not done" in out, out
     assert len(clean_db.TrainedModel.jobs.errors) == 0
-    runs = epochs(epoch_log)
+    runs = logged_runs(epoch_log)
     for seed in (1, 2):
         assert_trained_once(runs[seed], 25)
         assert len({restarts for _, _, restarts in runs[seed]}) >= 2 or len({job for _, job, _ in runs[seed]}) >= 2
@@ -282,7 +239,7 @@ def test_a_cancelled_job_leaves_its_experiment_pending_for_the_next_worker(slurm
     out = subprocess.run(worker_command(recipe, lab_models, folder), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     [job_id] = submitted(out.stdout)
-    wait_for(lambda: len(epochs(epoch_log).get(7, [])) >= 3, timeout=300, what="three epochs", env=slurm)
+    wait_for(lambda: len(logged_runs(epoch_log).get(7, [])) >= 3, timeout=300, what="three epochs", env=slurm)
     subprocess.run(["scancel", job_id], check=True)
     assert wait_for_jobcomp(slurm, job_id, timeout=120)["JobState"] == "CANCELLED"
     log = wait_for_stop(folder, job_id, slurm)
@@ -291,14 +248,14 @@ def test_a_cancelled_job_leaves_its_experiment_pending_for_the_next_worker(slurm
     assert states([target])[target]["state"] == "pending"  # released, not an error
     assert len(clean_db.TrainedModel.jobs.errors) == 0
     assert len(clean_db.Checkpoint()) > 0
-    stopped_at = epochs(epoch_log)[7][-1][0]
+    stopped_at = logged_runs(epoch_log)[7][-1][0]
 
     # the next worker (here a local one) resumes from the checkpoint and ends where an uninterrupted run ends
     monkeypatch.setenv("SLOW_SLEEP", "0")
     local = subprocess.run(CLI + ["worker", str(recipe), "--import", str(lab_models)], capture_output=True, text=True,
                            timeout=300)
     assert local.returncode == 0, local.stdout + local.stderr
-    runs = epochs(epoch_log)[7]
+    runs = logged_runs(epoch_log)[7]
     assert_trained_once(runs, 30)
     resumed = [epoch for epoch, job, _ in runs if job == "-"]
     assert resumed[0] in (stopped_at, stopped_at + 1) and resumed[0] > 1, runs
