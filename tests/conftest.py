@@ -7,9 +7,11 @@ throwaway MariaDB server described by ``NNTRANSFER_TEST_MYSQL`` (``host:port:use
 Markers (pytest.ini): ``slow`` tests are left out of the default run (``pytest -m slow`` runs them; CI runs both);
 ``slurm`` tests are slow too; ``cuda`` tests skip without a GPU. Fixtures: ``clean_db`` (empty tables around a
 test), ``module_db`` (for a module-scoped fixture that trains once what read-only tests share), ``cli`` (the
-command line in this process). pytest.ini runs one pytest-xdist worker per core (``-n auto --dist loadfile``):
-each worker is a session of its own, with its own NNTRANSFER_HOME and database, and a file's tests (and its
-module-scoped fixtures) stay on one worker; ``-n 0`` runs one process.
+command line in this process), ``train_log`` (what the toy pipeline's trainer trained). pytest.ini runs one
+pytest-xdist worker per core (``-n auto --dist loadfile``): each worker is a session of its own, with its own
+NNTRANSFER_HOME and database, and a file's tests (and its module-scoped fixtures) stay on one worker; ``-n 0`` runs
+one process. Helpers for tests: tests/toy_pipeline.py (a tiny dataset/model/trainer and ``toy()``) and
+tests/slow_recipe.py (the recipe of the tests that stop, kill or requeue training).
 """
 import os
 import shutil
@@ -92,6 +94,15 @@ def clean_db():
     """Empty tables before and after a test (``nntransfer.store``, the module of every table)."""
     yield _wipe_tables()
     _wipe_tables()
+
+
+@pytest.fixture
+def train_log(tmp_path, monkeypatch):
+    """The file tests/toy_pipeline.py's trainer appends a line to for every training it starts (``$TOY_TRAIN_LOG``,
+    inherited by worker processes)."""
+    log = tmp_path / "train.log"
+    monkeypatch.setenv("TOY_TRAIN_LOG", str(log))
+    return log
 
 
 @pytest.fixture(scope="module")

@@ -16,20 +16,9 @@ from nntransfer.orchestration.fill import fill_tables
 from nntransfer.orchestration.recipes import load_recipe
 from nntransfer.orchestration.plan import states
 from slow_recipe import logged_epochs, write_slow_recipe
-from toy_pipeline import ToyData, ToyModel, ToyTrainer
+from toy_pipeline import ToyModel, toy
 
 CLI = [sys.executable, "-m", "nntransfer.cli"]
-
-
-def toy(seed=1, **trainer):
-    return Experiment(ToyData(), ToyModel(), ToyTrainer(**trainer), seed)
-
-
-@pytest.fixture
-def train_log(tmp_path, monkeypatch):
-    log = tmp_path / "train.log"
-    monkeypatch.setenv("TOY_TRAIN_LOG", str(log))
-    return log
 
 
 def log_lines(log):
@@ -207,8 +196,7 @@ def test_workers_from_a_folder_holding_another_nntransfer_folder(clean_db, tmp_p
     recipe = tmp_path / "r.py"
     recipe.write_text(textwrap.dedent("""
         from nntransfer import Description, Experiment
-        from slow_recipe import logged_epochs, write_slow_recipe
-from toy_pipeline import ToyData, ToyModel, ToyTrainer
+        from toy_pipeline import ToyData, ToyModel, ToyTrainer
         experiments = {Description(f"e{i}", i): Experiment(ToyData(), ToyModel(), ToyTrainer(sleep=0.3), i)
                        for i in range(4)}
     """))
@@ -481,8 +469,7 @@ def test_status_shows_error_type_host_and_first_line_and_errors_the_traceback(cl
     recipe = tmp_path / "failing.py"
     recipe.write_text(textwrap.dedent(f"""
         from nntransfer import Description, Experiment
-        from slow_recipe import logged_epochs, write_slow_recipe
-from toy_pipeline import ToyData, ToyModel, ToyTrainer
+        from toy_pipeline import ToyData, ToyModel, ToyTrainer
         experiments = {{Description("fails", 1): Experiment(ToyData(), ToyModel(),
                                                             ToyTrainer(fail_if_exists={str(marker)!r}), 1)}}
     """))

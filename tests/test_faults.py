@@ -23,7 +23,8 @@ from nntransfer.cli import main
 from nntransfer.configs import ConfigError, ImageDatasetConfig, ModelConfig, TrainerConfig
 from nntransfer.trainer import MainLoopModule, register_module
 from slow_recipe import logged_epochs, write_slow_recipe
-from test_cluster import CLI, dead_pid, log_lines, reserved_job, set_holder, toy, wait_for
+from test_cluster import CLI, dead_pid, log_lines, reserved_job, set_holder, wait_for
+from toy_pipeline import toy
 from test_server import _stop
 
 
@@ -32,13 +33,6 @@ def digits(seed, **trainer):
     options.update(trainer)
     return Experiment(ImageDatasetConfig(dataset_cls="digits", batch_size=128), ModelConfig(type="mlp"),
                       TrainerConfig(**options), seed)
-
-
-@pytest.fixture
-def train_log(tmp_path, monkeypatch):
-    log = tmp_path / "train.log"
-    monkeypatch.setenv("TOY_TRAIN_LOG", str(log))
-    return log
 
 
 def kill_connection(connection_id: int) -> None:

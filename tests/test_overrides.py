@@ -14,13 +14,9 @@ from nntransfer.orchestration.fill import fill_tables
 from nntransfer.orchestration.recipes import load_recipe, normalize
 from nntransfer.orchestration.plan import plan
 from nntransfer.orchestration.recipes import parse_value, parse_values
-from toy_pipeline import ToyData, ToyModel, ToyTrainer
+from toy_pipeline import toy
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def toy(seed=1, **trainer):
-    return Experiment(ToyData(), ToyModel(), ToyTrainer(**trainer), seed)
 
 
 def cli_experiments(*argv):
@@ -198,16 +194,14 @@ def test_syntax_errors_in_recipe_files_name_file_and_line(tmp_path, suffix, text
         load_recipe(path)
 
 
-def test_grid_over_a_later_step_trains_the_shared_step_once(clean_db, toy_recipe, tmp_path, monkeypatch, capsys):
-    log = tmp_path / "train.log"
-    monkeypatch.setenv("TOY_TRAIN_LOG", str(log))
+def test_grid_over_a_later_step_trains_the_shared_step_once(clean_db, toy_recipe, train_log, capsys):
     got = cli_experiments(toy_recipe, "--grid", "1.trainer.max_iter=1,2")
     assert "--grid 1.trainer.max_iter: changed 1 of 1 experiment(s)" in capsys.readouterr().out
     targets = plan(got)
     assert len({tuple(sorted(t.key.items())) for t in targets if t.step == 0}) == 1
     rows = run(got, quiet=True)
     assert [r["state"] for r in rows] == ["done"] * 4
-    trained = log.read_text().splitlines()
+    trained = train_log.read_text().splitlines()
     assert len(trained) == 3 and len({line.split()[0] for line in trained}) == 3  # step 0 once, two step-1 variants
 
 

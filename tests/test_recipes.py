@@ -1,5 +1,4 @@
 """Recipes, run(), workers, job errors, CLI overrides and grid files (real database, real processes)."""
-import os
 import subprocess
 import sys
 import textwrap
@@ -11,18 +10,7 @@ from nntransfer import Description, Experiment, TransferExperiment, run
 from nntransfer.orchestration.recipes import apply_overrides, load_recipe
 from nntransfer.orchestration.fill import fill_tables
 from nntransfer.orchestration.plan import states
-from toy_pipeline import ToyData, ToyModel, ToyTrainer
-
-
-def toy(seed=1, **trainer):
-    return Experiment(ToyData(), ToyModel(), ToyTrainer(**trainer), seed)
-
-
-@pytest.fixture
-def train_log(tmp_path, monkeypatch):
-    log = tmp_path / "train.log"
-    monkeypatch.setenv("TOY_TRAIN_LOG", str(log))
-    return log
+from toy_pipeline import ToyData, ToyModel, ToyTrainer, toy
 
 
 def trained_uids(log):

@@ -10,7 +10,6 @@ from nntransfer.cli import main
 from nntransfer.core.compat import make_hash
 from nntransfer.orchestration.fill import fill_tables
 from nntransfer.orchestration.recipes import load_recipe
-from nntransfer.api import run
 from nntransfer.orchestration.plan import states
 
 CHAINS = textwrap.dedent("""
@@ -37,14 +36,12 @@ def _states(recipe):
     return {(t.description.name, t.description.seed, t.step): current[t]["state"] for t in targets}
 
 
-def test_clear_deletes_results_and_the_later_steps_trained_from_them(clean_db, tmp_path, monkeypatch):
+def test_clear_deletes_results_and_the_later_steps_trained_from_them(clean_db, tmp_path, train_log):
     recipe = tmp_path / "chains.py"
     recipe.write_text(CHAINS)
-    log = tmp_path / "trained.log"
-    monkeypatch.setenv("TOY_TRAIN_LOG", str(log))
     assert main(["run", str(recipe), "--no-report"]) == 0
     assert set(_states(recipe).values()) == {"done"}
-    trained_first = len(log.read_text().splitlines())
+    trained_first = len(train_log.read_text().splitlines())
 
     # without --yes and without a terminal to ask on, nothing is deleted
     assert main(["clear", str(recipe), "--step", "0", "--name", "chain"]) == 2
@@ -62,7 +59,7 @@ def test_clear_deletes_results_and_the_later_steps_trained_from_them(clean_db, t
     assert len(clean_db.TransferredTrainedModel.ModelStorage()) == 2
 
     assert main(["run", str(recipe), "--no-report"]) == 0  # retrains exactly what was cleared
-    assert len(log.read_text().splitlines()) - trained_first == 2 * 3
+    assert len(train_log.read_text().splitlines()) - trained_first == 2 * 3
     assert set(_states(recipe).values()) == {"done"}
 
     assert main(["clear", str(recipe), "--name", "pl*", "--yes"]) == 0

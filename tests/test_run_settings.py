@@ -57,9 +57,7 @@ def test_run_with_one_worker_uses_the_run_fields_of_this_command(toy_recipe, cle
     _check_second_run(toy_recipe, clean_db)
 
 
-def test_run_with_two_workers_uses_the_run_fields_of_this_command(tmp_path, clean_db, monkeypatch, capsys):
-    log = tmp_path / "trained.log"
-    monkeypatch.setenv("TOY_TRAIN_LOG", str(log))
+def test_run_with_two_workers_uses_the_run_fields_of_this_command(tmp_path, clean_db, capsys, train_log):
     recipe = tmp_path / "four.py"  # four slow experiments: the worker process trains some too
     recipe.write_text(textwrap.dedent("""
         from nntransfer import Description, Experiment
@@ -69,7 +67,7 @@ def test_run_with_two_workers_uses_the_run_fields_of_this_command(tmp_path, clea
             ToyData(), ToyModel(), ToyTrainer(max_iter=1, verbose=False, sleep=1.5), seed) for seed in range(4)}
     """))
     assert main(["run", str(recipe), "--no-report", "--workers", "2", *SECOND]) == 0
-    assert len({line.split()[1] for line in log.read_text().splitlines()}) == 2  # both processes trained
+    assert len({line.split()[1] for line in train_log.read_text().splitlines()}) == 2  # both processes trained
     outputs = clean_db.TrainedModel().to_arrays("output")
     assert len(outputs) == 4
     assert all(o["received"] == {"verbose": True, "save_every_n": 3} for o in outputs)

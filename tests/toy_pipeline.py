@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from nntransfer import Experiment
 from nntransfer.core.compat import make_hash
 from nntransfer.configs import DatasetConfig, ModelConfig, TrainerConfig
 
@@ -31,6 +32,11 @@ class ToyTrainer(TrainerConfig):
     config_error: bool = False  # raise a ConfigError
     sleep: float = 0.0
     loss_weights: list[float] = [1.0]
+
+
+def toy(seed=1, **trainer) -> Experiment:
+    """An experiment of the trio; ``trainer``: ToyTrainer fields."""
+    return Experiment(ToyData(), ToyModel(), ToyTrainer(**trainer), seed)
 
 
 def toy_data(seed, n=64, batch_size=16, transfer_data=None, **_):
