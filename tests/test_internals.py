@@ -75,7 +75,8 @@ def test_refresh_lineage_restores_a_tables_lineage_rows(clean_db):
     seed_lineage = {name: value for name, value in schema.schema.lineage.items() if ".seed." in name}
     assert seed_lineage  # the seed table's primary key has its lineage row
     conn = schema.schema.connection
-    lineage_table = f"{conn.adapter.quote_identifier(schema.schema.database)}.{conn.adapter.quote_identifier('~lineage')}"
+    quote = conn.adapter.quote_identifier
+    lineage_table = f"{quote(schema.schema.database)}.{quote('~lineage')}"
     conn.query(f"DELETE FROM {lineage_table} WHERE table_name = 'seed'")
     assert not any(".seed." in name for name in schema.schema.lineage)
     internals.refresh_lineage(clean_db.Seed)

@@ -240,7 +240,6 @@ def test_a_state_that_fails_to_write_leaves_no_file(clean_db):
 
 BIND_AND_COUNT = textwrap.dedent("""
     import json, sys
-    import datajoint as dj
     from nntransfer.store import bind, db, schema
     conn = db.connection()
     queries = []
@@ -279,7 +278,8 @@ def test_binding_declares_missing_tables_repairs_lineage_and_reads_no_headings(t
     script.write_text(BIND_AND_COUNT)
 
     def quoted(table):
-        return f'"nntransfer_bindtest"."{table}"' if "DJ_BACKEND" not in os.environ else f"`nntransfer_bindtest`.`{table}`"
+        quote = "`" if "DJ_BACKEND" in os.environ else '"'  # MariaDB under tests/test_mysql.py
+        return f"{quote}nntransfer_bindtest{quote}.{quote}{table}{quote}"
 
     def run_script(*args):
         done = subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True)
