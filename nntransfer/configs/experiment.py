@@ -119,9 +119,7 @@ class Experiment(_Serializable):
         """Copy with changes by dotted path: ``replace(**{"trainer.max_iter": 3, "seed": 1})``."""
         parts = dict(self.configs)
         seed = self.seed
-        for path, value in changes.items():
-            if not isinstance(path, str):
-                raise ConfigError(f"paths are strings like 'trainer.max_iter', got {path!r}")
+        for path, value in changes.items():  # keyword names: always strings
             head, *rest = path.split(".")
             if head.isascii() and head.isdigit() and rest:  # "0.trainer.x": a one-step experiment is its step 0
                 if int(head) != 0:
@@ -219,19 +217,15 @@ class TransferExperiment(_Serializable):
 
         A step's own path wins over the same path for every step, in whatever order they are given."""
         steps = list(self.experiments)
-        every_step_first = sorted(changes.items(), key=lambda item: isinstance(item[0], str)
-                                  and item[0].partition(".")[0].isascii() and item[0].partition(".")[0].isdigit())
-        for path, value in every_step_first:
-            if not isinstance(path, str):
-                raise ConfigError(f"paths are strings like 'trainer.max_iter', got {path!r}")
-            head, _, rest = path.partition(".")
-            if head.isascii() and head.isdigit():
-                index = int(head)
-                if index >= len(steps):
-                    raise ConfigError(f"cannot set {path!r}: this transfer experiment has steps 0..{len(steps) - 1}")
-                steps[index] = steps[index].replace(**{rest: value})
-            else:
+        # paths for every step first (False sorts before True), so that a step's own path is applied last
+        for path, value in sorted(changes.items(), key=lambda change: _step_index(change[0]) is not None):
+            index = _step_index(path)
+            if index is None:
                 steps = [step.replace(**{path: value}) for step in steps]
+            elif index >= len(steps):
+                raise ConfigError(f"cannot set {path!r}: this transfer experiment has steps 0..{len(steps) - 1}")
+            else:
+                steps[index] = steps[index].replace(**{path.partition(".")[2]: value})
         return TransferExperiment(steps)
 
     def to_dict(self) -> dict:
@@ -245,6 +239,12 @@ class TransferExperiment(_Serializable):
 
     def __repr__(self) -> str:
         return f"TransferExperiment({self.experiments!r})"
+
+
+def _step_index(path: str) -> int | None:
+    """The step a path names with a leading index (``"1.trainer.max_iter"`` → 1); None for every step."""
+    head = path.partition(".")[0]
+    return int(head) if head.isascii() and head.isdigit() else None
 
 
 def check_seed(seed: Any) -> None:

@@ -31,14 +31,14 @@ def bind():
                 # (a fresh database, a table an upgrade adds), and look for tables without lineage in one query.
                 schema.activate(db.schema_name(), connection=conn, create_tables=False)
                 schema.create_tables = True  # a table class decorated after this is declared as usual
-                declared = set(schema.list_tables())
-                missing = [table for table in table_classes() if table.table_name not in declared]
+                tables, declared = list(table_classes()), set(schema.list_tables())
+                missing = [table for table in tables if table.table_name not in declared]
                 for table in missing:
                     table().declare(table.declaration_context)
                 if missing:
                     conn.dependencies.clear()
                 with_lineage = {name.split(".")[1] for name in schema.lineage}  # "schema.table.attribute"
-                for table in table_classes():
+                for table in tables:
                     if table.table_name not in with_lineage:
                         internals.refresh_lineage(table)
     return schema
